@@ -1,0 +1,184 @@
+//! Checkpoints: named tensors in safetensors, written atomically; loading reports missing,
+//! unexpected and mis-shaped tensors by name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::nn::Parameters;
+use crate::{LatentError, Result};
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
+///
+/// # Errors
+/// [`LatentError::Io`] naming the path.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| LatentError::io(dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(LatentError::io(path, e));
+    }
+    Ok(())
+}
+
+/// Named host tensors: name -> (shape, row-major values).
+pub type TensorMap = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Collects every parameter of the given components, each under its prefix.
+pub fn collect(components: &[(&str, &dyn Parameters)]) -> TensorMap {
+    let mut map = TensorMap::new();
+    for (prefix, model) in components {
+        model.visit(prefix, &mut |name, p| {
+            map.insert(name.to_string(), (p.shape(), p.to_vec()));
+        });
+    }
+    map
+}
+
+/// Serializes tensors (f32, little endian) with string metadata to safetensors bytes.
+///
+/// # Errors
+/// [`LatentError::Checkpoint`] if serialization fails.
+pub fn to_bytes(
+    tensors: &TensorMap,
+    metadata: BTreeMap<String, String>,
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, (s, v))| {
+            (
+                n.clone(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let mut views = Vec::with_capacity(raw.len());
+    for (n, s, b) in &raw {
+        let view =
+            TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| LatentError::Checkpoint {
+                path: path.into(),
+                message: format!("tensor {n}: {e:?}"),
+            })?;
+        views.push((n.clone(), view));
+    }
+    safetensors::serialize(views, &Some(metadata.into_iter().collect())).map_err(|e| {
+        LatentError::Checkpoint {
+            path: path.into(),
+            message: format!("cannot serialize: {e:?}"),
+        }
+    })
+}
+
+/// Saves tensors atomically to `path`.
+///
+/// # Errors
+/// [`LatentError::Io`] / [`LatentError::Checkpoint`].
+pub fn save(path: &Path, tensors: &TensorMap, metadata: BTreeMap<String, String>) -> Result<()> {
+    let bytes = to_bytes(tensors, metadata, path)?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads a safetensors file into a [`TensorMap`].
+///
+/// # Errors
+/// [`LatentError::Checkpoint`] for a missing, truncated or corrupted file (with the fix).
+pub fn load(path: &Path) -> Result<TensorMap> {
+    let bytes = std::fs::read(path).map_err(|e| LatentError::Checkpoint {
+        path: path.into(),
+        message: format!(
+            "cannot read weights ({e}); is this a run directory written by `latentlab train`?"
+        ),
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| LatentError::Checkpoint {
+        path: path.into(),
+        message: format!(
+            "corrupted or truncated safetensors file ({e:?}); retrain or restore the run directory"
+        ),
+    })?;
+    let mut map = TensorMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(LatentError::Checkpoint {
+                path: path.into(),
+                message: format!("tensor {name} has dtype {:?}, expected F32", view.dtype()),
+            });
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        map.insert(name, (view.shape().to_vec(), values));
+    }
+    Ok(map)
+}
+
+/// Copies tensors from `map` into `model` (names under `prefix`). Every parameter must be present
+/// with the same shape; extra tensors under the prefix are reported too.
+///
+/// # Errors
+/// [`LatentError::Checkpoint`] listing missing, unexpected and mis-shaped tensors by name.
+pub fn restore(
+    map: &TensorMap,
+    model: &mut dyn Parameters,
+    prefix: &str,
+    path: &Path,
+) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut misshaped = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut failure = None;
+    model.visit_mut(prefix, &mut |name, mut p| {
+        seen.insert(name.to_string());
+        match map.get(name) {
+            None => missing.push(name.to_string()),
+            Some((shape, _)) if *shape != p.shape() => {
+                misshaped.push(format!("{name} {:?} (model wants {:?})", shape, p.shape()))
+            }
+            Some((_, values)) => {
+                if let Err(e) = p.set(values) {
+                    failure = Some(e);
+                }
+            }
+        }
+    });
+    let dotted = format!("{prefix}.");
+    let unexpected: Vec<_> = map
+        .keys()
+        .filter(|k| k.starts_with(&dotted) && !seen.contains(*k))
+        .cloned()
+        .collect();
+    if !missing.is_empty() || !misshaped.is_empty() || !unexpected.is_empty() {
+        let mut parts = Vec::new();
+        if !missing.is_empty() {
+            parts.push(format!("missing tensors: {}", missing.join(", ")));
+        }
+        if !misshaped.is_empty() {
+            parts.push(format!("mis-shaped tensors: {}", misshaped.join(", ")));
+        }
+        if !unexpected.is_empty() {
+            parts.push(format!("unexpected tensors: {}", unexpected.join(", ")));
+        }
+        return Err(LatentError::Checkpoint {
+            path: path.into(),
+            message: format!(
+                "{}; the config does not match these weights (was it edited after training?)",
+                parts.join("; ")
+            ),
+        });
+    }
+    failure.map_or(Ok(()), Err)
+}

@@ -1,0 +1,64 @@
+//! The one concrete device of a build: CPU by default, CUDA with `--features cuda`.
+
+use dfdx::prelude::*;
+
+/// The device every latentlab tensor lives on (chosen at compile time by feature).
+#[cfg(not(feature = "cuda"))]
+pub type Dev = Cpu;
+/// The device every latentlab tensor lives on (chosen at compile time by feature).
+#[cfg(feature = "cuda")]
+pub type Dev = Cuda;
+
+/// A runtime-shaped matrix `(rows, cols)` with tape `T`.
+pub type Tensor2<T = NoneTape> = Tensor<(usize, usize), f32, Dev, T>;
+/// A runtime-shaped vector `(len,)` with tape `T`.
+pub type Tensor1<T = NoneTape> = Tensor<(usize,), f32, Dev, T>;
+/// A scalar with tape `T` (losses).
+pub type Scalar<T = NoneTape> = Tensor<(), f32, Dev, T>;
+/// The tape type used while training (records operations for backward).
+pub type TrainTape = OwnedTape<f32, Dev>;
+
+/// A tape that can flow through every layer: either recording ([`TrainTape`]) or not ([`NoneTape`]).
+pub trait Taped: Tape<f32, Dev> + Merge<Self> + Merge<NoneTape> + std::fmt::Debug {}
+impl<T: Tape<f32, Dev> + Merge<T> + Merge<NoneTape> + std::fmt::Debug> Taped for T {}
+
+/// Builds the device, seeded so that any device-side randomness is reproducible.
+///
+/// # Errors
+/// Returns [`crate::LatentError::Incompatible`] when the CUDA device cannot be opened.
+pub fn device(seed: u64) -> crate::Result<Dev> {
+    #[cfg(not(feature = "cuda"))]
+    {
+        Ok(Cpu::seed_from_u64(seed))
+    }
+    #[cfg(feature = "cuda")]
+    {
+        Cuda::try_seed_from_u64(seed).map_err(|e| {
+            crate::LatentError::Incompatible(format!("cannot open CUDA device 0: {e:?}"))
+        })
+    }
+}
+
+/// Copies a row-major host slice `(rows, cols)` into a device tensor.
+///
+/// # Errors
+/// [`crate::LatentError::Shape`] when `data.len() != rows * cols`.
+pub fn tensor2(dev: &Dev, data: &[f32], rows: usize, cols: usize) -> crate::Result<Tensor2> {
+    if data.len() != rows * cols {
+        return Err(crate::LatentError::shape(
+            "tensor2",
+            format!("{rows}x{cols} = {} values", rows * cols),
+            data.len(),
+        ));
+    }
+    let mut t: Tensor2 = dev.zeros_like(&(rows, cols));
+    t.copy_from(data);
+    Ok(t)
+}
+
+/// Copies a host slice into a device vector.
+pub fn tensor1(dev: &Dev, data: &[f32]) -> Tensor1 {
+    let mut t: Tensor1 = dev.zeros_like(&(data.len(),));
+    t.copy_from(data);
+    t
+}

@@ -1,0 +1,21 @@
+//! latentlab framework: plugin traits and registry, runtime-shaped neural-network layers on dfdx,
+//! optimization, data loading, training loops, the generation pipeline, checkpoints and evaluation.
+//!
+//! Plugins (in `latentlab-plugins`) implement the traits in [`plugin`] and register themselves
+//! with [`register_plugin!`]; everything is chosen by name in one experiment config.
+
+pub mod checkpoint;
+pub mod device;
+pub mod error;
+pub mod likelihood;
+pub mod nn;
+pub mod optim;
+pub mod plugin;
+pub mod registry;
+pub mod rng;
+pub mod schedules;
+
+pub use error::{LatentError, Result};
+
+#[doc(hidden)]
+pub use inventory;

@@ -1,0 +1,28 @@
+//! Runtime-shaped neural-network layers on dfdx 0.13 tensors, with a named-parameter visitor.
+//!
+//! dfdx's own `nn` needs compile-time shapes; these layers take `(batch, features)` tensors whose
+//! sizes come from config and data. Every layer is generic over the tape, so the same code runs
+//! with autodiff while training and without it while sampling. Shape mismatches are returned as
+//! [`crate::LatentError::Shape`], never panics.
+
+mod activation;
+mod attention;
+mod dropout;
+mod embedding;
+mod init;
+mod layer_norm;
+mod linear;
+mod params;
+mod residual_block;
+mod sinusoidal;
+
+pub use activation::Activation;
+pub use attention::MultiHeadAttention;
+pub use dropout::dropout;
+pub use embedding::Embedding;
+pub use init::Init;
+pub use layer_norm::LayerNorm;
+pub use linear::Linear;
+pub use params::{join, ParamMut, ParamRef, Parameters};
+pub use residual_block::{Modulation, ResidualBlock};
+pub use sinusoidal::{sinusoidal_embedding, sinusoidal_tensor};

@@ -1,0 +1,169 @@
+//! The parameter visitor: every trainable tensor is reached by a stable dotted name
+//! (`denoiser.blocks.2.linear1.weight`), which the optimizer, clipping, EMA and checkpoints use.
+
+use dfdx::prelude::*;
+
+use crate::device::{Tensor1, Tensor2};
+
+/// A borrowed trainable tensor.
+pub enum ParamRef<'a> {
+    /// A vector parameter (bias, norm scale).
+    Vector(&'a Tensor1),
+    /// A matrix parameter (weight, embedding table).
+    Matrix(&'a Tensor2),
+}
+
+/// A mutably borrowed trainable tensor.
+pub enum ParamMut<'a> {
+    /// A vector parameter (bias, norm scale).
+    Vector(&'a mut Tensor1),
+    /// A matrix parameter (weight, embedding table).
+    Matrix(&'a mut Tensor2),
+}
+
+impl ParamRef<'_> {
+    /// Shape as a list of dimensions.
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            ParamRef::Vector(t) => vec![t.shape().0],
+            ParamRef::Matrix(t) => vec![t.shape().0, t.shape().1],
+        }
+    }
+    /// Values copied to the host (row-major).
+    pub fn to_vec(&self) -> Vec<f32> {
+        match self {
+            ParamRef::Vector(t) => t.as_vec(),
+            ParamRef::Matrix(t) => t.as_vec(),
+        }
+    }
+}
+
+impl ParamMut<'_> {
+    /// Shape as a list of dimensions.
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            ParamMut::Vector(t) => vec![t.shape().0],
+            ParamMut::Matrix(t) => vec![t.shape().0, t.shape().1],
+        }
+    }
+    /// Values copied to the host (row-major).
+    pub fn to_vec(&self) -> Vec<f32> {
+        match self {
+            ParamMut::Vector(t) => t.as_vec(),
+            ParamMut::Matrix(t) => t.as_vec(),
+        }
+    }
+    /// Overwrites the values in place (the tensor keeps its identity, so gradients still match).
+    ///
+    /// # Errors
+    /// [`crate::LatentError::Shape`] when the length differs.
+    pub fn set(&mut self, values: &[f32]) -> crate::Result<()> {
+        let n: usize = self.shape().iter().product();
+        if n != values.len() {
+            return Err(crate::LatentError::shape(
+                "ParamMut::set",
+                format!("{n} values"),
+                values.len(),
+            ));
+        }
+        match self {
+            ParamMut::Vector(t) => t.copy_from(values),
+            ParamMut::Matrix(t) => t.copy_from(values),
+        }
+        Ok(())
+    }
+}
+
+/// Something that owns trainable tensors and can list them by name.
+pub trait Parameters {
+    /// Calls `f(name, tensor)` for every parameter, names prefixed by `prefix`.
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ParamRef<'_>));
+    /// Calls `f(name, tensor)` for every parameter with mutable access.
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>));
+
+    /// Total number of scalar parameters.
+    fn num_params(&self) -> usize {
+        let mut n = 0;
+        self.visit("", &mut |_, p| n += p.shape().iter().product::<usize>());
+        n
+    }
+    /// All parameter names in visiting order.
+    fn param_names(&self, prefix: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        self.visit(prefix, &mut |name, _| names.push(name.to_string()));
+        names
+    }
+}
+
+/// Joins a prefix and a field name with a dot (no leading dot for an empty prefix).
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+impl Parameters for Tensor2 {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
+        f(prefix, ParamRef::Matrix(self));
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        f(prefix, ParamMut::Matrix(self));
+    }
+}
+
+impl Parameters for Tensor1 {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
+        f(prefix, ParamRef::Vector(self));
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        f(prefix, ParamMut::Vector(self));
+    }
+}
+
+impl<P: Parameters> Parameters for Vec<P> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
+        for (i, p) in self.iter().enumerate() {
+            p.visit(&join(prefix, &i.to_string()), f);
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        for (i, p) in self.iter_mut().enumerate() {
+            p.visit_mut(&join(prefix, &i.to_string()), f);
+        }
+    }
+}
+
+impl<P: Parameters> Parameters for Option<P> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
+        if let Some(p) = self {
+            p.visit(prefix, f);
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        if let Some(p) = self {
+            p.visit_mut(prefix, f);
+        }
+    }
+}
+
+/// Implements [`Parameters`] for a struct by listing its parameter-owning fields; each field is
+/// visited under its own name.
+///
+/// ```ignore
+/// latentlab_framework::parameters!(MyBlock { norm, linear1, linear2 });
+/// ```
+#[macro_export]
+macro_rules! parameters {
+    ($ty:ty { $($field:ident),* $(,)? }) => {
+        impl $crate::nn::Parameters for $ty {
+            fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, $crate::nn::ParamRef<'_>)) {
+                $( $crate::nn::Parameters::visit(&self.$field, &$crate::nn::join(prefix, stringify!($field)), f); )*
+            }
+            fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, $crate::nn::ParamMut<'_>)) {
+                $( $crate::nn::Parameters::visit_mut(&mut self.$field, &$crate::nn::join(prefix, stringify!($field)), f); )*
+            }
+        }
+    };
+}

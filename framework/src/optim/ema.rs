@@ -1,0 +1,56 @@
+//! Exponential moving average of weights (used for sampling, as in diffusion practice).
+
+use std::collections::BTreeMap;
+
+use crate::nn::Parameters;
+use crate::Result;
+
+/// Shadow copy of a model's parameters: `shadow = decay * shadow + (1 - decay) * param`.
+#[derive(Debug, Clone)]
+pub struct Ema {
+    /// Decay per update (e.g. 0.999).
+    pub decay: f32,
+    shadow: BTreeMap<String, Vec<f32>>,
+}
+
+impl Ema {
+    /// Starts the average at the model's current weights.
+    pub fn new(model: &dyn Parameters, prefix: &str, decay: f32) -> Self {
+        let mut shadow = BTreeMap::new();
+        model.visit(prefix, &mut |name, p| {
+            shadow.insert(name.to_string(), p.to_vec());
+        });
+        Self { decay, shadow }
+    }
+
+    /// Folds the model's current weights into the average.
+    pub fn update(&mut self, model: &dyn Parameters, prefix: &str) {
+        let d = self.decay;
+        model.visit(prefix, &mut |name, p| {
+            let values = p.to_vec();
+            let s = self
+                .shadow
+                .entry(name.to_string())
+                .or_insert_with(|| values.clone());
+            for (s, v) in s.iter_mut().zip(&values) {
+                *s = d * *s + (1.0 - d) * v;
+            }
+        });
+    }
+
+    /// Writes the averaged weights into `model`.
+    ///
+    /// # Errors
+    /// [`crate::LatentError::Shape`] when the model's shapes changed since [`Ema::new`].
+    pub fn copy_to(&self, model: &mut dyn Parameters, prefix: &str) -> Result<()> {
+        let mut failure = None;
+        model.visit_mut(prefix, &mut |name, mut p| {
+            if let Some(s) = self.shadow.get(name) {
+                if let Err(e) = p.set(s) {
+                    failure = Some(e);
+                }
+            }
+        });
+        failure.map_or(Ok(()), Err)
+    }
+}

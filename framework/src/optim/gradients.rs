@@ -1,0 +1,106 @@
+//! Gradients pulled out of a dfdx backward pass, keyed by parameter name.
+//!
+//! Computing gradients and applying the optimizer are separate calls, so a data-parallel
+//! all-reduce over [`NamedGradients`] fits between them.
+
+use std::collections::BTreeMap;
+
+use dfdx::prelude::*;
+
+use crate::device::{Dev, Scalar, TrainTape};
+use crate::nn::{ParamRef, Parameters};
+use crate::{LatentError, Result};
+
+/// Host copies of the gradient of every parameter, by stable name.
+#[derive(Debug, Clone, Default)]
+pub struct NamedGradients {
+    /// Parameter name -> gradient values (row-major, same length as the parameter).
+    pub by_name: BTreeMap<String, Vec<f32>>,
+}
+
+impl NamedGradients {
+    /// Runs backward on `loss` and collects gradients for every parameter of `model` (named under
+    /// `prefix`). Parameters that did not take part in the loss get zero gradients.
+    ///
+    /// # Errors
+    /// [`LatentError::NonFinite`] when the loss is NaN or infinite.
+    pub fn backward(
+        loss: Scalar<TrainTape>,
+        model: &dyn Parameters,
+        prefix: &str,
+    ) -> Result<(f32, Self)> {
+        let value = loss.array();
+        if !value.is_finite() {
+            return Err(LatentError::NonFinite(format!("loss ({value})")));
+        }
+        let mut grads: Gradients<f32, Dev> = loss.backward();
+        let mut out = Self::default();
+        let mut failure = None;
+        model.visit(prefix, &mut |name, p| {
+            let values = match p {
+                ParamRef::Vector(t) => grads.try_alloc_for(t).map(|_| grads.get(t).as_vec()),
+                ParamRef::Matrix(t) => grads.try_alloc_for(t).map(|_| grads.get(t).as_vec()),
+            };
+            match values {
+                Ok(v) => {
+                    out.by_name.insert(name.to_string(), v);
+                }
+                Err(e) => failure = Some(format!("{name}: {e:?}")),
+            }
+        });
+        match failure {
+            Some(f) => Err(LatentError::NonFinite(format!(
+                "gradient allocation failed for {f}"
+            ))),
+            None => Ok((value, out)),
+        }
+    }
+
+    /// Global L2 norm over all gradients.
+    pub fn global_norm(&self) -> f32 {
+        self.by_name
+            .values()
+            .flat_map(|g| g.iter())
+            .map(|&x| (x as f64) * (x as f64))
+            .sum::<f64>()
+            .sqrt() as f32
+    }
+
+    /// Scales all gradients so their global norm is at most `max_norm` (as PyTorch's
+    /// `clip_grad_norm_`: factor `max_norm / (norm + 1e-6)` when it is below one). Returns the norm
+    /// before clipping.
+    pub fn clip_global_norm(&mut self, max_norm: f32) -> f32 {
+        let norm = self.global_norm();
+        let factor = max_norm / (norm + 1e-6);
+        if factor < 1.0 {
+            for g in self.by_name.values_mut() {
+                g.iter_mut().for_each(|x| *x *= factor);
+            }
+        }
+        norm
+    }
+
+    /// True when every gradient value is finite.
+    pub fn all_finite(&self) -> bool {
+        self.by_name
+            .values()
+            .all(|g| g.iter().all(|x| x.is_finite()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipping_matches_torch_formula() {
+        let mut g = NamedGradients::default();
+        g.by_name.insert("a".into(), vec![3.0, 0.0]);
+        g.by_name.insert("b".into(), vec![4.0]);
+        assert!((g.global_norm() - 5.0).abs() < 1e-6);
+        let before = g.clip_global_norm(1.0);
+        assert!((before - 5.0).abs() < 1e-6);
+        assert!((g.global_norm() - 1.0).abs() < 1e-5);
+        assert!((g.by_name["a"][0] - 0.6).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,11 @@
+//! Optimization: named gradients, AdamW, global-norm clipping, LR schedules, EMA.
+
+mod adamw;
+mod ema;
+mod gradients;
+mod schedule;
+
+pub use adamw::{AdamW, AdamWConfig};
+pub use ema::Ema;
+pub use gradients::NamedGradients;
+pub use schedule::LrSchedule;

@@ -1,0 +1,69 @@
+//! Evaluation of generated cells against real cells; each evaluator is a plugin.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// A set of cells in gene space, with optional labels.
+#[derive(Debug, Clone)]
+pub struct CellSet {
+    /// Row-major `(n, n_genes)` expression on the scale the model generates (e.g. log-normalized).
+    pub x: Vec<f32>,
+    /// Number of cells.
+    pub n: usize,
+    /// Number of genes.
+    pub n_genes: usize,
+    /// Per-cell label (conditioned or true label), if any.
+    pub labels: Option<Vec<String>>,
+}
+
+/// Shared inputs of one evaluation run.
+pub struct EvalContext<'a> {
+    /// Real training cells (PCA and classifiers are fit on them).
+    pub train: &'a CellSet,
+    /// PCA projection fit on `train`: `project(x, n) -> (n, k)`.
+    pub pca: &'a dyn Fn(&[f32], usize) -> Vec<f32>,
+    /// Number of PCA components.
+    pub pca_components: usize,
+    /// Gene names (for mitochondrial genes and per-gene reports).
+    pub gene_names: &'a [String],
+    /// Seed for any randomness.
+    pub seed: u64,
+}
+
+/// One named number with the exact protocol that produced it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// Short name (`mmd2_rbf`, `knn_auroc`, ...).
+    pub name: String,
+    /// Value.
+    pub value: f64,
+    /// How it was computed (space, kernel, bandwidths, folds, n).
+    pub protocol: String,
+    /// Whether smaller values are better.
+    pub lower_is_better: bool,
+}
+
+/// Compares a candidate set with a reference set of real cells.
+pub trait Evaluator: Send + Sync {
+    /// Metrics of `candidate` against `reference` (real held-out cells).
+    ///
+    /// # Errors
+    /// Invalid shapes or too few cells.
+    fn evaluate(
+        &self,
+        reference: &CellSet,
+        candidate: &CellSet,
+        ctx: &EvalContext<'_>,
+    ) -> Result<Vec<Metric>>;
+}
+
+/// Serializable description of an evaluator.
+#[typetag::serde(tag = "type")]
+pub trait EvaluatorConfig: std::fmt::Debug + Send + Sync {
+    /// Validates and builds.
+    ///
+    /// # Errors
+    /// [`crate::LatentError::InvalidConfig`].
+    fn build(&self) -> Result<Box<dyn Evaluator>>;
+}
