@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod device;
+pub mod diffusion;
 pub mod error;
 pub mod likelihood;
 pub mod nn;

@@ -1,0 +1,18 @@
+//! Using one taped tensor in several places.
+
+use dfdx::prelude::*;
+
+use crate::device::{Taped, Tensor2};
+
+/// Returns `n` handles to `x` for separate uses. The first carries `x`'s recorded history (so
+/// backward reaches everything that produced it exactly once); the others start empty tapes.
+/// Gradients from every use accumulate on `x` because all handles share its identity.
+pub fn fan_out<T: Taped>(x: Tensor2<T>, n: usize) -> Vec<Tensor2<T>> {
+    let (plain, tape) = x.split_tape();
+    let mut out = Vec::with_capacity(n);
+    let mut tape = Some(tape);
+    for _ in 0..n {
+        out.push(plain.clone().put_tape(tape.take().unwrap_or_default()));
+    }
+    out
+}

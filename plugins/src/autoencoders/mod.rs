@@ -1,0 +1,3 @@
+//! Stage-1 autoencoders.
+
+mod vae;

@@ -1,0 +1,161 @@
+//! Gaussian VAE on continuous (log-normalized) expression: MLP encoder to a diagonal Gaussian
+//! posterior, MLP decoder to the mean expression, unit-variance Gaussian reconstruction plus a
+//! (warmed-up) KL term to N(0, I).
+
+use dfdx::prelude::*;
+use latentlab_framework::device::{tensor2, Dev, Tensor2};
+use latentlab_framework::likelihood::{gaussian_reconstruction, kl_standard_normal};
+use latentlab_framework::nn::{fan_out, Activation, Init, Linear, Mlp};
+use latentlab_framework::plugin::{Autoencoder, AutoencoderConfig, AutoencoderContext, AutoencoderLoss, ExpressionBatch};
+use latentlab_framework::rng::{fill_normal, stream};
+use latentlab_framework::{parameters, register_plugin, LatentError, Result};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+/// Config of the `vae` autoencoder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaeConfig {
+    /// Latent width. Default 16.
+    pub latent_dim: usize,
+    /// Encoder hidden widths (the decoder mirrors them). Default [256, 128].
+    pub hidden: Vec<usize>,
+    /// Nonlinearity. Default `silu`.
+    pub activation: Activation,
+    /// LayerNorm after each hidden layer. Default true.
+    pub layer_norm: bool,
+    /// Dropout after each hidden layer. Default 0.1.
+    pub dropout: f32,
+    /// Weight of the KL term after warm-up. Default 1.0.
+    pub kl_weight: f32,
+    /// Steps over which the KL weight ramps linearly from 0. Default 500.
+    pub kl_warmup_steps: u64,
+}
+
+impl Default for VaeConfig {
+    fn default() -> Self {
+        Self {
+            latent_dim: 16,
+            hidden: vec![256, 128],
+            activation: Activation::Silu,
+            layer_norm: true,
+            dropout: 0.1,
+            kl_weight: 1.0,
+            kl_warmup_steps: 500,
+        }
+    }
+}
+
+#[typetag::serde(name = "vae")]
+impl AutoencoderConfig for VaeConfig {
+    fn build(&self, ctx: &AutoencoderContext) -> Result<Box<dyn Autoencoder>> {
+        let p = "autoencoder.vae";
+        if self.latent_dim == 0 {
+            return Err(LatentError::config(p, "latent_dim", "> 0", 0));
+        }
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
+            return Err(LatentError::config(p, "hidden", "a non-empty list of positive widths", format!("{:?}", self.hidden)));
+        }
+        if !(0.0..1.0).contains(&self.dropout) || self.kl_weight < 0.0 {
+            return Err(LatentError::config(p, "dropout/kl_weight", "dropout in [0, 1) and kl_weight ≥ 0", format!("{}/{}", self.dropout, self.kl_weight)));
+        }
+        let dev = &ctx.dev;
+        let mut rng = stream(ctx.seed, p);
+        let encoder = Mlp::new(dev, ctx.n_genes, &self.hidden, self.activation, self.layer_norm, self.dropout, &mut rng)?;
+        let top = *self.hidden.last().unwrap_or(&1);
+        let reversed: Vec<usize> = self.hidden.iter().rev().copied().collect();
+        let decoder = Mlp::new(dev, self.latent_dim, &reversed, self.activation, self.layer_norm, self.dropout, &mut rng)?;
+        Ok(Box::new(Vae {
+            config: self.clone(),
+            n_genes: ctx.n_genes,
+            dev: dev.clone(),
+            encoder,
+            mean: Linear::new(dev, top, self.latent_dim, Init::KaimingUniform, &mut rng)?,
+            log_var: Linear::new(dev, top, self.latent_dim, Init::KaimingUniform, &mut rng)?,
+            decoder,
+            output: Linear::new(dev, self.hidden[0], ctx.n_genes, Init::KaimingUniform, &mut rng)?,
+        }))
+    }
+}
+
+register_plugin!(
+    Autoencoder,
+    "vae",
+    "Gaussian VAE on log-normalized expression (MLP encoder/decoder, KL warm-up)",
+    "type = \"vae\"\nlatent_dim = 8\nhidden = [64, 32]\nkl_weight = 1.0\nkl_warmup_steps = 100"
+);
+
+/// A Gaussian VAE.
+pub struct Vae {
+    config: VaeConfig,
+    n_genes: usize,
+    dev: Dev,
+    encoder: Mlp,
+    mean: Linear,
+    log_var: Linear,
+    decoder: Mlp,
+    output: Linear,
+}
+parameters!(Vae { encoder, mean, log_var, decoder, output });
+
+impl Vae {
+    fn input(&self, batch: &ExpressionBatch) -> Result<Tensor2> {
+        if batch.x.len() != batch.n * self.n_genes {
+            return Err(LatentError::shape("vae input", format!("{} cells x {} genes", batch.n, self.n_genes), batch.x.len()));
+        }
+        tensor2(&self.dev, &batch.x, batch.n, self.n_genes)
+    }
+
+    fn kl_weight(&self, step: u64) -> f32 {
+        if self.config.kl_warmup_steps == 0 {
+            return self.config.kl_weight;
+        }
+        self.config.kl_weight * ((step as f32 + 1.0) / self.config.kl_warmup_steps as f32).min(1.0)
+    }
+}
+
+impl Autoencoder for Vae {
+    fn latent_dim(&self) -> usize {
+        self.config.latent_dim
+    }
+    fn n_genes(&self) -> usize {
+        self.n_genes
+    }
+
+    fn loss(&mut self, batch: &ExpressionBatch, step: u64, rng: &mut dyn RngCore) -> Result<AutoencoderLoss> {
+        let x = self.input(batch)?;
+        let h = self.encoder.forward(x.retaped::<latentlab_framework::device::TrainTape>(), true)?;
+        let mut h = fan_out(h, 2).into_iter();
+        let (h1, h2) = (h.next(), h.next());
+        let (Some(h1), Some(h2)) = (h1, h2) else { return Err(LatentError::shape("vae", 2, "fewer")) };
+        let mu = self.mean.forward(h1)?;
+        let log_var = self.log_var.forward(h2)?.clamp(-12.0, 12.0);
+        let mut noise = vec![0.0f32; batch.n * self.config.latent_dim];
+        fill_normal(&mut &mut *rng, &mut noise);
+        let eps = tensor2(&self.dev, &noise, batch.n, self.config.latent_dim)?;
+        let std = (log_var.with_empty_tape() * 0.5).exp();
+        let z = mu.with_empty_tape() + std * eps;
+        let x_hat = self.output.forward(self.decoder.forward(z, true)?)?;
+        let reconstruction = gaussian_reconstruction(x_hat, x);
+        let kl = kl_standard_normal(mu, log_var);
+        let (rec_value, kl_value) = (reconstruction.array(), kl.array());
+        let total = reconstruction + kl * self.kl_weight(step);
+        Ok(AutoencoderLoss { total, components: vec![("reconstruction".into(), rec_value), ("kl".into(), kl_value)] })
+    }
+
+    fn encode(&self, batch: &ExpressionBatch) -> Result<Vec<f32>> {
+        let x = self.input(batch)?;
+        Ok(self.mean.forward(self.encoder.forward(x, false)?)?.as_vec())
+    }
+
+    fn decode_mean(&self, z: &[f32], n: usize, _library_size: &[f32]) -> Result<Vec<f32>> {
+        let z = tensor2(&self.dev, z, n, self.config.latent_dim)?;
+        Ok(self.output.forward(self.decoder.forward(z, false)?)?.as_vec())
+    }
+
+    fn prior_sample(&self, n: usize, rng: &mut dyn RngCore) -> Option<Vec<f32>> {
+        let mut z = vec![0.0; n * self.config.latent_dim];
+        fill_normal(&mut &mut *rng, &mut z);
+        Some(z)
+    }
+}

@@ -1,0 +1,3 @@
+//! Condition encoders.
+
+mod class_embedding;

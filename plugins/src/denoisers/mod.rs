@@ -1,0 +1,3 @@
+//! Stage-2 denoiser networks.
+
+mod mlp;
