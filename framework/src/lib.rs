@@ -5,16 +5,20 @@
 //! with [`register_plugin!`]; everything is chosen by name in one experiment config.
 
 pub mod checkpoint;
+pub mod config;
 pub mod device;
 pub mod diffusion;
 pub mod error;
+pub mod experiment;
 pub mod likelihood;
 pub mod nn;
 pub mod optim;
+pub mod pipeline;
 pub mod plugin;
 pub mod registry;
 pub mod rng;
 pub mod schedules;
+pub mod train;
 
 pub use error::{LatentError, Result};
 

@@ -2,7 +2,7 @@
 
 use dfdx::prelude::*;
 
-use crate::device::{Taped, Tensor2};
+use crate::device::{Dev, Taped, Tensor2};
 
 /// Returns `n` handles to `x` for separate uses. The first carries `x`'s recorded history (so
 /// backward reaches everything that produced it exactly once); the others start empty tapes.
@@ -15,4 +15,10 @@ pub fn fan_out<T: Taped>(x: Tensor2<T>, n: usize) -> Vec<Tensor2<T>> {
         out.push(plain.clone().put_tape(tape.take().unwrap_or_default()));
     }
     out
+}
+
+/// Two handles to `x` of any shape; the first carries the recorded history (see [`fan_out`]).
+pub fn fork<S: Shape, T: Taped>(x: Tensor<S, f32, Dev, T>) -> (Tensor<S, f32, Dev, T>, Tensor<S, f32, Dev, T>) {
+    let (plain, tape) = x.split_tape();
+    (plain.clone().put_tape(tape), plain.put_tape(T::default()))
 }

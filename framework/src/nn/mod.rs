@@ -22,7 +22,7 @@ pub use activation::Activation;
 pub use attention::MultiHeadAttention;
 pub use dropout::dropout;
 pub use embedding::Embedding;
-pub use fan_out::fan_out;
+pub use fan_out::{fan_out, fork};
 pub use init::Init;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;

@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 use crate::nn::Parameters;
 use crate::Result;
 
-/// Shadow copy of a model's parameters: `shadow = decay * shadow + (1 - decay) * param`.
+/// Shadow copy of a model's parameters: `shadow = d * shadow + (1 - d) * param` with the warm-up
+/// `d = min(decay, (1 + k) / (10 + k))` at update `k` (as diffusers' `EMAModel`), so short runs are
+/// not dominated by the initial weights.
 #[derive(Debug, Clone)]
 pub struct Ema {
-    /// Decay per update (e.g. 0.999).
+    /// Maximum decay per update (e.g. 0.999).
     pub decay: f32,
+    updates: u64,
     shadow: BTreeMap<String, Vec<f32>>,
 }
 
@@ -20,12 +23,14 @@ impl Ema {
         model.visit(prefix, &mut |name, p| {
             shadow.insert(name.to_string(), p.to_vec());
         });
-        Self { decay, shadow }
+        Self { decay, updates: 0, shadow }
     }
 
     /// Folds the model's current weights into the average.
     pub fn update(&mut self, model: &dyn Parameters, prefix: &str) {
-        let d = self.decay;
+        let k = self.updates as f32;
+        let d = self.decay.min((1.0 + k) / (10.0 + k));
+        self.updates += 1;
         model.visit(prefix, &mut |name, p| {
             let values = p.to_vec();
             let s = self

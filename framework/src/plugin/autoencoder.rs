@@ -40,6 +40,27 @@ pub struct ExpressionBatch {
     pub library_size: Vec<f32>,
 }
 
+impl ExpressionBatch {
+    /// Number of genes per cell.
+    pub fn n_genes(&self) -> usize {
+        if self.n == 0 {
+            0
+        } else {
+            self.x.len() / self.n
+        }
+    }
+
+    /// The cells at `rows` (in that order).
+    pub fn select(&self, rows: &[usize]) -> ExpressionBatch {
+        let g = self.n_genes();
+        let mut x = Vec::with_capacity(rows.len() * g);
+        for &r in rows {
+            x.extend_from_slice(&self.x[r * g..(r + 1) * g]);
+        }
+        ExpressionBatch { x, n: rows.len(), library_size: rows.iter().map(|&r| self.library_size[r]).collect() }
+    }
+}
+
 /// One evaluation of the training objective.
 pub struct AutoencoderLoss {
     /// Differentiable total loss (mean over the batch).

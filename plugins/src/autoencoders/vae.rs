@@ -1,10 +1,10 @@
 //! Gaussian VAE on continuous (log-normalized) expression: MLP encoder to a diagonal Gaussian
-//! posterior, MLP decoder to the mean expression, unit-variance Gaussian reconstruction plus a
-//! (warmed-up) KL term to N(0, I).
+//! posterior, MLP decoder to the mean expression, Gaussian likelihood with a learned per-gene
+//! variance, plus a (warmed-up) KL term to N(0, I).
 
 use dfdx::prelude::*;
-use latentlab_framework::device::{tensor2, Dev, Tensor2};
-use latentlab_framework::likelihood::{gaussian_reconstruction, kl_standard_normal};
+use latentlab_framework::device::{tensor1, tensor2, Dev, Tensor1, Tensor2, TrainTape};
+use latentlab_framework::likelihood::{gaussian_nll, kl_standard_normal};
 use latentlab_framework::nn::{fan_out, Activation, Init, Linear, Mlp};
 use latentlab_framework::plugin::{Autoencoder, AutoencoderConfig, AutoencoderContext, AutoencoderLoss, ExpressionBatch};
 use latentlab_framework::rng::{fill_normal, stream};
@@ -74,6 +74,7 @@ impl AutoencoderConfig for VaeConfig {
             log_var: Linear::new(dev, top, self.latent_dim, Init::KaimingUniform, &mut rng)?,
             decoder,
             output: Linear::new(dev, self.hidden[0], ctx.n_genes, Init::KaimingUniform, &mut rng)?,
+            log_sigma: tensor1(dev, &vec![0.0; ctx.n_genes]),
         }))
     }
 }
@@ -95,8 +96,10 @@ pub struct Vae {
     log_var: Linear,
     decoder: Mlp,
     output: Linear,
+    /// Per-gene log standard deviation of the Gaussian observation model.
+    log_sigma: Tensor1,
 }
-parameters!(Vae { encoder, mean, log_var, decoder, output });
+parameters!(Vae { encoder, mean, log_var, decoder, output, log_sigma });
 
 impl Vae {
     fn input(&self, batch: &ExpressionBatch) -> Result<Tensor2> {
@@ -124,7 +127,7 @@ impl Autoencoder for Vae {
 
     fn loss(&mut self, batch: &ExpressionBatch, step: u64, rng: &mut dyn RngCore) -> Result<AutoencoderLoss> {
         let x = self.input(batch)?;
-        let h = self.encoder.forward(x.retaped::<latentlab_framework::device::TrainTape>(), true)?;
+        let h = self.encoder.forward(x.retaped::<TrainTape>(), true)?;
         let mut h = fan_out(h, 2).into_iter();
         let (h1, h2) = (h.next(), h.next());
         let (Some(h1), Some(h2)) = (h1, h2) else { return Err(LatentError::shape("vae", 2, "fewer")) };
@@ -136,7 +139,7 @@ impl Autoencoder for Vae {
         let std = (log_var.with_empty_tape() * 0.5).exp();
         let z = mu.with_empty_tape() + std * eps;
         let x_hat = self.output.forward(self.decoder.forward(z, true)?)?;
-        let reconstruction = gaussian_reconstruction(x_hat, x);
+        let reconstruction = gaussian_nll(x_hat, x, self.log_sigma.retaped::<TrainTape>());
         let kl = kl_standard_normal(mu, log_var);
         let (rec_value, kl_value) = (reconstruction.array(), kl.array());
         let total = reconstruction + kl * self.kl_weight(step);

@@ -1,0 +1,225 @@
+//! The experiment config: one file (TOML or JSON) composes data, plugins, training, sampling and
+//! evaluation. Unknown fields are rejected; every field has a documented default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::optim::LrSchedule;
+use crate::plugin::{AutoencoderConfig, ConditionerConfig, DenoiserConfig, EvaluatorConfig, SamplerConfig};
+use crate::{LatentError, Result};
+
+/// A complete experiment.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Master seed; every random stream derives from it. Default 0.
+    #[serde(default)]
+    pub seed: u64,
+    /// Input data and preprocessing.
+    pub data: DataConfig,
+    /// Stage-1 model (`type = "vae"`, ...).
+    pub autoencoder: Box<dyn AutoencoderConfig>,
+    /// Stage-2 network (`type = "mlp"`, ...).
+    pub denoiser: Box<dyn DenoiserConfig>,
+    /// Stage-2 process (`type = "rectified_flow"`, ...).
+    pub sampler: Box<dyn SamplerConfig>,
+    /// Optional condition encoder (`type = "class_embedding"`, ...).
+    #[serde(default)]
+    pub conditioner: Option<Box<dyn ConditionerConfig>>,
+    /// Optimization settings.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// Sampling defaults.
+    #[serde(default)]
+    pub sample: SampleConfig,
+    /// Evaluation settings.
+    #[serde(default)]
+    pub evaluate: EvaluateConfig,
+}
+
+/// Which data to read and how to prepare it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Path to `.h5ad` (or a 10x MTX folder / CSV), relative to the working directory.
+    pub path: PathBuf,
+    /// Matrix that feeds the model: `"X"`, `"raw"` or `"layers/<name>"`. Default `"X"`.
+    #[serde(default = "default_matrix")]
+    pub matrix: String,
+    /// Fraction of cells held out for validation (stratified by `label_key`). Default 0.2.
+    #[serde(default = "default_validation_fraction")]
+    pub validation_fraction: f64,
+    /// Categorical obs column used to stratify the split and to report per-label metrics
+    /// (default: the conditioner's first categorical key, if any).
+    #[serde(default)]
+    pub label_key: Option<String>,
+    /// Preprocessing steps applied in order (normalize → log1p → HVG → scaling).
+    #[serde(default)]
+    pub preprocess: PreprocessConfig,
+}
+
+fn default_matrix() -> String {
+    "X".into()
+}
+fn default_validation_fraction() -> f64 {
+    0.2
+}
+
+/// Preprocessing as config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreprocessConfig {
+    /// Library-size normalization to this total per cell (e.g. 1e4). Default off.
+    pub normalize_total: Option<f32>,
+    /// Apply `log1p` after normalization. Default false.
+    pub log1p: bool,
+    /// Keep only this many highly variable genes. Default off (all genes).
+    pub highly_variable_genes: Option<usize>,
+    /// Keep only these genes (by var name), in this order. Default off.
+    pub genes: Option<Vec<String>>,
+}
+
+/// Optimization settings for both stages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Stage-1 optimizer steps. Default 2000.
+    pub autoencoder_steps: u64,
+    /// Stage-2 optimizer steps. Default 4000.
+    pub denoiser_steps: u64,
+    /// Cells per minibatch. Default 128.
+    pub batch_size: usize,
+    /// Stage-1 learning rate. Default 1e-3.
+    pub autoencoder_lr: f32,
+    /// Stage-2 learning rate. Default 1e-3.
+    pub denoiser_lr: f32,
+    /// AdamW decoupled weight decay. Default 1e-4.
+    pub weight_decay: f32,
+    /// Global gradient-norm clip (0 = off). Default 1.0.
+    pub grad_clip: f32,
+    /// EMA decay of the denoiser weights used for sampling (0 = off). Default 0.999.
+    pub ema_decay: f32,
+    /// Learning-rate schedule for both stages. Default warm-up 100 steps then cosine to 10%.
+    pub lr_schedule: LrSchedule,
+    /// Evaluate the validation loss every this many steps. Default 200.
+    pub validate_every: u64,
+    /// Stop a stage after this many validations without improvement (0 = never). Default 0.
+    pub early_stopping_patience: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            autoencoder_steps: 2000,
+            denoiser_steps: 4000,
+            batch_size: 128,
+            autoencoder_lr: 1e-3,
+            denoiser_lr: 1e-3,
+            weight_decay: 1e-4,
+            grad_clip: 1.0,
+            ema_decay: 0.999,
+            lr_schedule: LrSchedule::WarmupCosine { warmup_steps: 100, min_ratio: 0.1 },
+            validate_every: 200,
+            early_stopping_patience: 0,
+        }
+    }
+}
+
+/// Sampling defaults (each can be overridden on the command line).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SampleConfig {
+    /// Sampling steps (default: the sampler's own default).
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale (1 = plain conditional). Default 1.0.
+    pub guidance: f32,
+    /// Cells processed per network call. Default 4096.
+    pub chunk_size: usize,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        Self { steps: None, guidance: 1.0, chunk_size: 4096 }
+    }
+}
+
+/// Evaluation settings.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluateConfig {
+    /// PCA components (fit on real training cells) for distribution metrics. Default 30.
+    pub pca_components: usize,
+    /// Evaluators to run (default: every registered evaluator with its default config).
+    pub evaluators: Vec<Box<dyn EvaluatorConfig>>,
+}
+
+impl Default for EvaluateConfig {
+    fn default() -> Self {
+        Self { pca_components: 30, evaluators: Vec::new() }
+    }
+}
+
+impl ExperimentConfig {
+    /// Parses a TOML (default) or JSON (`.json`) config.
+    ///
+    /// # Errors
+    /// [`LatentError::ConfigParse`] naming the file, the offending field or plugin type and the fix.
+    pub fn from_str_with_path(text: &str, path: &Path) -> Result<Self> {
+        let is_json = path.extension().is_some_and(|e| e == "json");
+        let parsed: std::result::Result<Self, String> = if is_json {
+            serde_json::from_str(text).map_err(|e| e.to_string())
+        } else {
+            toml::from_str(text).map_err(|e| e.message().to_string())
+        };
+        let config = parsed.map_err(|message| LatentError::ConfigParse { path: path.into(), message: one_line(&message) })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Reads and parses a config file.
+    ///
+    /// # Errors
+    /// [`LatentError::Io`] or [`LatentError::ConfigParse`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| LatentError::io(path, e))?;
+        Self::from_str_with_path(&text, path)
+    }
+
+    /// Serializes to TOML (the resolved config stored in a run directory).
+    ///
+    /// # Errors
+    /// [`LatentError::ConfigParse`] when a plugin config cannot be serialized.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| LatentError::ConfigParse { path: "config.toml".into(), message: e.to_string() })
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let t = &self.train;
+        let bad = |field: &str, expected: &str, got: String| LatentError::ConfigParse {
+            path: path.into(),
+            message: format!("invalid `{field}`: expected {expected}, got {got}"),
+        };
+        if t.batch_size == 0 {
+            return Err(bad("train.batch_size", "> 0", "0".into()));
+        }
+        if !(t.autoencoder_lr > 0.0 && t.denoiser_lr > 0.0) {
+            return Err(bad("train.*_lr", "> 0", format!("{}/{}", t.autoencoder_lr, t.denoiser_lr)));
+        }
+        if !(0.0..1.0).contains(&t.ema_decay) {
+            return Err(bad("train.ema_decay", "a value in [0, 1)", t.ema_decay.to_string()));
+        }
+        if !(0.0 < self.data.validation_fraction && self.data.validation_fraction < 1.0) {
+            return Err(bad("data.validation_fraction", "a value in (0, 1)", self.data.validation_fraction.to_string()));
+        }
+        if self.sample.guidance < 0.0 || self.sample.chunk_size == 0 {
+            return Err(bad("sample.guidance/chunk_size", "guidance ≥ 0 and chunk_size > 0", format!("{}/{}", self.sample.guidance, self.sample.chunk_size)));
+        }
+        Ok(())
+    }
+}
+
+/// Collapses a multi-line parser message into one line.
+pub fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,132 @@
+//! Composes the plugins named in an [`ExperimentConfig`] and fits both stages:
+//! stage 1 → encode all cells → standardize latents → stage 2.
+
+use crate::config::ExperimentConfig;
+use crate::device::Dev;
+use crate::pipeline::LatentStats;
+use crate::plugin::{
+    Autoencoder, AutoencoderContext, ConditionTable, Conditioner, ConditionerContext, Denoiser, DenoiserContext, ExpressionBatch,
+    InputKind, LatentSampler, TrainingProcess,
+};
+use crate::rng::derive_seed;
+use crate::train::{train_autoencoder, train_denoiser, CurvePoint, LatentData, Progress, Stage2};
+use crate::{LatentError, Result};
+
+/// Cells ready for training: expression after preprocessing, conditions and the split.
+#[derive(Debug, Clone)]
+pub struct PreparedData {
+    /// All cells `(n, n_genes)` as the autoencoder consumes them.
+    pub expression: ExpressionBatch,
+    /// Gene names, in column order.
+    pub gene_names: Vec<String>,
+    /// Per-cell conditions for every source the conditioner declares.
+    pub conditions: ConditionTable,
+    /// Whether the expression is counts.
+    pub input_kind: InputKind,
+    /// Training rows.
+    pub train_rows: Vec<usize>,
+    /// Validation rows.
+    pub validation_rows: Vec<usize>,
+}
+
+/// The built (possibly trained) plugins of one experiment.
+pub struct Models {
+    /// Stage 1.
+    pub autoencoder: Box<dyn Autoencoder>,
+    /// Stage-2 network.
+    pub denoiser: Box<dyn Denoiser>,
+    /// Condition encoder.
+    pub conditioner: Option<Box<dyn Conditioner>>,
+    /// Stage-2 process.
+    pub sampler: Box<dyn LatentSampler>,
+    /// Standardization of the latents.
+    pub stats: LatentStats,
+    /// The process the denoiser was trained under.
+    pub process: TrainingProcess,
+    /// Device.
+    pub dev: Dev,
+}
+
+/// Builds every plugin of `config` for data with `n_genes` genes and the given condition table
+/// (categories are taken from it).
+///
+/// # Errors
+/// Invalid configs or incompatible combinations, named by plugin and field.
+pub fn build_models(config: &ExperimentConfig, n_genes: usize, input_kind: InputKind, table: &ConditionTable, dev: &Dev) -> Result<Models> {
+    let autoencoder = config.autoencoder.build(&AutoencoderContext {
+        n_genes,
+        input: input_kind,
+        seed: derive_seed(config.seed, "autoencoder"),
+        dev: dev.clone(),
+    })?;
+    let conditioner = match &config.conditioner {
+        Some(c) => Some(c.build(&ConditionerContext { table: table.clone(), seed: derive_seed(config.seed, "conditioner"), dev: dev.clone() })?),
+        None => None,
+    };
+    let condition = conditioner.as_ref().map(|c| (c.dim(), c.injection()));
+    let denoiser = config.denoiser.build(&DenoiserContext {
+        latent_dim: autoencoder.latent_dim(),
+        condition,
+        seed: derive_seed(config.seed, "denoiser"),
+        dev: dev.clone(),
+    })?;
+    let sampler = config.sampler.build()?;
+    let dim = autoencoder.latent_dim();
+    Ok(Models {
+        process: sampler.process(),
+        autoencoder,
+        denoiser,
+        conditioner,
+        sampler,
+        stats: LatentStats { mean: vec![0.0; dim], std: vec![1.0; dim] },
+        dev: dev.clone(),
+    })
+}
+
+/// Encodes all `rows` of `data` in chunks.
+///
+/// # Errors
+/// Model errors.
+pub fn encode_rows(autoencoder: &dyn Autoencoder, data: &ExpressionBatch, rows: &[usize], chunk: usize) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(rows.len() * autoencoder.latent_dim());
+    for c in rows.chunks(chunk.max(1)) {
+        out.extend(autoencoder.encode(&data.select(c))?);
+    }
+    Ok(out)
+}
+
+/// Trains both stages. Returns the training curves.
+///
+/// # Errors
+/// Training failures (non-finite loss with its step), shape errors.
+pub fn fit(config: &ExperimentConfig, data: &PreparedData, models: &mut Models, progress: &mut dyn Progress) -> Result<Vec<CurvePoint>> {
+    if data.train_rows.is_empty() {
+        return Err(LatentError::Data("no training cells after the split; provide more cells or lower data.validation_fraction".into()));
+    }
+    let train = data.expression.select(&data.train_rows);
+    let validation = data.expression.select(&data.validation_rows);
+    let mut curves = train_autoencoder(models.autoencoder.as_mut(), &train, &validation, &config.train, derive_seed(config.seed, "stage1"), progress)?;
+
+    let dim = models.autoencoder.latent_dim();
+    let mut z_train = encode_rows(models.autoencoder.as_ref(), &data.expression, &data.train_rows, 1024)?;
+    let mut z_val = encode_rows(models.autoencoder.as_ref(), &data.expression, &data.validation_rows, 1024)?;
+    models.stats = LatentStats::fit(&z_train, data.train_rows.len(), dim);
+    models.stats.standardize(&mut z_train);
+    models.stats.standardize(&mut z_val);
+    let train_latents = LatentData { z: z_train, n: data.train_rows.len(), dim, conditions: data.conditions.select(&data.train_rows) };
+    let val_latents = LatentData { z: z_val, n: data.validation_rows.len(), dim, conditions: data.conditions.select(&data.validation_rows) };
+    let drop_prob = config.conditioner.as_ref().map_or(0.0, |c| c.drop_prob());
+    let mut stage = Stage2 { denoiser: models.denoiser.as_mut(), conditioner: models.conditioner.as_deref_mut() };
+    curves.extend(train_denoiser(
+        &mut stage,
+        models.sampler.as_ref(),
+        &train_latents,
+        &val_latents,
+        drop_prob,
+        &config.train,
+        derive_seed(config.seed, "stage2"),
+        &models.dev,
+        progress,
+    )?);
+    Ok(curves)
+}

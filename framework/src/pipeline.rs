@@ -1,0 +1,154 @@
+//! The generation loop, written out step by step:
+//! noise → (sampler steps calling the denoiser, with classifier-free guidance) → latents →
+//! un-standardize → decode with the autoencoder.
+
+use rand::Rng;
+
+use crate::device::{tensor2, Dev};
+use crate::plugin::{Autoencoder, ConditionTable, Conditioner, Denoiser, LatentSampler};
+use crate::rng::fill_normal;
+use crate::{LatentError, Result};
+
+/// Per-dimension mean and standard deviation of the training latents; stage 2 works on
+/// standardized latents.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LatentStats {
+    /// Mean per latent dimension.
+    pub mean: Vec<f32>,
+    /// Standard deviation per latent dimension (floored at 1e-6).
+    pub std: Vec<f32>,
+}
+
+impl LatentStats {
+    /// Computes the statistics of row-major `(n, dim)` latents.
+    pub fn fit(z: &[f32], n: usize, dim: usize) -> Self {
+        let mut mean = vec![0.0f64; dim];
+        let mut sq = vec![0.0f64; dim];
+        for row in z.chunks_exact(dim) {
+            for j in 0..dim {
+                mean[j] += row[j] as f64;
+                sq[j] += (row[j] as f64) * (row[j] as f64);
+            }
+        }
+        let n = n.max(1) as f64;
+        let mean: Vec<f64> = mean.iter().map(|m| m / n).collect();
+        let std = sq.iter().zip(&mean).map(|(s, m)| ((s / n - m * m).max(0.0).sqrt()).max(1e-6) as f32).collect();
+        Self { mean: mean.into_iter().map(|m| m as f32).collect(), std }
+    }
+    /// `(z - mean) / std` in place.
+    pub fn standardize(&self, z: &mut [f32]) {
+        let d = self.mean.len();
+        for (i, v) in z.iter_mut().enumerate() {
+            *v = (*v - self.mean[i % d]) / self.std[i % d];
+        }
+    }
+    /// `z * std + mean` in place.
+    pub fn unstandardize(&self, z: &mut [f32]) {
+        let d = self.mean.len();
+        for (i, v) in z.iter_mut().enumerate() {
+            *v = *v * self.std[i % d] + self.mean[i % d];
+        }
+    }
+}
+
+/// How to run the reverse process.
+#[derive(Debug, Clone, Copy)]
+pub struct GenerateOptions {
+    /// Number of sampler steps.
+    pub steps: usize,
+    /// Classifier-free guidance scale `s`: `out = uncond + s (cond − uncond)`; 1 disables the
+    /// unconditional pass.
+    pub guidance: f32,
+    /// Cells per network call.
+    pub chunk_size: usize,
+}
+
+/// Generates standardized latents for every row of `conditions` (or `n` unconditional rows).
+///
+/// # Errors
+/// Model errors, or guidance requested without a conditioner.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_latents(
+    denoiser: &dyn Denoiser,
+    conditioner: Option<&dyn Conditioner>,
+    sampler: &dyn LatentSampler,
+    conditions: &ConditionTable,
+    n: usize,
+    dim: usize,
+    options: GenerateOptions,
+    rng: &mut impl Rng,
+    dev: &Dev,
+) -> Result<Vec<f32>> {
+    if conditioner.is_some() && conditions.len() != n {
+        return Err(LatentError::shape("generate_latents conditions", n, conditions.len()));
+    }
+    if conditioner.is_none() && options.guidance != 1.0 {
+        return Err(LatentError::Incompatible("classifier-free guidance needs a conditioner; remove --cfg or train with one".into()));
+    }
+    let grid = sampler.time_grid(options.steps)?;
+    let mut out = Vec::with_capacity(n * dim);
+    let rows: Vec<usize> = (0..n).collect();
+    for chunk in rows.chunks(options.chunk_size.max(1)) {
+        let m = chunk.len();
+        // 1. Start from pure noise at t = 1.
+        let mut z = vec![0.0f32; m * dim];
+        fill_normal(rng, &mut z);
+        // 2. Embed the conditions once (and the null condition for guidance).
+        let table = conditions.select(if conditioner.is_some() { chunk } else { &[] });
+        let mut model = |z: &[f32], t: f32| -> Result<Vec<f32>> {
+            let times = vec![t; m];
+            let input = tensor2(dev, z, m, dim)?;
+            let Some(c) = conditioner else {
+                return Ok(denoiser.forward(input, &times, None)?.as_vec());
+            };
+            let cond = c.embed(&table, &vec![false; m])?;
+            let conditional = denoiser.forward(input.clone(), &times, Some(cond))?.as_vec();
+            if options.guidance == 1.0 {
+                return Ok(conditional);
+            }
+            let null = c.embed(&table, &vec![true; m])?;
+            let unconditional = denoiser.forward(input, &times, Some(null))?.as_vec();
+            Ok(unconditional.iter().zip(&conditional).map(|(u, c)| u + options.guidance * (c - u)).collect())
+        };
+        // 3. Integrate the reverse process along the sampler's time grid.
+        for w in grid.windows(2) {
+            z = sampler.step(&mut model, &z, w[0], w[1], rng)?;
+        }
+        out.extend_from_slice(&z);
+    }
+    if out.iter().any(|v| !v.is_finite()) {
+        return Err(LatentError::NonFinite("generated latents; try fewer guidance, more steps or a smaller learning rate".into()));
+    }
+    Ok(out)
+}
+
+/// Decodes standardized latents to expression: un-standardize, then the autoencoder's mean (or a
+/// draw from its observation model when `sample_observation`).
+///
+/// # Errors
+/// Model errors.
+pub fn decode_latents(
+    autoencoder: &dyn Autoencoder,
+    stats: &LatentStats,
+    mut z: Vec<f32>,
+    n: usize,
+    library_size: &[f32],
+    sample_observation: Option<&mut dyn rand::RngCore>,
+    chunk_size: usize,
+) -> Result<Vec<f32>> {
+    stats.unstandardize(&mut z);
+    let dim = autoencoder.latent_dim();
+    let mut out = Vec::with_capacity(n * autoencoder.n_genes());
+    let mut rng = sample_observation;
+    for start in (0..n).step_by(chunk_size.max(1)) {
+        let end = (start + chunk_size.max(1)).min(n);
+        let zc = &z[start * dim..end * dim];
+        let lib = &library_size[start..end];
+        let x = match rng.as_deref_mut() {
+            Some(r) => autoencoder.decode_sample(zc, end - start, lib, r)?,
+            None => autoencoder.decode_mean(zc, end - start, lib)?,
+        };
+        out.extend_from_slice(&x);
+    }
+    Ok(out)
+}

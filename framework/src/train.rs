@@ -1,0 +1,317 @@
+//! Training loops for both stages. Each step computes named gradients, clips them, then applies
+//! AdamW: two separate calls, so a data-parallel all-reduce fits between them later.
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use crate::config::TrainConfig;
+use crate::device::{tensor2, Dev, Scalar, TrainTape};
+use crate::nn::{ParamMut, ParamRef, Parameters};
+use crate::optim::{AdamW, AdamWConfig, Ema, NamedGradients};
+use crate::plugin::{ConditionTable, Conditioner, Denoiser, ExpressionBatch, LatentSampler};
+use crate::plugin::{Autoencoder, ConditionEmbedding};
+use crate::rng::{fill_normal, stream};
+use crate::{LatentError, Result};
+use dfdx::prelude::*;
+
+/// One logged value of a training curve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurvePoint {
+    /// `autoencoder` or `denoiser`.
+    pub stage: &'static str,
+    /// Optimizer step.
+    pub step: u64,
+    /// `train_loss`, `validation_loss`, or a loss component.
+    pub name: String,
+    /// Value.
+    pub value: f64,
+}
+
+/// Receives progress while training (a progress bar in the CLI, nothing in tests).
+pub trait Progress {
+    /// Called after each step with the current training loss.
+    fn step(&mut self, stage: &str, step: u64, total: u64, loss: f32);
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct Silent;
+impl Progress for Silent {
+    fn step(&mut self, _: &str, _: u64, _: u64, _: f32) {}
+}
+
+/// Shuffled minibatches over `n` rows, reshuffled every epoch (seeded).
+pub struct Minibatches {
+    order: Vec<usize>,
+    position: usize,
+    batch: usize,
+    rng: rand::rngs::StdRng,
+}
+
+impl Minibatches {
+    /// Batches of `batch` rows (the last one of an epoch may be smaller, never empty).
+    pub fn new(n: usize, batch: usize, rng: rand::rngs::StdRng) -> Self {
+        let mut s = Self { order: (0..n).collect(), position: n, batch: batch.max(1), rng };
+        s.position = s.order.len();
+        s
+    }
+    /// The next batch of row indices.
+    pub fn next_batch(&mut self) -> Vec<usize> {
+        if self.position >= self.order.len() {
+            self.order.shuffle(&mut self.rng);
+            self.position = 0;
+        }
+        let end = (self.position + self.batch).min(self.order.len());
+        let rows = self.order[self.position..end].to_vec();
+        self.position = end;
+        rows
+    }
+}
+
+fn should_validate(cfg: &TrainConfig, step: u64, total: u64) -> bool {
+    cfg.validate_every > 0 && ((step + 1) % cfg.validate_every == 0 || step + 1 == total)
+}
+
+/// Tracks the best validation loss for early stopping.
+struct EarlyStopping {
+    best: f64,
+    bad: u64,
+    patience: u64,
+}
+impl EarlyStopping {
+    fn should_stop(&mut self, value: f64) -> bool {
+        if value < self.best {
+            self.best = value;
+            self.bad = 0;
+        } else {
+            self.bad += 1;
+        }
+        self.patience > 0 && self.bad >= self.patience
+    }
+}
+
+/// Trains a stage-1 model on `train` cells, validating on `validation` cells.
+///
+/// # Errors
+/// Non-finite losses (with the step), shape errors.
+pub fn train_autoencoder(
+    model: &mut dyn Autoencoder,
+    train: &ExpressionBatch,
+    validation: &ExpressionBatch,
+    cfg: &TrainConfig,
+    seed: u64,
+    progress: &mut dyn Progress,
+) -> Result<Vec<CurvePoint>> {
+    let mut optimizer = AdamW::new(AdamWConfig { weight_decay: cfg.weight_decay, ..Default::default() })?;
+    let mut batches = Minibatches::new(train.n, cfg.batch_size, stream(seed, "autoencoder.batches"));
+    let mut noise = stream(seed, "autoencoder.noise");
+    let mut curves = Vec::new();
+    let mut stopper = EarlyStopping { best: f64::INFINITY, bad: 0, patience: cfg.early_stopping_patience };
+    let total = cfg.autoencoder_steps;
+    for step in 0..total {
+        let batch = train.select(&batches.next_batch());
+        let loss = model.loss(&batch, step, &mut noise)?;
+        let (value, mut grads) = NamedGradients::backward(loss.total, &*model, "autoencoder")
+            .map_err(|e| at_step(e, "autoencoder", step))?;
+        if cfg.grad_clip > 0.0 {
+            grads.clip_global_norm(cfg.grad_clip);
+        }
+        let lr = cfg.lr_schedule.rate(cfg.autoencoder_lr, step, total);
+        optimizer.apply(&mut *model, "autoencoder", &grads, lr)?;
+        model.after_step(&batch, &mut noise)?;
+        curves.push(CurvePoint { stage: "autoencoder", step, name: "train_loss".into(), value: value as f64 });
+        for (name, v) in &loss.components {
+            curves.push(CurvePoint { stage: "autoencoder", step, name: format!("train_{name}"), value: *v as f64 });
+        }
+        progress.step("autoencoder", step, total, value);
+        if should_validate(cfg, step, total) && validation.n > 0 {
+            let v = autoencoder_validation_loss(model, validation, cfg.batch_size, seed)?;
+            curves.push(CurvePoint { stage: "autoencoder", step, name: "validation_loss".into(), value: v });
+            if stopper.should_stop(v) {
+                break;
+            }
+        }
+    }
+    Ok(curves)
+}
+
+/// Mean loss over the validation cells (fixed noise stream so values are comparable).
+///
+/// # Errors
+/// Propagates model errors.
+pub fn autoencoder_validation_loss(model: &mut dyn Autoencoder, validation: &ExpressionBatch, batch: usize, seed: u64) -> Result<f64> {
+    let mut rng = stream(seed, "autoencoder.validation");
+    let (mut sum, mut count) = (0.0, 0usize);
+    let rows: Vec<usize> = (0..validation.n).collect();
+    for chunk in rows.chunks(batch.max(1)) {
+        let b = validation.select(chunk);
+        let loss = model.loss(&b, u64::MAX / 2, &mut rng)?;
+        sum += loss.total.array() as f64 * chunk.len() as f64;
+        count += chunk.len();
+    }
+    Ok(sum / count.max(1) as f64)
+}
+
+/// Latents (standardized) with their conditions: what stage 2 trains on.
+#[derive(Debug, Clone)]
+pub struct LatentData {
+    /// Row-major `(n, dim)`.
+    pub z: Vec<f32>,
+    /// Rows.
+    pub n: usize,
+    /// Latent width.
+    pub dim: usize,
+    /// Per-cell conditions.
+    pub conditions: ConditionTable,
+}
+
+impl LatentData {
+    fn rows(&self, rows: &[usize]) -> Vec<f32> {
+        rows.iter().flat_map(|&r| self.z[r * self.dim..(r + 1) * self.dim].iter().copied()).collect()
+    }
+}
+
+/// The trainable parts of stage 2 seen as one parameter tree (`denoiser.*`, `conditioner.*`).
+pub struct Stage2<'a> {
+    /// The network.
+    pub denoiser: &'a mut (dyn Denoiser + 'static),
+    /// The condition encoder, if any.
+    pub conditioner: Option<&'a mut (dyn Conditioner + 'static)>,
+}
+
+impl Parameters for Stage2<'_> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
+        self.denoiser.visit(&crate::nn::join(prefix, "denoiser"), f);
+        if let Some(c) = &self.conditioner {
+            c.visit(&crate::nn::join(prefix, "conditioner"), f);
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        self.denoiser.visit_mut(&crate::nn::join(prefix, "denoiser"), f);
+        if let Some(c) = &mut self.conditioner {
+            c.visit_mut(&crate::nn::join(prefix, "conditioner"), f);
+        }
+    }
+}
+
+/// Stage-2 loss on one batch: MSE between the network output and the sampler's target.
+///
+/// # Errors
+/// Shape errors.
+pub fn denoiser_loss(
+    stage: &Stage2<'_>,
+    sampler: &dyn LatentSampler,
+    data: &LatentData,
+    rows: &[usize],
+    drop_prob: f32,
+    rng: &mut impl Rng,
+    dev: &Dev,
+) -> Result<Scalar<TrainTape>> {
+    let n = rows.len();
+    let z0 = data.rows(rows);
+    let mut noise = vec![0.0; z0.len()];
+    fill_normal(rng, &mut noise);
+    let t: Vec<f32> = (0..n).map(|_| sampler.sample_time(rng)).collect();
+    let pair = sampler.training_pair(&z0, &noise, &t, data.dim)?;
+    let cond: Option<ConditionEmbedding<TrainTape>> = match &stage.conditioner {
+        Some(c) => {
+            let null: Vec<bool> = (0..n).map(|_| rng.gen::<f32>() < drop_prob).collect();
+            Some(c.embed_train(&data.conditions.select(rows), &null)?)
+        }
+        None => None,
+    };
+    let input = tensor2(dev, &pair.noisy, n, data.dim)?.retaped::<TrainTape>();
+    let out = stage.denoiser.forward_train(input, &pair.model_time, cond)?;
+    let target = tensor2(dev, &pair.target, n, data.dim)?;
+    Ok((out - target).square().mean())
+}
+
+/// Trains the denoiser (and conditioner) on standardized latents; returns curves and the EMA
+/// weights (already copied into the models when `ema_decay > 0`).
+///
+/// # Errors
+/// Non-finite losses (with the step), shape errors.
+#[allow(clippy::too_many_arguments)]
+pub fn train_denoiser(
+    stage: &mut Stage2<'_>,
+    sampler: &dyn LatentSampler,
+    train: &LatentData,
+    validation: &LatentData,
+    drop_prob: f32,
+    cfg: &TrainConfig,
+    seed: u64,
+    dev: &Dev,
+    progress: &mut dyn Progress,
+) -> Result<Vec<CurvePoint>> {
+    let mut optimizer = AdamW::new(AdamWConfig { weight_decay: cfg.weight_decay, ..Default::default() })?;
+    let mut batches = Minibatches::new(train.n, cfg.batch_size, stream(seed, "denoiser.batches"));
+    let mut rng = stream(seed, "denoiser.noise");
+    let mut ema = (cfg.ema_decay > 0.0).then(|| Ema::new(stage, "", cfg.ema_decay));
+    let mut curves = Vec::new();
+    let mut stopper = EarlyStopping { best: f64::INFINITY, bad: 0, patience: cfg.early_stopping_patience };
+    let total = cfg.denoiser_steps;
+    for step in 0..total {
+        let rows = batches.next_batch();
+        let loss = denoiser_loss(stage, sampler, train, &rows, drop_prob, &mut rng, dev)?;
+        let (value, mut grads) = NamedGradients::backward(loss, stage, "").map_err(|e| at_step(e, "denoiser", step))?;
+        if cfg.grad_clip > 0.0 {
+            grads.clip_global_norm(cfg.grad_clip);
+        }
+        let lr = cfg.lr_schedule.rate(cfg.denoiser_lr, step, total);
+        optimizer.apply(stage, "", &grads, lr)?;
+        if let Some(e) = &mut ema {
+            e.update(stage, "");
+        }
+        curves.push(CurvePoint { stage: "denoiser", step, name: "train_loss".into(), value: value as f64 });
+        progress.step("denoiser", step, total, value);
+        if should_validate(cfg, step, total) && validation.n > 0 {
+            let v = denoiser_validation_loss(stage, sampler, validation, cfg.batch_size, seed, dev)?;
+            curves.push(CurvePoint { stage: "denoiser", step, name: "validation_loss".into(), value: v });
+            if stopper.should_stop(v) {
+                break;
+            }
+        }
+    }
+    if let Some(e) = &ema {
+        e.copy_to(stage, "")?;
+    }
+    Ok(curves)
+}
+
+/// Mean stage-2 loss over validation latents with a fixed noise stream.
+///
+/// # Errors
+/// Propagates model errors.
+pub fn denoiser_validation_loss(
+    stage: &Stage2<'_>,
+    sampler: &dyn LatentSampler,
+    validation: &LatentData,
+    batch: usize,
+    seed: u64,
+    dev: &Dev,
+) -> Result<f64> {
+    let mut rng = stream(seed, "denoiser.validation");
+    let rows: Vec<usize> = (0..validation.n).collect();
+    let (mut sum, mut count) = (0.0, 0usize);
+    for chunk in rows.chunks(batch.max(1)) {
+        let loss = denoiser_loss(stage, sampler, validation, chunk, 0.0, &mut rng, dev)?;
+        sum += loss.array() as f64 * chunk.len() as f64;
+        count += chunk.len();
+    }
+    Ok(sum / count.max(1) as f64)
+}
+
+fn at_step(e: LatentError, stage: &str, step: u64) -> LatentError {
+    match e {
+        LatentError::NonFinite(what) => LatentError::NonFinite(format!("{what} at {stage} step {step}")),
+        other => other,
+    }
+}
+
+/// Writes curves as CSV (`stage,step,name,value`).
+pub fn curves_csv(curves: &[CurvePoint]) -> String {
+    let mut out = String::from("stage,step,name,value\n");
+    for c in curves {
+        out.push_str(&format!("{},{},{},{}\n", c.stage, c.step, c.name, c.value));
+    }
+    out
+}
