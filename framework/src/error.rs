@@ -108,3 +108,9 @@ impl LatentError {
         }
     }
 }
+
+impl From<crate::data::DataError> for LatentError {
+    fn from(e: crate::data::DataError) -> Self {
+        LatentError::Data(e.to_string())
+    }
+}

@@ -6,14 +6,18 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
+pub mod dataset;
 pub mod device;
 pub mod diffusion;
 pub mod error;
 pub mod experiment;
 pub mod likelihood;
+pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod pipeline;
+pub mod plots;
 pub mod plugin;
 pub mod registry;
 pub mod rng;

@@ -1,0 +1,705 @@
+//! Write `.h5ad` files that Python anndata (≥ 0.8) reads, atomically (temp file + rename).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hdf5_writer::{
+    AttributeBuilder, ByteOrder, DatasetBuilder, Datatype, EnumMember, FilterDescription,
+    Hdf5Builder, WriteOptions, FILTER_DEFLATE,
+};
+
+use super::anndata::{AnnData, ObsmEntry, UnsValue};
+use super::error::{one_line, DataError};
+use super::frame::{Column, DataFrame};
+use super::matrix::Matrix;
+
+/// Options for [`write_h5ad_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct H5adWriteOptions {
+    /// Gzip (deflate) level 1–9 for numeric datasets; `None` writes uncompressed.
+    pub gzip_level: Option<u32>,
+}
+
+/// Write `adata` to `path` as `.h5ad` (uncompressed).
+///
+/// Written: `X` (dense float32 array or `csr_matrix`), `obs`/`var` dataframes (categorical,
+/// string, float, int, bool, nullable-integer and nullable-boolean columns), `layers`,
+/// `obsm` (arrays and dataframes), `raw` and `uns` (strings, numbers, booleans, string and
+/// numeric arrays, nested dicts), each with the `encoding-type`/`encoding-version`
+/// attributes anndata expects. `storage` is not written.
+///
+/// The file is written to `<path>.tmp-<pid>` in the same folder and renamed over `path`
+/// only when complete; on error the temporary file is removed and `path` is untouched.
+///
+/// # Errors
+/// [`DataError::Write`] when `adata` is inconsistent (shapes, a column named like the
+/// index, names containing `/`), or the file cannot be created, written or renamed.
+pub fn write_h5ad(path: &Path, adata: &AnnData) -> Result<(), DataError> {
+    write_h5ad_with(path, adata, H5adWriteOptions::default())
+}
+
+/// [`write_h5ad`] with options (compression).
+///
+/// # Errors
+/// As [`write_h5ad`].
+pub fn write_h5ad_with(
+    path: &Path,
+    adata: &AnnData,
+    options: H5adWriteOptions,
+) -> Result<(), DataError> {
+    let werr = |reason: String, fix: &str| DataError::Write {
+        path: path.to_path_buf(),
+        reason: one_line(reason),
+        fix: fix.into(),
+    };
+    adata.validate().map_err(|e| {
+        werr(
+            format!("inconsistent data ({e})"),
+            "fix the AnnData before writing",
+        )
+    })?;
+    let mut w = Plan {
+        b: Hdf5Builder::new(),
+        gzip: options.gzip_level.map(|l| l.clamp(1, 9)),
+    };
+    w.build(adata)
+        .map_err(|e| werr(e, "rename the offending column/key"))?;
+    let bytes =
+        w.b.into_plan()
+            .and_then(|p| p.encode(WriteOptions::default()))
+            .map_err(|e| {
+                werr(
+                    format!("HDF5 encoding failed: {e}"),
+                    "rename the offending column/key",
+                )
+            })?;
+    write_atomic(path, &bytes)
+}
+
+/// Write `bytes` to `path` via `<path>.tmp-<pid>` + rename; never leaves a partial file.
+///
+/// # Errors
+/// [`DataError::Write`] if the folder is missing/unwritable or the rename fails.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    let tmp = temp_path(path);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        DataError::Write {
+            path: path.to_path_buf(),
+            reason: one_line(e),
+            fix: "check that the output folder exists and is writable".into(),
+        }
+    })
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+struct Plan {
+    b: Hdf5Builder,
+    gzip: Option<u32>,
+}
+
+fn str_attr(name: &str, value: &str) -> AttributeBuilder {
+    AttributeBuilder::fixed_string(name, value)
+}
+
+fn enc(t: &str, v: &str) -> [AttributeBuilder; 2] {
+    [
+        str_attr("encoding-type", t),
+        str_attr("encoding-version", v),
+    ]
+}
+
+fn bool_dtype() -> Datatype {
+    Datatype::Enum {
+        base: Box::new(Datatype::FixedPoint {
+            size: 1,
+            signed: true,
+            byte_order: ByteOrder::LittleEndian,
+        }),
+        members: vec![
+            EnumMember {
+                name: "FALSE".into(),
+                value: vec![0],
+            },
+            EnumMember {
+                name: "TRUE".into(),
+                value: vec![1],
+            },
+        ],
+    }
+}
+
+fn check_name(name: &str, what: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains('/') || name == "." {
+        return Err(format!(
+            "{what} name \"{name}\" cannot be stored in HDF5 (empty, \".\" or containing '/')"
+        ));
+    }
+    Ok(())
+}
+
+type R = Result<(), String>;
+
+impl Plan {
+    fn push(&mut self, d: DatasetBuilder) {
+        let b = std::mem::take(&mut self.b);
+        self.b = b.dataset(d);
+    }
+
+    fn group(&mut self, path: &str, t: &str, v: &str) {
+        let mut b = std::mem::take(&mut self.b);
+        for a in enc(t, v) {
+            b = b.group_attribute(path, a);
+        }
+        self.b = b;
+    }
+
+    fn group_attr(&mut self, path: &str, a: AttributeBuilder) {
+        let b = std::mem::take(&mut self.b);
+        self.b = b.group_attribute(path, a);
+    }
+
+    fn finish_ds(&self, d: DatasetBuilder, shape: &[u64], t: &str, v: &str) -> DatasetBuilder {
+        let mut d = d;
+        if let Some(level) = self.gzip {
+            let n: u64 = shape.iter().product();
+            if n > 0 {
+                let chunk: Vec<u64> = if shape.len() == 1 {
+                    vec![shape[0].min(1 << 16)]
+                } else {
+                    let row = shape[1..].iter().product::<u64>().max(1);
+                    let rows = ((1u64 << 18) / row).clamp(1, shape[0]);
+                    std::iter::once(rows)
+                        .chain(shape[1..].iter().copied())
+                        .collect()
+                };
+                d = d.chunked(chunk).filter(FilterDescription {
+                    id: FILTER_DEFLATE,
+                    name: None,
+                    client_data: vec![level],
+                });
+            }
+        }
+        let [a, b] = enc(t, v);
+        if t.is_empty() {
+            d
+        } else {
+            d.attribute(a).attribute(b)
+        }
+    }
+
+    fn numeric<T: hdf5_writer::H5WriteElement>(
+        &mut self,
+        path: &str,
+        shape: Vec<u64>,
+        values: &[T],
+        t: &str,
+    ) -> R {
+        let d = DatasetBuilder::typed_data(path, shape.clone(), values)
+            .map_err(|e| format!("{path}: {e}"))?;
+        let d = self.finish_ds(d, &shape, t, "0.2.0");
+        self.push(d);
+        Ok(())
+    }
+
+    fn bools(&mut self, path: &str, values: &[bool], t: &str) {
+        let shape = vec![values.len() as u64];
+        let raw: Vec<u8> = values.iter().map(|&b| u8::from(b)).collect();
+        let d = DatasetBuilder::new(path, bool_dtype(), shape.clone()).raw_data(raw);
+        let d = self.finish_ds(d, &shape, t, "0.2.0");
+        self.push(d);
+    }
+
+    fn strings(&mut self, path: &str, values: &[String], scalar: bool) -> R {
+        let shape: Vec<u64> = if scalar {
+            vec![]
+        } else {
+            vec![values.len() as u64]
+        };
+        let d = DatasetBuilder::vlen_string_data(path, shape, values)
+            .map_err(|e| format!("{path}: {e}"))?;
+        let (t, v) = if scalar {
+            ("string", "0.2.0")
+        } else {
+            ("string-array", "0.2.0")
+        };
+        let [a, b] = enc(t, v);
+        self.push(d.attribute(a).attribute(b));
+        Ok(())
+    }
+
+    fn build(&mut self, a: &AnnData) -> R {
+        for attr in enc("anndata", "0.1.0") {
+            let b = std::mem::take(&mut self.b);
+            self.b = b.attribute(attr);
+        }
+        self.matrix("X", &a.x)?;
+        self.dataframe("obs", &a.obs)?;
+        self.dataframe("var", &a.var)?;
+        self.group("layers", "dict", "0.1.0");
+        for (k, m) in &a.layers {
+            check_name(k, "layer")?;
+            self.matrix(&format!("layers/{k}"), m)?;
+        }
+        self.group("obsm", "dict", "0.1.0");
+        for (k, e) in &a.obsm {
+            check_name(k, "obsm key")?;
+            let p = format!("obsm/{k}");
+            match e {
+                ObsmEntry::Array { rows, cols, data } => {
+                    self.numeric(&p, vec![*rows as u64, *cols as u64], data, "array")?
+                }
+                ObsmEntry::Frame(f) => self.dataframe(&p, f)?,
+            }
+        }
+        for g in ["obsp", "varm", "varp"] {
+            self.group(g, "dict", "0.1.0");
+        }
+        if let Some(raw) = &a.raw {
+            self.group("raw", "raw", "0.1.0");
+            self.matrix("raw/X", &raw.x)?;
+            self.dataframe("raw/var", &raw.var)?;
+            self.group("raw/varm", "dict", "0.1.0");
+        }
+        self.uns("uns", &a.uns)
+    }
+
+    fn matrix(&mut self, path: &str, m: &Matrix) -> R {
+        match m {
+            Matrix::Dense { rows, cols, data } => {
+                self.numeric(path, vec![*rows as u64, *cols as u64], data, "array")
+            }
+            Matrix::Csr(c) => {
+                self.group(path, "csr_matrix", "0.1.0");
+                self.group_attr(
+                    path,
+                    AttributeBuilder::vector("shape", &[c.rows as i64, c.cols as i64])
+                        .map_err(|e| e.to_string())?,
+                );
+                let n = vec![c.nnz() as u64];
+                self.numeric(&format!("{path}/data"), n.clone(), &c.data, "")?;
+                let idx: Vec<i32> = c.indices.iter().map(|&i| i as i32).collect();
+                if c.cols > i32::MAX as usize {
+                    let idx: Vec<i64> = c.indices.iter().map(|&i| i64::from(i)).collect();
+                    self.numeric(&format!("{path}/indices"), n, &idx, "")?;
+                } else {
+                    self.numeric(&format!("{path}/indices"), n, &idx, "")?;
+                }
+                let ptr: Vec<i64> = c.indptr.iter().map(|&i| i as i64).collect();
+                self.numeric(&format!("{path}/indptr"), vec![ptr.len() as u64], &ptr, "")
+            }
+        }
+    }
+
+    fn dataframe(&mut self, path: &str, f: &DataFrame) -> R {
+        let index_name = if f.index_name.is_empty() {
+            "_index"
+        } else {
+            f.index_name.as_str()
+        };
+        check_name(index_name, "index")?;
+        self.group(path, "dataframe", "0.2.0");
+        self.group_attr(path, str_attr("_index", index_name));
+        let names: Vec<&str> = f.columns.iter().map(|(n, _)| n.as_str()).collect();
+        let order = if names.is_empty() {
+            AttributeBuilder::vector::<f64>("column-order", &[])
+        } else {
+            AttributeBuilder::vlen_strings("column-order", &names)
+        }
+        .map_err(|e| e.to_string())?;
+        self.group_attr(path, order);
+        self.strings(&format!("{path}/{index_name}"), &f.index, false)?;
+        for (name, col) in &f.columns {
+            check_name(name, "column")?;
+            if name == index_name {
+                return Err(format!(
+                    "{path}: column \"{name}\" has the same name as the index"
+                ));
+            }
+            self.column(&format!("{path}/{name}"), col)?;
+        }
+        Ok(())
+    }
+
+    fn column(&mut self, p: &str, col: &Column) -> R {
+        let n = vec![col.len() as u64];
+        match col {
+            Column::Categorical {
+                codes,
+                categories,
+                ordered,
+            } => {
+                self.group(p, "categorical", "0.2.0");
+                self.group_attr(
+                    p,
+                    AttributeBuilder::new(
+                        "ordered",
+                        bool_dtype(),
+                        Vec::new(),
+                        vec![u8::from(*ordered)],
+                    ),
+                );
+                if categories.len() < i8::MAX as usize {
+                    let c: Vec<i8> = codes.iter().map(|&c| c as i8).collect();
+                    self.numeric(&format!("{p}/codes"), n, &c, "array")?;
+                } else if categories.len() < i16::MAX as usize {
+                    let c: Vec<i16> = codes.iter().map(|&c| c as i16).collect();
+                    self.numeric(&format!("{p}/codes"), n, &c, "array")?;
+                } else {
+                    self.numeric(&format!("{p}/codes"), n, codes, "array")?;
+                }
+                self.strings(&format!("{p}/categories"), categories, false)
+            }
+            Column::Float(v) => self.numeric(p, n, v, "array"),
+            Column::Int(v) => self.numeric(p, n, v, "array"),
+            Column::Bool(v) => {
+                self.bools(p, v, "array");
+                Ok(())
+            }
+            Column::Str(v) => self.strings(p, v, false),
+            Column::NullableInt { values, mask } => {
+                self.group(p, "nullable-integer", "0.1.0");
+                self.numeric(&format!("{p}/values"), n, values, "array")?;
+                self.bools(&format!("{p}/mask"), mask, "array");
+                Ok(())
+            }
+            Column::NullableBool { values, mask } => {
+                self.group(p, "nullable-boolean", "0.1.0");
+                self.bools(&format!("{p}/values"), values, "array");
+                self.bools(&format!("{p}/mask"), mask, "array");
+                Ok(())
+            }
+        }
+    }
+
+    fn uns(&mut self, path: &str, map: &BTreeMap<String, UnsValue>) -> R {
+        self.group(path, "dict", "0.1.0");
+        for (k, v) in map {
+            check_name(k, "uns key")?;
+            let p = format!("{path}/{k}");
+            match v {
+                UnsValue::Str(s) => self.strings(&p, std::slice::from_ref(s), true)?,
+                UnsValue::Float(x) => self.scalar(&p, *x)?,
+                UnsValue::Int(x) => self.scalar(&p, *x)?,
+                UnsValue::Bool(x) => {
+                    let d = DatasetBuilder::new(&p, bool_dtype(), Vec::<u64>::new())
+                        .raw_data(vec![u8::from(*x)]);
+                    let [a, b] = enc("numeric-scalar", "0.2.0");
+                    self.push(d.attribute(a).attribute(b));
+                }
+                UnsValue::Strings(s) => self.strings(&p, s, false)?,
+                UnsValue::Floats(x) => self.numeric(&p, vec![x.len() as u64], x, "array")?,
+                UnsValue::Map(m) => self.uns(&p, m)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn scalar<T: hdf5_writer::H5WriteElement>(&mut self, p: &str, x: T) -> R {
+        let d = DatasetBuilder::typed_data(p, Vec::<u64>::new(), &[x])
+            .map_err(|e| format!("{p}: {e}"))?;
+        let [a, b] = enc("numeric-scalar", "0.2.0");
+        self.push(d.attribute(a).attribute(b));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::h5ad_read::read_h5ad;
+    use crate::data::matrix::CsrMatrix;
+
+    /// An AnnData exercising every column kind, layers, obsm, raw and uns.
+    pub(crate) fn sample(dense: bool) -> AnnData {
+        let csr = CsrMatrix {
+            rows: 3,
+            cols: 4,
+            indptr: vec![0, 2, 2, 5],
+            indices: vec![0, 3, 1, 2, 3],
+            data: vec![1.0, 2.5, 3.0, 4.0, 5.0],
+        };
+        let x = if dense {
+            Matrix::Dense {
+                rows: 3,
+                cols: 4,
+                data: Matrix::Csr(csr.clone()).to_dense(),
+            }
+        } else {
+            Matrix::Csr(csr.clone())
+        };
+        let obs = DataFrame {
+            index_name: "_index".into(),
+            index: vec!["AAAC-1".into(), "AAAG-1".into(), "célula-3".into()],
+            columns: vec![
+                (
+                    "cell_type".into(),
+                    Column::Categorical {
+                        codes: vec![0, 1, -1],
+                        categories: vec!["B".into(), "T".into()],
+                        ordered: false,
+                    },
+                ),
+                ("n_counts".into(), Column::Float(vec![3.5, 0.0, 12.0])),
+                ("n_genes".into(), Column::Int(vec![2, 0, 3])),
+                ("is_doublet".into(), Column::Bool(vec![false, true, false])),
+                (
+                    "batch".into(),
+                    Column::Str(vec!["a".into(), "b".into(), "a".into()]),
+                ),
+                (
+                    "age".into(),
+                    Column::NullableInt {
+                        values: vec![30, 0, 41],
+                        mask: vec![false, true, false],
+                    },
+                ),
+                (
+                    "treated".into(),
+                    Column::NullableBool {
+                        values: vec![true, false, false],
+                        mask: vec![false, false, true],
+                    },
+                ),
+            ],
+        };
+        let var = DataFrame {
+            index_name: "gene_ids".into(),
+            index: vec!["CD3E".into(), "MS4A1".into(), "LYZ".into(), "GNLY".into()],
+            columns: vec![(
+                "highly_variable".into(),
+                Column::Bool(vec![true, false, true, true]),
+            )],
+        };
+        let mut a = AnnData::new(x, obs, var.clone());
+        a.layers.insert("counts".into(), Matrix::Csr(csr.clone()));
+        a.obsm.insert(
+            "X_umap".into(),
+            ObsmEntry::Array {
+                rows: 3,
+                cols: 2,
+                data: vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+            },
+        );
+        let mut prot = DataFrame::from_index(a.obs.index.clone());
+        prot.columns
+            .push(("CD3".into(), Column::Float(vec![1.0, 2.0, 3.0])));
+        a.obsm.insert("protein".into(), ObsmEntry::Frame(prot));
+        a.raw = Some(crate::data::anndata::Raw {
+            x: Matrix::Csr(csr),
+            var,
+        });
+        let mut inner = BTreeMap::new();
+        inner.insert("source".into(), UnsValue::Str("unit test".into()));
+        inner.insert("n".into(), UnsValue::Int(7));
+        inner.insert("empty".into(), UnsValue::Map(BTreeMap::new()));
+        a.uns.insert("provenance".into(), UnsValue::Map(inner));
+        a.uns.insert("lr".into(), UnsValue::Float(0.001));
+        a.uns.insert("flag".into(), UnsValue::Bool(true));
+        a.uns.insert(
+            "names".into(),
+            UnsValue::Strings(vec!["x".into(), "y".into()]),
+        );
+        a.uns
+            .insert("curve".into(), UnsValue::Floats(vec![1.0, 0.5]));
+        a
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dp-write-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn write_read_identity() {
+        for (dense, gzip) in [(true, None), (false, None), (false, Some(4))] {
+            let a = sample(dense);
+            let p = tmp(&format!("rt-{dense}-{gzip:?}.h5ad"));
+            write_h5ad_with(&p, &a, H5adWriteOptions { gzip_level: gzip }).unwrap();
+            let b = read_h5ad(&p).unwrap();
+            assert_eq!(
+                b.storage.x_encoding,
+                if dense { "array" } else { "csr_matrix" }
+            );
+            assert!(b.storage.skipped.is_empty(), "{:?}", b.storage.skipped);
+            let mut b2 = b.clone();
+            b2.storage = a.storage.clone();
+            assert_eq!(b2, a, "dense={dense} gzip={gzip:?}");
+            assert!(!temp_path(&p).exists());
+        }
+    }
+
+    #[test]
+    fn empty_and_real_roundtrip() {
+        // A real file: read, write, read again gives the same object.
+        let src = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../data/hsmm_myoblast/cells.h5ad"
+        ));
+        let a = read_h5ad(src).unwrap();
+        let p = tmp("hsmm.h5ad");
+        write_h5ad(&p, &a).unwrap();
+        let mut b = read_h5ad(&p).unwrap();
+        b.storage = a.storage.clone();
+        assert_eq!(a, b);
+        // Zero non-zeros and no columns.
+        let e = AnnData::new(
+            Matrix::Csr(CsrMatrix::zeros(2, 3)),
+            DataFrame::from_index(vec!["a".into(), "b".into()]),
+            DataFrame::from_index(vec!["g1".into(), "g2".into(), "g3".into()]),
+        );
+        let p = tmp("empty.h5ad");
+        write_h5ad(&p, &e).unwrap();
+        assert_eq!(read_h5ad(&p).unwrap().x, e.x);
+    }
+
+    fn frame_json(f: &DataFrame) -> serde_json::Value {
+        use serde_json::json;
+        let mut cols = serde_json::Map::new();
+        for (name, c) in &f.columns {
+            let v = match c {
+                Column::Categorical { categories, .. } => {
+                    json!({"kind": "categorical", "categories": categories, "values": c.to_strings()})
+                }
+                Column::Float(v) => json!({"kind": "float", "values": v}),
+                Column::Int(v) => json!({"kind": "int", "values": v}),
+                Column::Bool(v) => json!({"kind": "bool", "values": v}),
+                Column::Str(v) => json!({"kind": "string", "values": v}),
+                Column::NullableInt { values, mask } => json!({"kind": "nullable-int",
+                    "values": values.iter().zip(mask).map(|(v, m)| (!m).then_some(*v)).collect::<Vec<_>>()}),
+                Column::NullableBool { values, mask } => json!({"kind": "nullable-bool",
+                    "values": values.iter().zip(mask).map(|(v, m)| (!m).then_some(*v)).collect::<Vec<_>>()}),
+            };
+            cols.insert(name.clone(), v);
+        }
+        json!({"index": f.index, "order": f.column_names(), "columns": cols})
+    }
+
+    fn rows(m: &Matrix) -> Vec<Vec<f32>> {
+        let (r, c) = m.shape();
+        let d = m.to_dense();
+        (0..r).map(|i| d[i * c..(i + 1) * c].to_vec()).collect()
+    }
+
+    fn uns_json(v: &UnsValue) -> serde_json::Value {
+        use serde_json::json;
+        match v {
+            UnsValue::Str(s) => json!({"kind": "str", "value": s}),
+            UnsValue::Float(x) => json!({"kind": "float", "value": x}),
+            UnsValue::Int(x) => json!({"kind": "int", "value": x}),
+            UnsValue::Bool(x) => json!({"kind": "bool", "value": x}),
+            UnsValue::Strings(x) => json!({"kind": "strings", "value": x}),
+            UnsValue::Floats(x) => json!({"kind": "floats", "value": x}),
+            UnsValue::Map(m) => json!({"kind": "map", "value": m.iter()
+                .map(|(k, v)| (k.clone(), uns_json(v))).collect::<serde_json::Map<_, _>>()}),
+        }
+    }
+
+    /// What Python anndata must see in the file written from `a`.
+    fn expected_json(a: &AnnData) -> serde_json::Value {
+        use serde_json::json;
+        let obsm: serde_json::Map<_, _> = a
+            .obsm
+            .iter()
+            .map(|(k, e)| {
+                let v = match e {
+                    ObsmEntry::Array { rows, cols, data } => json!({"kind": "array",
+                        "values": (0..*rows).map(|r| data[r * cols..(r + 1) * cols].to_vec()).collect::<Vec<_>>()}),
+                    ObsmEntry::Frame(f) => json!({"kind": "frame", "frame": frame_json(f)}),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        json!({
+            "shape": [a.n_obs(), a.n_vars()],
+            "x_sparse": matches!(a.x, Matrix::Csr(_)),
+            "X": rows(&a.x),
+            "obs": frame_json(&a.obs),
+            "var": frame_json(&a.var),
+            "layers": a.layers.iter().map(|(k, m)| (k.clone(), json!(rows(m)))).collect::<serde_json::Map<_, _>>(),
+            "obsm": obsm,
+            "raw": a.raw.as_ref().map(|r| json!({"X": rows(&r.x), "var_names": r.var.index})),
+            "uns": a.uns.iter().map(|(k, v)| (k.clone(), uns_json(v))).collect::<serde_json::Map<_, _>>(),
+        })
+    }
+
+    /// Writes `<name>.h5ad` + `<name>.expected.json` pairs for `tests/python/roundtrip_check.py`
+    /// into `$LATENTLAB_ROUNDTRIP_DIR` (default: a temp dir), and runs the script when
+    /// `$LATENTLAB_PYTHON` names a Python with anndata installed.
+    #[test]
+    fn python_roundtrip_fixtures() {
+        let dir = std::env::var_os("LATENTLAB_ROUNDTRIP_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| tmp("python"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let real = read_h5ad(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../data/pbmc68k_reduced/train.h5ad"
+        )))
+        .unwrap();
+        let cases = [
+            ("sample_dense", sample(true), None),
+            ("sample_csr", sample(false), None),
+            ("sample_csr_gzip", sample(false), Some(6)),
+            ("pbmc_subset", real.select_obs(&[0, 5, 9, 100]), None),
+        ];
+        for (name, a, gzip) in cases {
+            write_h5ad_with(
+                &dir.join(format!("{name}.h5ad")),
+                &a,
+                H5adWriteOptions { gzip_level: gzip },
+            )
+            .unwrap();
+            let json = serde_json::to_string(&expected_json(&a)).unwrap();
+            std::fs::write(dir.join(format!("{name}.expected.json")), json).unwrap();
+        }
+        let Some(python) = std::env::var_os("LATENTLAB_PYTHON") else {
+            eprintln!(
+                "LATENTLAB_PYTHON not set: wrote fixtures to {} but did not run Python",
+                dir.display()
+            );
+            return;
+        };
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/python/roundtrip_check.py");
+        let out = std::process::Command::new(python)
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        eprintln!("{text}");
+    }
+
+    #[test]
+    fn failed_write_leaves_nothing() {
+        let mut a = sample(false);
+        a.obs
+            .columns
+            .push(("bad/name".into(), Column::Int(vec![1, 2, 3])));
+        let p = tmp("bad.h5ad");
+        let e = write_h5ad(&p, &a).unwrap_err();
+        assert!(e.to_string().contains("bad/name"), "{e}");
+        assert!(!p.exists() && !temp_path(&p).exists());
+        let e = write_h5ad(Path::new("/nonexistent-dir/x.h5ad"), &sample(true)).unwrap_err();
+        assert!(matches!(e, DataError::Write { .. }));
+    }
+}

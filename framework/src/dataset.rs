@@ -1,0 +1,161 @@
+//! From a data file and the experiment config to [`PreparedData`]: read, choose the matrix,
+//! check it, preprocess, extract the conditions the conditioner declares, split.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::config::{ExperimentConfig, PreprocessConfig};
+use crate::data::preprocess::{gene_indices, require_finite};
+use crate::data::{highly_variable_genes, log1p, normalize_total, read_any, stratified_split, AnnData, Column, HvgFlavor, Matrix, MatrixSource};
+use crate::experiment::PreparedData;
+use crate::plugin::{ConditionColumn, ConditionKind, ConditionTable, ExpressionBatch, InputKind};
+use crate::rng::derive_seed;
+use crate::{LatentError, Result};
+
+/// A data set loaded for an experiment, with what sampling and evaluation need later.
+#[derive(Debug, Clone)]
+pub struct LoadedData {
+    /// Cells ready for training.
+    pub prepared: PreparedData,
+    /// obs names of every cell (row order of `prepared`).
+    pub cell_names: Vec<String>,
+    /// The label column used for stratification and per-label reports, if any.
+    pub label_key: Option<String>,
+    /// Per-cell label strings for `label_key`.
+    pub labels: Option<Vec<String>>,
+    /// The file it came from.
+    pub path: PathBuf,
+}
+
+/// Reads `path` and checks it is usable.
+///
+/// # Errors
+/// [`LatentError::Data`] with the file, field and fix.
+pub fn read(path: &Path) -> Result<AnnData> {
+    if !path.exists() {
+        return Err(LatentError::Data(format!("{}: file not found; check data.path in the config (paths are relative to the working directory)", path.display())));
+    }
+    Ok(read_any(path)?)
+}
+
+/// Selects the configured matrix and gene names, applies preprocessing and returns
+/// `(matrix, genes, input_kind, library_size)` where `library_size` is the row sum before
+/// normalization (over the kept genes).
+///
+/// # Errors
+/// Missing matrix source, NaN/inf values, missing genes, empty result.
+pub fn select_matrix(adata: &AnnData, matrix: &str, pre: &PreprocessConfig, path: &Path) -> Result<(Matrix, Vec<String>, InputKind, Vec<f32>)> {
+    let source = MatrixSource::from_str(matrix).map_err(|e| LatentError::Data(format!("{}: data.matrix: {e}", path.display())))?;
+    let mut m = adata.matrix(&source, path)?.clone();
+    let mut genes: Vec<String> = adata.gene_names_for(&source).to_vec();
+    require_finite(&m, path, &source.to_string())?;
+    let (rows, cols) = m.shape();
+    if rows == 0 || cols == 0 {
+        return Err(LatentError::Data(format!("{}: {source} is empty ({rows} cells x {cols} genes); point data.path at a file with cells", path.display())));
+    }
+    if let Some(wanted) = &pre.genes {
+        let idx = gene_indices(&genes, wanted, path)?;
+        m = m.select_cols(&idx);
+        genes = idx.iter().map(|&i| genes[i].clone()).collect();
+    }
+    let library_size = m.row_sums();
+    let mut kind = if m.looks_like_counts() { InputKind::Counts } else { InputKind::Continuous };
+    if let Some(n_top) = pre.highly_variable_genes {
+        let flavor = if kind == InputKind::Counts { HvgFlavor::SeuratV3 } else { HvgFlavor::Seurat };
+        let idx = highly_variable_genes(&m, n_top.min(genes.len()), flavor);
+        m = m.select_cols(&idx);
+        genes = idx.iter().map(|&i| genes[i].clone()).collect();
+    }
+    if let Some(target) = pre.normalize_total {
+        normalize_total(&mut m, target);
+        kind = InputKind::Continuous;
+    }
+    if pre.log1p {
+        log1p(&mut m);
+        kind = InputKind::Continuous;
+    }
+    Ok((m, genes, kind, library_size))
+}
+
+/// Extracts one condition source from obs/obsm.
+///
+/// # Errors
+/// Missing keys (listing the available ones), missing values, wrong types.
+pub fn condition_column(adata: &AnnData, key: &str, kind: &ConditionKind, path: &Path) -> Result<ConditionColumn> {
+    let file = path.display();
+    match kind {
+        ConditionKind::Categorical => {
+            let (categories, codes) = adata.obs.labels_for(key, path, "the conditioner's keys")?;
+            if let Some(i) = codes.iter().position(|&c| c < 0) {
+                return Err(LatentError::Data(format!("{file}: obs column \"{key}\" has missing values (cell {i}); drop those cells or fill the column before training")));
+            }
+            Ok(ConditionColumn::Categorical { categories, codes: codes.into_iter().map(|c| c as u32).collect() })
+        }
+        ConditionKind::Continuous => {
+            let col = adata.obs.column(key).ok_or_else(|| {
+                LatentError::Data(format!("{file}: obs column \"{key}\" not found (available: {}); fix the conditioner's key", adata.obs.column_names().join(", ")))
+            })?;
+            let values: Vec<f32> = match col {
+                Column::Float(v) => v.iter().map(|&x| x as f32).collect(),
+                Column::Int(v) => v.iter().map(|&x| x as f32).collect(),
+                Column::NullableInt { values, mask } if !mask.iter().any(|&m| m) => values.iter().map(|&x| x as f32).collect(),
+                other => {
+                    return Err(LatentError::Data(format!("{file}: obs column \"{key}\" is {}, not numeric; use a categorical conditioner for it", other.type_name())))
+                }
+            };
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(LatentError::Data(format!("{file}: obs column \"{key}\" has NaN/infinite values; fill or drop those cells")));
+            }
+            Ok(ConditionColumn::Continuous(values))
+        }
+        ConditionKind::Vector => {
+            let entry = adata.obsm.get(key).ok_or_else(|| {
+                LatentError::Data(format!("{file}: obsm key \"{key}\" not found (available: {}); fix the conditioner's key", adata.obsm.keys().cloned().collect::<Vec<_>>().join(", ")))
+            })?;
+            let (_, dim, values, _) = entry.to_dense();
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(LatentError::Data(format!("{file}: obsm \"{key}\" has NaN/infinite values; fill or drop those cells")));
+            }
+            Ok(ConditionColumn::Vector { dim, values })
+        }
+    }
+}
+
+/// Loads the data named in `config` and prepares it for training.
+///
+/// # Errors
+/// Any data problem, as a one-line message naming file, field and fix.
+pub fn load(config: &ExperimentConfig) -> Result<LoadedData> {
+    let path = config.data.path.clone();
+    let adata = read(&path)?;
+    let (matrix, genes, input_kind, library_size) = select_matrix(&adata, &config.data.matrix, &config.data.preprocess, &path)?;
+    let mut table = ConditionTable::default();
+    let sources = config.conditioner.as_ref().map(|c| c.sources()).unwrap_or_default();
+    for (key, kind) in &sources {
+        table.columns.insert(key.clone(), condition_column(&adata, key, kind, &path)?);
+    }
+    let label_key = config
+        .data
+        .label_key
+        .clone()
+        .or_else(|| sources.iter().find(|(_, k)| *k == ConditionKind::Categorical).map(|(k, _)| k.clone()));
+    let (labels, codes) = match &label_key {
+        Some(key) => {
+            let (cats, codes) = adata.obs.labels_for(key, &path, "data.label_key")?;
+            let strings = codes.iter().map(|&c| if c < 0 { "NA".to_string() } else { cats[c as usize].clone() }).collect();
+            (Some(strings), codes)
+        }
+        None => (None, vec![0; adata.n_obs()]),
+    };
+    let (train_rows, validation_rows) = stratified_split(&codes, config.data.validation_fraction, derive_seed(config.seed, "split"));
+    let (n, _) = matrix.shape();
+    let prepared = PreparedData {
+        expression: ExpressionBatch { x: matrix.to_dense(), n, library_size },
+        gene_names: genes,
+        conditions: table,
+        input_kind,
+        train_rows,
+        validation_rows,
+    };
+    Ok(LoadedData { prepared, cell_names: adata.cell_names().to_vec(), label_key, labels, path })
+}

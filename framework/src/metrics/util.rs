@@ -1,0 +1,146 @@
+//! Shared input validation and small numeric helpers (crate-private).
+
+use super::{MetricsError, Result};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+/// Checks that `x` is a finite `(n, d)` row-major matrix with `d > 0` and `n >= min_rows`.
+pub(crate) fn check_matrix(
+    what: &str,
+    x: &[f32],
+    n: usize,
+    d: usize,
+    min_rows: usize,
+) -> Result<()> {
+    if d == 0 {
+        return Err(MetricsError::Shape {
+            what: what.to_string(),
+            detail: "d must be > 0".to_string(),
+        });
+    }
+    let expected = n.checked_mul(d).ok_or_else(|| MetricsError::Shape {
+        what: what.to_string(),
+        detail: format!("n*d overflows (n={n}, d={d})"),
+    })?;
+    if x.len() != expected {
+        return Err(MetricsError::Shape {
+            what: what.to_string(),
+            detail: format!("len {} != n*d = {n}*{d} = {expected}", x.len()),
+        });
+    }
+    if n < min_rows {
+        return Err(MetricsError::TooFew {
+            what: what.to_string(),
+            got: n,
+            need: min_rows,
+        });
+    }
+    check_finite(what, x)
+}
+
+/// Checks that every value is finite.
+pub(crate) fn check_finite(what: &str, x: &[f32]) -> Result<()> {
+    match x.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(MetricsError::NonFinite {
+            what: what.to_string(),
+            index,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks that every value is finite (f64 version) and that there are at least `min` values.
+pub(crate) fn check_vec64(what: &str, x: &[f64], min: usize) -> Result<()> {
+    if x.len() < min {
+        return Err(MetricsError::TooFew {
+            what: what.to_string(),
+            got: x.len(),
+            need: min,
+        });
+    }
+    match x.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(MetricsError::NonFinite {
+            what: what.to_string(),
+            index,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Squared Euclidean distance between two equal-length rows, accumulated in f64.
+#[inline]
+pub(crate) fn sq_dist(a: &[f32], b: &[f32]) -> f64 {
+    // Four independent accumulators let the compiler vectorize the loop.
+    let mut acc = [0.0f64; 4];
+    let mut ca = a.chunks_exact(4);
+    let mut cb = b.chunks_exact(4);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for k in 0..4 {
+            let t = f64::from(x[k]) - f64::from(y[k]);
+            acc[k] += t * t;
+        }
+    }
+    let mut s = acc[0] + acc[1] + acc[2] + acc[3];
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        let t = f64::from(*x) - f64::from(*y);
+        s += t * t;
+    }
+    s
+}
+
+/// Deterministic subsample: all of `0..n` if `n <= max`, else `max` indices drawn without
+/// replacement with `StdRng::seed_from_u64(seed)`, returned sorted.
+pub(crate) fn subsample_indices(n: usize, max: usize, seed: u64) -> Vec<usize> {
+    if n <= max {
+        return (0..n).collect();
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut rng);
+    idx.truncate(max);
+    idx.sort_unstable();
+    idx
+}
+
+/// Copies the selected rows of a row-major `(n, d)` matrix.
+#[cfg(test)]
+pub(crate) fn gather_rows(x: &[f32], d: usize, rows: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * d);
+    for &r in rows {
+        out.extend_from_slice(&x[r * d..(r + 1) * d]);
+    }
+    out
+}
+
+/// Ranks (1-based) with ties replaced by their average rank. NaN-free input assumed.
+pub(crate) fn average_ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut ranks = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i + 1;
+        while j < idx.len() && v[idx[j]] == v[idx[i]] {
+            j += 1;
+        }
+        // positions i..j (0-based) share ranks i+1..=j, average (i+1+j)/2
+        let r = (i + 1 + j) as f64 / 2.0;
+        for &k in &idx[i..j] {
+            ranks[k] = r;
+        }
+        i = j;
+    }
+    ranks
+}
+
+/// Median of a non-empty slice (average of the two middle values for even length).
+pub(crate) fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len();
+    if m % 2 == 1 {
+        v[m / 2]
+    } else {
+        0.5 * (v[m / 2 - 1] + v[m / 2])
+    }
+}
