@@ -21,6 +21,8 @@ pub mod plots;
 pub mod plugin;
 pub mod registry;
 pub mod rng;
+pub mod run;
+pub mod sampling;
 pub mod schedules;
 pub mod train;
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file or folder could not be opened, read or listed.
-    #[error("{}: cannot read: {reason}; {fix}", .path.display())]
+    #[error("{}: cannot read: {}; {}", .path.display(), esc(.reason), esc(.fix))]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -20,7 +20,7 @@ pub enum DataError {
         fix: String,
     },
     /// The file is not a (readable) HDF5 file: wrong magic bytes, truncated or corrupted.
-    #[error("{}: not a readable HDF5 file ({reason}); {fix}", .path.display())]
+    #[error("{}: not a readable HDF5 file ({}); {}", .path.display(), esc(.reason), esc(.fix))]
     NotHdf5 {
         /// The file.
         path: PathBuf,
@@ -30,7 +30,7 @@ pub enum DataError {
         fix: String,
     },
     /// A required group, dataset, attribute or column is absent.
-    #[error("{}: {field} not found{}; {fix}", .path.display(), available_suffix(.available))]
+    #[error("{}: {} not found{}; {}", .path.display(), esc(.field), available_suffix(.available), esc(.fix))]
     Missing {
         /// The file.
         path: PathBuf,
@@ -42,7 +42,7 @@ pub enum DataError {
         fix: String,
     },
     /// An element uses an on-disk encoding this reader does not handle.
-    #[error("{}: {field}: unsupported encoding \"{encoding}\"; {fix}", .path.display())]
+    #[error("{}: {}: unsupported encoding \"{}\"; {}", .path.display(), esc(.field), esc(.encoding), esc(.fix))]
     UnsupportedEncoding {
         /// The file.
         path: PathBuf,
@@ -54,7 +54,7 @@ pub enum DataError {
         fix: String,
     },
     /// An element is present but its content is inconsistent or malformed.
-    #[error("{}: {field}: {problem}; {fix}", .path.display())]
+    #[error("{}: {}: {}; {}", .path.display(), esc(.field), esc(.problem), esc(.fix))]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -66,7 +66,7 @@ pub enum DataError {
         fix: String,
     },
     /// Writing an output file failed; no partial file is left behind.
-    #[error("{}: cannot write: {reason}; {fix}", .path.display())]
+    #[error("{}: cannot write: {}; {}", .path.display(), esc(.reason), esc(.fix))]
     Write {
         /// The output file.
         path: PathBuf,
@@ -77,16 +77,32 @@ pub enum DataError {
     },
 }
 
+/// Escape control characters (newlines, ...) so that a message stays on one line even when
+/// names come from a malformed file.
+fn esc(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        s.to_string()
+    }
+}
+
 fn available_suffix(available: &[String]) -> String {
     if available.is_empty() {
         return " (nothing available)".to_string();
     }
     const MAX: usize = 20;
-    let mut shown: Vec<&str> = available.iter().take(MAX).map(String::as_str).collect();
-    let more;
+    let mut shown: Vec<String> = available.iter().take(MAX).map(|a| esc(a)).collect();
     if available.len() > MAX {
-        more = format!("... {} more", available.len() - MAX);
-        shown.push(&more);
+        shown.push(format!("... {} more", available.len() - MAX));
     }
     format!(" (available: {})", shown.join(", "))
 }

@@ -697,6 +697,31 @@ mod tests {
     }
 
     #[test]
+    fn corrupted_bytes_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let dir = std::env::temp_dir().join(format!("dp-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bytes = std::fs::read(data("kang2018_ifnb/train.h5ad")).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let p = dir.join("fuzz.h5ad");
+        for _ in 0..150 {
+            let mut b = bytes.clone();
+            for _ in 0..rng.gen_range(1..8) {
+                let i = rng.gen_range(0..b.len());
+                b[i] = rng.gen();
+            }
+            std::fs::write(&p, &b).unwrap();
+            let r = std::panic::catch_unwind(|| read_h5ad(&p).map(|a| a.n_obs()));
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => assert!(!e.to_string().contains('\n'), "{e}"),
+                Err(_) => panic!("read_h5ad panicked on a corrupted file"),
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn bad_files_give_one_line_errors() {
         let dir = std::env::temp_dir().join(format!("dp-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -715,6 +740,54 @@ mod tests {
             assert!(!msg.contains('\n'), "{msg}");
             assert!(msg.contains("trunc"), "{msg}");
         }
+        // Missing X and unsupported X encoding, written with hdf5-writer directly.
+        use hdf5_writer::{AttributeBuilder, DatasetBuilder, Hdf5Builder, WriteOptions};
+        let write = |name: &str, b: Hdf5Builder| {
+            let p = dir.join(name);
+            let bytes = b
+                .into_plan()
+                .unwrap()
+                .encode(WriteOptions::default())
+                .unwrap();
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let no_x = write(
+            "nox.h5ad",
+            Hdf5Builder::new()
+                .dataset(DatasetBuilder::typed_data("obs/_index", vec![1u64], &[1i32]).unwrap()),
+        );
+        let e = read_h5ad(&no_x).unwrap_err().to_string();
+        assert!(
+            e.contains("nox.h5ad: HDF5 element \"X\" not found (available: obs); latentlab needs an X matrix"),
+            "{e}"
+        );
+        let odd = write(
+            "odd.h5ad",
+            Hdf5Builder::new()
+                .dataset(DatasetBuilder::typed_data("X/data", vec![1u64], &[1f32]).unwrap())
+                .group_attribute(
+                    "X",
+                    AttributeBuilder::fixed_string("encoding-type", "awkward-array"),
+                ),
+        );
+        let e = read_h5ad(&odd).unwrap_err();
+        assert!(matches!(e, DataError::UnsupportedEncoding { .. }), "{e}");
+        assert!(e.to_string().contains("odd.h5ad: X: unsupported encoding \"awkward-array\"; store it as a dense array or a CSR/CSC"), "{e}");
+        // NaN values read fine and are reported by is_finite.
+        let mut a = read_h5ad(&data("kang2018_ifnb/train.h5ad")).unwrap();
+        a.x.values_mut()[3] = f32::NAN;
+        let p = dir.join("nan.h5ad");
+        crate::data::write_h5ad(&p, &a).unwrap();
+        let b = read_h5ad(&p).unwrap();
+        assert!(!b.x.is_finite());
+        let e = crate::data::preprocess::require_finite(&b.x, &p, "X")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nan.h5ad: X: contains 1 NaN/infinite values; remove or impute"),
+            "{e}"
+        );
         // Missing file.
         let e = read_h5ad(&dir.join("nope.h5ad")).unwrap_err();
         assert!(matches!(e, DataError::Io { .. }));

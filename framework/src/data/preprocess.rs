@@ -427,6 +427,19 @@ mod tests {
             highly_variable_genes(&counts(), 10, HvgFlavor::Seurat),
             vec![0, 1, 2]
         );
+        // Reference: scanpy 1.11 `highly_variable_genes(flavor="seurat")` on this file gives
+        // dispersions_norm C1QB 5.0767, LYPD2 4.8739, MZB1 4.6977 (top 3), and the same 200
+        // genes; `flavor="seurat_v3"` on layers["counts"] ranks genes 206, 178, 736 first
+        // (variances_norm 11.56, 10.39, 9.56) and agrees on 199 of 200 genes.
+        let s = seurat_scores(&a.x);
+        for (gene, want) in [("C1QB", 5.0767), ("LYPD2", 4.8739), ("MZB1", 4.6977)] {
+            let j = a.gene_names().iter().position(|g| g == gene).unwrap();
+            assert!((s[j] - want).abs() < 1e-3, "{gene}: {} vs {want}", s[j]);
+        }
+        let v3 = seurat_v3_scores(&a.layers["counts"]);
+        let mut order: Vec<usize> = (0..v3.len()).collect();
+        order.sort_by(|&x, &y| v3[y].total_cmp(&v3[x]));
+        assert_eq!(&order[..3], &[206, 178, 736]);
     }
 
     #[test]

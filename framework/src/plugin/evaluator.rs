@@ -15,15 +15,16 @@ pub struct CellSet {
     pub n_genes: usize,
     /// Per-cell label (conditioned or true label), if any.
     pub labels: Option<Vec<String>>,
+    /// Projection on the PCA fit on real training cells, row-major `(n, k)` (filled by the
+    /// evaluation driver).
+    pub pcs: Vec<f32>,
 }
 
 /// Shared inputs of one evaluation run.
 pub struct EvalContext<'a> {
-    /// Real training cells (PCA and classifiers are fit on them).
+    /// Real training cells (PCA and classifiers are fit on them), with their `pcs`.
     pub train: &'a CellSet,
-    /// PCA projection fit on `train`: `project(x, n) -> (n, k)`.
-    pub pca: &'a dyn Fn(&[f32], usize) -> Vec<f32>,
-    /// Number of PCA components.
+    /// Number of PCA components (width of every `pcs`).
     pub pca_components: usize,
     /// Gene names (for mitochondrial genes and per-gene reports).
     pub gene_names: &'a [String],

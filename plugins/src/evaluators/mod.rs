@@ -1,1 +1,8 @@
-//! Evaluators.
+//! Evaluators, one metric family per file.
+
+mod distribution;
+mod gene_statistics;
+mod label_fidelity;
+mod memorization;
+mod quality_control;
+mod two_sample_classifier;
