@@ -1,1 +1,336 @@
-fn main() {}
+//! The `latentlab` command line: train, sample, evaluate, run (all three), plugins, inspect.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand};
+use latentlab::framework::config::ExperimentConfig;
+use latentlab::framework::data::{read_any, summarize, write_h5ad};
+use latentlab::framework::device::device;
+use latentlab::framework::registry::{catalog, PluginKind};
+use latentlab::framework::run::{load, Run};
+use latentlab::framework::run_evaluation::evaluate_run;
+use latentlab::framework::sampling::{sample, SampleRequest};
+use latentlab::framework::train::Progress;
+use latentlab::framework::train_run::train_run;
+
+/// Latent generative models for single-cell omics: an autoencoder compresses expression, a
+/// diffusion or flow sampler generates in its latent space. Everything is chosen in one config.
+#[derive(Parser)]
+#[command(name = "latentlab", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train both stages from a config and write a run directory.
+    Train {
+        /// Experiment config (TOML or JSON).
+        #[arg(long)]
+        config: PathBuf,
+        /// Run directory to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing run directory.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Generate cells from a trained run into an .h5ad file.
+    Sample(SampleArgs),
+    /// Compare generated cells with real cells and write a report (metrics.json, report.md/html, plots).
+    Evaluate {
+        /// Run directory from `latentlab train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// Generated cells (.h5ad from `latentlab sample`).
+        #[arg(long)]
+        generated: PathBuf,
+        /// Real reference cells (default: the run's held-out validation split).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+        /// Report directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Train, sample as many cells as the validation split (with its labels), evaluate, report.
+    Run {
+        /// Experiment config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Output directory (run in OUT/run, cells in OUT/generated.h5ad, report in OUT/report).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing output directory's run.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// List registered plugins with a summary and an example config.
+    Plugins {
+        /// Machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describe a data file: cells, genes, encoding, counts vs log-normalized, obs/var/obsm.
+    Inspect {
+        /// .h5ad file, 10x MTX folder, 10x .h5 or CSV/TSV.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct SampleArgs {
+    /// Run directory from `latentlab train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Number of cells.
+    #[arg(long)]
+    n: usize,
+    /// Fix a condition for every cell, e.g. `--condition bulk_labels="CD14+ Monocyte"` (repeatable).
+    #[arg(long = "condition", value_name = "KEY=VALUE")]
+    conditions: Vec<String>,
+    /// Classifier-free guidance scale (1 = plain conditional).
+    #[arg(long)]
+    cfg: Option<f32>,
+    /// Sampler steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Use another sampler with the trained denoiser (e.g. `ddim` for a `ddpm` run).
+    #[arg(long)]
+    sampler: Option<String>,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output .h5ad.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+struct Bar {
+    bar: Option<indicatif::ProgressBar>,
+    stage: String,
+}
+
+impl Bar {
+    fn new() -> Self {
+        Self {
+            bar: None,
+            stage: String::new(),
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn step(&mut self, stage: &str, step: u64, total: u64, loss: f32) {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        if self.stage != stage {
+            if let Some(b) = self.bar.take() {
+                b.finish();
+            }
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:40}] {pos}/{len} {msg} ({eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_prefix(stage.to_string());
+            self.bar = Some(b);
+            self.stage = stage.to_string();
+        }
+        if let Some(b) = &self.bar {
+            b.set_position(step + 1);
+            if step % 10 == 0 {
+                b.set_message(format!("loss {loss:.4}"));
+            }
+            if step + 1 == total {
+                b.finish();
+            }
+        }
+    }
+}
+
+fn parse_conditions(items: &[String]) -> Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|s| {
+            let (k, v) = s.split_once('=').ok_or_else(|| {
+                anyhow!("--condition {s}: expected KEY=VALUE, e.g. bulk_labels=\"CD14+ Monocyte\"")
+            })?;
+            Ok((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        })
+        .collect()
+}
+
+fn load_run(dir: &Path) -> Result<Run> {
+    latentlab::plugins::link();
+    let dev = device(0)?;
+    Ok(load(dir, &dev)?)
+}
+
+fn run_sample(args: &SampleArgs) -> Result<()> {
+    if args.n == 0 {
+        return Err(anyhow!("--n must be at least 1"));
+    }
+    let run = load_run(&args.run)?;
+    let request = SampleRequest {
+        n: args.n,
+        fixed: parse_conditions(&args.conditions)?,
+        per_cell: None,
+        steps: args.steps,
+        guidance: args.cfg,
+        sampler: args.sampler.clone(),
+        seed: args.seed,
+    };
+    let adata = sample(&run, &request)?;
+    write_h5ad(&args.out, &adata)?;
+    eprintln!(
+        "wrote {} cells x {} genes to {}",
+        adata.n_obs(),
+        adata.n_vars(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn run_all(config_path: &Path, out: &Path, overwrite: bool) -> Result<()> {
+    let config = ExperimentConfig::load(config_path)?;
+    let run_dir = out.join("run");
+    let t = std::time::Instant::now();
+    let manifest = train_run(&config, &run_dir, overwrite, &mut Bar::new())?;
+    eprintln!(
+        "trained in {:.1}s: {} training / {} validation cells -> {}",
+        t.elapsed().as_secs_f64(),
+        manifest.n_train,
+        manifest.n_validation,
+        run_dir.display()
+    );
+    let run = load_run(&run_dir)?;
+    // Mirror the validation split's labels so per-label metrics compare like with like.
+    let loaded = latentlab::framework::dataset::load(&run.config)?;
+    let per_cell = match (&loaded.label_key, &loaded.labels) {
+        (Some(key), Some(labels)) if run.manifest.conditions.iter().any(|c| &c.key == key) => {
+            Some((
+                key.clone(),
+                loaded
+                    .prepared
+                    .validation_rows
+                    .iter()
+                    .map(|&r| labels[r].clone())
+                    .collect(),
+            ))
+        }
+        _ => None,
+    };
+    let request = SampleRequest {
+        n: manifest.n_validation,
+        fixed: BTreeMap::new(),
+        per_cell,
+        steps: None,
+        guidance: None,
+        sampler: None,
+        seed: config.seed,
+    };
+    let t = std::time::Instant::now();
+    let adata = sample(&run, &request)?;
+    let generated = out.join("generated.h5ad");
+    write_h5ad(&generated, &adata)?;
+    eprintln!(
+        "sampled {} cells in {:.2}s -> {}",
+        adata.n_obs(),
+        t.elapsed().as_secs_f64(),
+        generated.display()
+    );
+    let report = out.join("report");
+    let evaluation = evaluate_run(&run, &generated, None, &report)?;
+    println!(
+        "{}",
+        latentlab::framework::report::markdown_table(&evaluation)
+    );
+    eprintln!("report: {}", report.join("report.html").display());
+    Ok(())
+}
+
+fn execute(cli: Cli) -> Result<()> {
+    latentlab::plugins::link();
+    match cli.command {
+        Command::Train {
+            config,
+            out,
+            overwrite,
+        } => {
+            let cfg = ExperimentConfig::load(&config)?;
+            let manifest = train_run(&cfg, &out, overwrite, &mut Bar::new())?;
+            eprintln!(
+                "wrote run {} ({} training / {} validation cells)",
+                out.display(),
+                manifest.n_train,
+                manifest.n_validation
+            );
+        }
+        Command::Sample(args) => run_sample(&args)?,
+        Command::Evaluate {
+            run,
+            generated,
+            reference,
+            out,
+        } => {
+            let run = load_run(&run)?;
+            let evaluation = evaluate_run(&run, &generated, reference.as_deref(), &out)?;
+            println!(
+                "{}",
+                latentlab::framework::report::markdown_table(&evaluation)
+            );
+            eprintln!("report: {}", out.join("report.html").display());
+        }
+        Command::Run {
+            config,
+            out,
+            overwrite,
+        } => run_all(&config, &out, overwrite)?,
+        Command::Plugins { json } => {
+            let entries = catalog();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&entries).context("serializing the catalog")?
+                );
+            } else {
+                for kind in PluginKind::ALL {
+                    println!(
+                        "{} plugins (config section [{}]):",
+                        format!("{kind:?}").to_lowercase(),
+                        kind.section()
+                    );
+                    for e in entries.iter().filter(|e| e.kind == kind) {
+                        println!("  {:<24} {}", e.name, e.summary);
+                    }
+                }
+            }
+        }
+        Command::Inspect { file } => {
+            let adata = read_any(&file)?;
+            println!("{}", summarize(&adata, &file));
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match execute(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -36,9 +36,19 @@ fn synthetic(n_per_label: usize) -> PreparedData {
     }
     let n = 2 * n_per_label;
     let mut table = ConditionTable::default();
-    table.columns.insert("cell_type".into(), ConditionColumn::Categorical { categories: vec!["A".into(), "B".into()], codes });
+    table.columns.insert(
+        "cell_type".into(),
+        ConditionColumn::Categorical {
+            categories: vec!["A".into(), "B".into()],
+            codes,
+        },
+    );
     PreparedData {
-        expression: ExpressionBatch { x, n, library_size: vec![1.0; n] },
+        expression: ExpressionBatch {
+            x,
+            n,
+            library_size: vec![1.0; n],
+        },
         gene_names: (0..GENES).map(|g| format!("g{g}")).collect(),
         conditions: table,
         input_kind: InputKind::Continuous,
@@ -79,26 +89,90 @@ validate_every = 200
 #[test]
 fn conditional_generation_recovers_per_label_means() {
     latentlab::plugins::link();
-    let config = ExperimentConfig::from_str_with_path(CONFIG, std::path::Path::new("inline.toml")).unwrap();
+    let config =
+        ExperimentConfig::from_str_with_path(CONFIG, std::path::Path::new("inline.toml")).unwrap();
     let data = synthetic(200);
     let dev = device(0).unwrap();
-    let mut models = build_models(&config, GENES, InputKind::Continuous, &data.conditions, &dev).unwrap();
+    let mut models = build_models(
+        &config,
+        GENES,
+        InputKind::Continuous,
+        &data.conditions,
+        &dev,
+    )
+    .unwrap();
     let curves = fit(&config, &data, &mut models, &mut Silent).unwrap();
-    let first = curves.iter().find(|c| c.stage == "denoiser" && c.name == "train_loss").unwrap().value;
-    let last_val = curves.iter().rev().find(|c| c.stage == "denoiser" && c.name == "validation_loss").unwrap().value;
-    assert!(last_val < first, "denoiser validation loss {last_val} did not drop below the first training loss {first}");
+    let first = curves
+        .iter()
+        .find(|c| c.stage == "denoiser" && c.name == "train_loss")
+        .unwrap()
+        .value;
+    let last_val = curves
+        .iter()
+        .rev()
+        .find(|c| c.stage == "denoiser" && c.name == "validation_loss")
+        .unwrap()
+        .value;
+    assert!(
+        last_val < first,
+        "denoiser validation loss {last_val} did not drop below the first training loss {first}"
+    );
 
     let n = 300;
     for label in 0..2u32 {
         let mut table = ConditionTable::default();
-        table.columns.insert("cell_type".into(), ConditionColumn::Categorical { categories: vec!["A".into(), "B".into()], codes: vec![label; n] });
-        let options = GenerateOptions { steps: 20, guidance: 1.0, chunk_size: 128 };
-        let z = generate_latents(models.denoiser.as_ref(), models.conditioner.as_deref(), models.sampler.as_ref(), &table, n, 4, options, &mut stream(5, "gen"), &dev).unwrap();
-        let x = decode_latents(models.autoencoder.as_ref(), &models.stats, z, n, &vec![1.0; n], None, 256).unwrap();
-        let mean: Vec<f32> = (0..GENES).map(|g| (0..n).map(|i| x[i * GENES + g]).sum::<f32>() / n as f32).collect();
-        let err_own: f32 = (0..GENES).map(|g| (mean[g] - profile(label as usize, g)).abs()).sum::<f32>() / GENES as f32;
-        let err_other: f32 = (0..GENES).map(|g| (mean[g] - profile(1 - label as usize, g)).abs()).sum::<f32>() / GENES as f32;
-        assert!(err_own < 0.25, "label {label}: mean abs error to own profile {err_own}");
-        assert!(err_other > 4.0 * err_own, "label {label}: own {err_own} vs other {err_other}");
+        table.columns.insert(
+            "cell_type".into(),
+            ConditionColumn::Categorical {
+                categories: vec!["A".into(), "B".into()],
+                codes: vec![label; n],
+            },
+        );
+        let options = GenerateOptions {
+            steps: 20,
+            guidance: 1.0,
+            chunk_size: 128,
+        };
+        let z = generate_latents(
+            models.denoiser.as_ref(),
+            models.conditioner.as_deref(),
+            models.sampler.as_ref(),
+            &table,
+            n,
+            4,
+            options,
+            &mut stream(5, "gen"),
+            &dev,
+        )
+        .unwrap();
+        let x = decode_latents(
+            models.autoencoder.as_ref(),
+            &models.stats,
+            z,
+            n,
+            &vec![1.0; n],
+            None,
+            256,
+        )
+        .unwrap();
+        let mean: Vec<f32> = (0..GENES)
+            .map(|g| (0..n).map(|i| x[i * GENES + g]).sum::<f32>() / n as f32)
+            .collect();
+        let err_own: f32 = (0..GENES)
+            .map(|g| (mean[g] - profile(label as usize, g)).abs())
+            .sum::<f32>()
+            / GENES as f32;
+        let err_other: f32 = (0..GENES)
+            .map(|g| (mean[g] - profile(1 - label as usize, g)).abs())
+            .sum::<f32>()
+            / GENES as f32;
+        assert!(
+            err_own < 0.25,
+            "label {label}: mean abs error to own profile {err_own}"
+        );
+        assert!(
+            err_other > 4.0 * err_own,
+            "label {label}: own {err_own} vs other {err_other}"
+        );
     }
 }

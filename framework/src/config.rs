@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::LrSchedule;
-use crate::plugin::{AutoencoderConfig, ConditionerConfig, DenoiserConfig, EvaluatorConfig, SamplerConfig};
+use crate::plugin::{
+    AutoencoderConfig, ConditionerConfig, DenoiserConfig, EvaluatorConfig, SamplerConfig,
+};
 use crate::{LatentError, Result};
 
 /// A complete experiment.
@@ -119,7 +121,10 @@ impl Default for TrainConfig {
             weight_decay: 1e-4,
             grad_clip: 1.0,
             ema_decay: 0.999,
-            lr_schedule: LrSchedule::WarmupCosine { warmup_steps: 100, min_ratio: 0.1 },
+            lr_schedule: LrSchedule::WarmupCosine {
+                warmup_steps: 100,
+                min_ratio: 0.1,
+            },
             validate_every: 200,
             early_stopping_patience: 0,
         }
@@ -140,7 +145,11 @@ pub struct SampleConfig {
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        Self { steps: None, guidance: 1.0, chunk_size: 4096 }
+        Self {
+            steps: None,
+            guidance: 1.0,
+            chunk_size: 4096,
+        }
     }
 }
 
@@ -156,7 +165,10 @@ pub struct EvaluateConfig {
 
 impl Default for EvaluateConfig {
     fn default() -> Self {
-        Self { pca_components: 30, evaluators: Vec::new() }
+        Self {
+            pca_components: 30,
+            evaluators: Vec::new(),
+        }
     }
 }
 
@@ -172,7 +184,10 @@ impl ExperimentConfig {
         } else {
             toml::from_str(text).map_err(|e| e.message().to_string())
         };
-        let config = parsed.map_err(|message| LatentError::ConfigParse { path: path.into(), message: one_line(&message) })?;
+        let config = parsed.map_err(|message| LatentError::ConfigParse {
+            path: path.into(),
+            message: one_line(&message),
+        })?;
         config.validate(path)?;
         Ok(config)
     }
@@ -191,7 +206,10 @@ impl ExperimentConfig {
     /// # Errors
     /// [`LatentError::ConfigParse`] when a plugin config cannot be serialized.
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string_pretty(self).map_err(|e| LatentError::ConfigParse { path: "config.toml".into(), message: e.to_string() })
+        toml::to_string_pretty(self).map_err(|e| LatentError::ConfigParse {
+            path: "config.toml".into(),
+            message: e.to_string(),
+        })
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
@@ -204,16 +222,32 @@ impl ExperimentConfig {
             return Err(bad("train.batch_size", "> 0", "0".into()));
         }
         if !(t.autoencoder_lr > 0.0 && t.denoiser_lr > 0.0) {
-            return Err(bad("train.*_lr", "> 0", format!("{}/{}", t.autoencoder_lr, t.denoiser_lr)));
+            return Err(bad(
+                "train.*_lr",
+                "> 0",
+                format!("{}/{}", t.autoencoder_lr, t.denoiser_lr),
+            ));
         }
         if !(0.0..1.0).contains(&t.ema_decay) {
-            return Err(bad("train.ema_decay", "a value in [0, 1)", t.ema_decay.to_string()));
+            return Err(bad(
+                "train.ema_decay",
+                "a value in [0, 1)",
+                t.ema_decay.to_string(),
+            ));
         }
         if !(0.0 < self.data.validation_fraction && self.data.validation_fraction < 1.0) {
-            return Err(bad("data.validation_fraction", "a value in (0, 1)", self.data.validation_fraction.to_string()));
+            return Err(bad(
+                "data.validation_fraction",
+                "a value in (0, 1)",
+                self.data.validation_fraction.to_string(),
+            ));
         }
         if self.sample.guidance < 0.0 || self.sample.chunk_size == 0 {
-            return Err(bad("sample.guidance/chunk_size", "guidance ≥ 0 and chunk_size > 0", format!("{}/{}", self.sample.guidance, self.sample.chunk_size)));
+            return Err(bad(
+                "sample.guidance/chunk_size",
+                "guidance ≥ 0 and chunk_size > 0",
+                format!("{}/{}", self.sample.guidance, self.sample.chunk_size),
+            ));
         }
         Ok(())
     }

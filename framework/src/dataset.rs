@@ -6,7 +6,10 @@ use std::str::FromStr;
 
 use crate::config::{ExperimentConfig, PreprocessConfig};
 use crate::data::preprocess::{gene_indices, require_finite};
-use crate::data::{highly_variable_genes, log1p, normalize_total, read_any, stratified_split, AnnData, Column, HvgFlavor, Matrix, MatrixSource};
+use crate::data::{
+    highly_variable_genes, log1p, normalize_total, read_any, stratified_split, AnnData, Column,
+    HvgFlavor, Matrix, MatrixSource,
+};
 use crate::experiment::PreparedData;
 use crate::plugin::{ConditionColumn, ConditionKind, ConditionTable, ExpressionBatch, InputKind};
 use crate::rng::derive_seed;
@@ -44,8 +47,14 @@ pub fn read(path: &Path) -> Result<AnnData> {
 ///
 /// # Errors
 /// Missing matrix source, NaN/inf values, missing genes, empty result.
-pub fn select_matrix(adata: &AnnData, matrix: &str, pre: &PreprocessConfig, path: &Path) -> Result<(Matrix, Vec<String>, InputKind, Vec<f32>)> {
-    let source = MatrixSource::from_str(matrix).map_err(|e| LatentError::Data(format!("{}: data.matrix: {e}", path.display())))?;
+pub fn select_matrix(
+    adata: &AnnData,
+    matrix: &str,
+    pre: &PreprocessConfig,
+    path: &Path,
+) -> Result<(Matrix, Vec<String>, InputKind, Vec<f32>)> {
+    let source = MatrixSource::from_str(matrix)
+        .map_err(|e| LatentError::Data(format!("{}: data.matrix: {e}", path.display())))?;
     let mut m = adata.matrix(&source, path)?.clone();
     let mut genes: Vec<String> = adata.gene_names_for(&source).to_vec();
     require_finite(&m, path, &source.to_string())?;
@@ -59,9 +68,17 @@ pub fn select_matrix(adata: &AnnData, matrix: &str, pre: &PreprocessConfig, path
         genes = idx.iter().map(|&i| genes[i].clone()).collect();
     }
     let library_size = m.row_sums();
-    let mut kind = if m.looks_like_counts() { InputKind::Counts } else { InputKind::Continuous };
+    let mut kind = if m.looks_like_counts() {
+        InputKind::Counts
+    } else {
+        InputKind::Continuous
+    };
     if let Some(n_top) = pre.highly_variable_genes {
-        let flavor = if kind == InputKind::Counts { HvgFlavor::SeuratV3 } else { HvgFlavor::Seurat };
+        let flavor = if kind == InputKind::Counts {
+            HvgFlavor::SeuratV3
+        } else {
+            HvgFlavor::Seurat
+        };
         let idx = highly_variable_genes(&m, n_top.min(genes.len()), flavor);
         m = m.select_cols(&idx);
         genes = idx.iter().map(|&i| genes[i].clone()).collect();
@@ -81,7 +98,12 @@ pub fn select_matrix(adata: &AnnData, matrix: &str, pre: &PreprocessConfig, path
 ///
 /// # Errors
 /// Missing keys (listing the available ones), missing values, wrong types.
-pub fn condition_column(adata: &AnnData, key: &str, kind: &ConditionKind, path: &Path) -> Result<ConditionColumn> {
+pub fn condition_column(
+    adata: &AnnData,
+    key: &str,
+    kind: &ConditionKind,
+    path: &Path,
+) -> Result<ConditionColumn> {
     let file = path.display();
     match kind {
         ConditionKind::Categorical => {
@@ -89,7 +111,10 @@ pub fn condition_column(adata: &AnnData, key: &str, kind: &ConditionKind, path: 
             if let Some(i) = codes.iter().position(|&c| c < 0) {
                 return Err(LatentError::Data(format!("{file}: obs column \"{key}\" has missing values (cell {i}); drop those cells or fill the column before training")));
             }
-            Ok(ConditionColumn::Categorical { categories, codes: codes.into_iter().map(|c| c as u32).collect() })
+            Ok(ConditionColumn::Categorical {
+                categories,
+                codes: codes.into_iter().map(|c| c as u32).collect(),
+            })
         }
         ConditionKind::Continuous => {
             let col = adata.obs.column(key).ok_or_else(|| {
@@ -114,7 +139,9 @@ pub fn condition_column(adata: &AnnData, key: &str, kind: &ConditionKind, path: 
             })?;
             let (_, dim, values, _) = entry.to_dense();
             if values.iter().any(|v| !v.is_finite()) {
-                return Err(LatentError::Data(format!("{file}: obsm \"{key}\" has NaN/infinite values; fill or drop those cells")));
+                return Err(LatentError::Data(format!(
+                    "{file}: obsm \"{key}\" has NaN/infinite values; fill or drop those cells"
+                )));
             }
             Ok(ConditionColumn::Vector { dim, values })
         }
@@ -128,34 +155,65 @@ pub fn condition_column(adata: &AnnData, key: &str, kind: &ConditionKind, path: 
 pub fn load(config: &ExperimentConfig) -> Result<LoadedData> {
     let path = config.data.path.clone();
     let adata = read(&path)?;
-    let (matrix, genes, input_kind, library_size) = select_matrix(&adata, &config.data.matrix, &config.data.preprocess, &path)?;
+    let (matrix, genes, input_kind, library_size) =
+        select_matrix(&adata, &config.data.matrix, &config.data.preprocess, &path)?;
     let mut table = ConditionTable::default();
-    let sources = config.conditioner.as_ref().map(|c| c.sources()).unwrap_or_default();
+    let sources = config
+        .conditioner
+        .as_ref()
+        .map(|c| c.sources())
+        .unwrap_or_default();
     for (key, kind) in &sources {
-        table.columns.insert(key.clone(), condition_column(&adata, key, kind, &path)?);
+        table
+            .columns
+            .insert(key.clone(), condition_column(&adata, key, kind, &path)?);
     }
-    let label_key = config
-        .data
-        .label_key
-        .clone()
-        .or_else(|| sources.iter().find(|(_, k)| *k == ConditionKind::Categorical).map(|(k, _)| k.clone()));
+    let label_key = config.data.label_key.clone().or_else(|| {
+        sources
+            .iter()
+            .find(|(_, k)| *k == ConditionKind::Categorical)
+            .map(|(k, _)| k.clone())
+    });
     let (labels, codes) = match &label_key {
         Some(key) => {
             let (cats, codes) = adata.obs.labels_for(key, &path, "data.label_key")?;
-            let strings = codes.iter().map(|&c| if c < 0 { "NA".to_string() } else { cats[c as usize].clone() }).collect();
+            let strings = codes
+                .iter()
+                .map(|&c| {
+                    if c < 0 {
+                        "NA".to_string()
+                    } else {
+                        cats[c as usize].clone()
+                    }
+                })
+                .collect();
             (Some(strings), codes)
         }
         None => (None, vec![0; adata.n_obs()]),
     };
-    let (train_rows, validation_rows) = stratified_split(&codes, config.data.validation_fraction, derive_seed(config.seed, "split"));
+    let (train_rows, validation_rows) = stratified_split(
+        &codes,
+        config.data.validation_fraction,
+        derive_seed(config.seed, "split"),
+    );
     let (n, _) = matrix.shape();
     let prepared = PreparedData {
-        expression: ExpressionBatch { x: matrix.to_dense(), n, library_size },
+        expression: ExpressionBatch {
+            x: matrix.to_dense(),
+            n,
+            library_size,
+        },
         gene_names: genes,
         conditions: table,
         input_kind,
         train_rows,
         validation_rows,
     };
-    Ok(LoadedData { prepared, cell_names: adata.cell_names().to_vec(), label_key, labels, path })
+    Ok(LoadedData {
+        prepared,
+        cell_names: adata.cell_names().to_vec(),
+        label_key,
+        labels,
+        path,
+    })
 }

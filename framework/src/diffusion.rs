@@ -38,9 +38,20 @@ impl Diffusion {
     ///
     /// # Errors
     /// Invalid schedule parameters, or a `velocity` prediction (that is a flow target).
-    pub fn new(schedule: BetaSchedule, steps: usize, beta_start: f64, beta_end: f64, prediction: Prediction) -> Result<Self> {
+    pub fn new(
+        schedule: BetaSchedule,
+        steps: usize,
+        beta_start: f64,
+        beta_end: f64,
+        prediction: Prediction,
+    ) -> Result<Self> {
         if prediction == Prediction::Velocity {
-            return Err(LatentError::config("sampler", "prediction", "epsilon, v or sample for a diffusion sampler", "velocity"));
+            return Err(LatentError::config(
+                "sampler",
+                "prediction",
+                "epsilon, v or sample for a diffusion sampler",
+                "velocity",
+            ));
         }
         Ok(Self {
             alphas_cumprod: schedule.alphas_cumprod(steps, beta_start, beta_end)?,
@@ -83,7 +94,13 @@ impl Diffusion {
     ///
     /// # Errors
     /// Shape errors.
-    pub fn training_pair(&self, z0: &[f32], noise: &[f32], t: &[f32], dim: usize) -> Result<TrainingPair> {
+    pub fn training_pair(
+        &self,
+        z0: &[f32],
+        noise: &[f32],
+        t: &[f32],
+        dim: usize,
+    ) -> Result<TrainingPair> {
         check_rows(z0, noise, t, dim)?;
         let mut noisy = vec![0.0; z0.len()];
         let mut target = vec![0.0; z0.len()];
@@ -99,7 +116,11 @@ impl Diffusion {
                 };
             }
         }
-        Ok(TrainingPair { noisy, target, model_time: t.to_vec() })
+        Ok(TrainingPair {
+            noisy,
+            target,
+            model_time: t.to_vec(),
+        })
     }
 
     /// Converts a network output at time `t` into predicted `(x0, ε)`.
@@ -129,17 +150,30 @@ impl Diffusion {
 
     /// Generalized DDIM update from `t` to `t_next` with stochasticity `eta` (eta = 1 is DDPM's
     /// ancestral posterior sample; eta = 0 is deterministic). `noise` is used only when σ > 0.
-    pub fn ddim_update(&self, x0: &[f32], eps: &[f32], t: f32, t_next: f32, eta: f32, noise: &[f32]) -> Vec<f32> {
+    pub fn ddim_update(
+        &self,
+        x0: &[f32],
+        eps: &[f32],
+        t: f32,
+        t_next: f32,
+        eta: f32,
+        noise: &[f32],
+    ) -> Vec<f32> {
         let ab = self.alpha_bar(t);
         let ab_next = self.alpha_bar(t_next);
         let sigma = if t_next <= 0.0 {
             0.0
         } else {
-            eta as f64 * ((1.0 - ab_next) / (1.0 - ab) * (1.0 - ab / ab_next)).max(0.0).sqrt()
+            eta as f64
+                * ((1.0 - ab_next) / (1.0 - ab) * (1.0 - ab / ab_next))
+                    .max(0.0)
+                    .sqrt()
         };
         let dir = (1.0 - ab_next - sigma * sigma).max(0.0).sqrt() as f32;
         let (a, sg) = (ab_next.sqrt() as f32, sigma as f32);
-        (0..x0.len()).map(|j| a * x0[j] + dir * eps[j] + sg * noise[j]).collect()
+        (0..x0.len())
+            .map(|j| a * x0[j] + dir * eps[j] + sg * noise[j])
+            .collect()
     }
 
     /// Decreasing time grid with `steps + 1` points ending at 0.
@@ -149,15 +183,29 @@ impl Diffusion {
     pub fn time_grid(&self, steps: usize, spacing: TimestepSpacing) -> Result<Vec<f32>> {
         let total = self.steps();
         if steps == 0 || steps > total {
-            return Err(LatentError::config("sample", "steps", format!("between 1 and the {total} training steps"), steps));
+            return Err(LatentError::config(
+                "sample",
+                "steps",
+                format!("between 1 and the {total} training steps"),
+                steps,
+            ));
         }
         let mut ks: Vec<usize> = match spacing {
             TimestepSpacing::Leading => (0..steps).map(|i| i * (total / steps)).collect(),
             TimestepSpacing::Trailing => (0..steps)
-                .map(|i| ((total as f64 - i as f64 * total as f64 / steps as f64).round() as usize).saturating_sub(1))
+                .map(|i| {
+                    ((total as f64 - i as f64 * total as f64 / steps as f64).round() as usize)
+                        .saturating_sub(1)
+                })
                 .collect(),
             TimestepSpacing::Linspace => (0..steps)
-                .map(|i| if steps == 1 { total - 1 } else { (i as f64 * (total - 1) as f64 / (steps - 1) as f64).round() as usize })
+                .map(|i| {
+                    if steps == 1 {
+                        total - 1
+                    } else {
+                        (i as f64 * (total - 1) as f64 / (steps - 1) as f64).round() as usize
+                    }
+                })
                 .collect(),
         };
         ks.sort_unstable_by(|a, b| b.cmp(a));
@@ -174,7 +222,11 @@ impl Diffusion {
 /// [`LatentError::Shape`].
 pub fn check_rows(z0: &[f32], noise: &[f32], t: &[f32], dim: usize) -> Result<()> {
     if z0.len() != noise.len() || z0.len() != t.len() * dim {
-        return Err(LatentError::shape("training_pair", format!("{} rows x {dim}", t.len()), format!("z0 {} / noise {} values", z0.len(), noise.len())));
+        return Err(LatentError::shape(
+            "training_pair",
+            format!("{} rows x {dim}", t.len()),
+            format!("z0 {} / noise {} values", z0.len(), noise.len()),
+        ));
     }
     Ok(())
 }
@@ -192,19 +244,36 @@ mod tests {
             let pair = d.training_pair(&z0, &eps, &[0.5], 2).unwrap();
             let (x0, e) = d.split_prediction(&pair.target, &pair.noisy, 0.5);
             for j in 0..2 {
-                assert!((x0[j] - z0[j]).abs() < 1e-5 && (e[j] - eps[j]).abs() < 1e-5, "{prediction:?}");
+                assert!(
+                    (x0[j] - z0[j]).abs() < 1e-5 && (e[j] - eps[j]).abs() < 1e-5,
+                    "{prediction:?}"
+                );
             }
         }
     }
 
     #[test]
     fn grids_match_diffusers_spacings() {
-        let d = Diffusion::new(BetaSchedule::Linear, 1000, 1e-4, 0.02, Prediction::Epsilon).unwrap();
-        let k = |g: Vec<f32>| g.iter().map(|t| (t * 1000.0).round() as i64 - 1).collect::<Vec<_>>();
+        let d =
+            Diffusion::new(BetaSchedule::Linear, 1000, 1e-4, 0.02, Prediction::Epsilon).unwrap();
+        let k = |g: Vec<f32>| {
+            g.iter()
+                .map(|t| (t * 1000.0).round() as i64 - 1)
+                .collect::<Vec<_>>()
+        };
         // diffusers DDIMScheduler(1000).set_timesteps(5): leading [800 600 400 200 0], trailing [999 799 599 399 199]
-        assert_eq!(k(d.time_grid(5, TimestepSpacing::Leading).unwrap()), vec![800, 600, 400, 200, 0, -1]);
-        assert_eq!(k(d.time_grid(5, TimestepSpacing::Trailing).unwrap()), vec![999, 799, 599, 399, 199, -1]);
-        assert_eq!(k(d.time_grid(4, TimestepSpacing::Linspace).unwrap()), vec![999, 666, 333, 0, -1]);
+        assert_eq!(
+            k(d.time_grid(5, TimestepSpacing::Leading).unwrap()),
+            vec![800, 600, 400, 200, 0, -1]
+        );
+        assert_eq!(
+            k(d.time_grid(5, TimestepSpacing::Trailing).unwrap()),
+            vec![999, 799, 599, 399, 199, -1]
+        );
+        assert_eq!(
+            k(d.time_grid(4, TimestepSpacing::Linspace).unwrap()),
+            vec![999, 666, 333, 0, -1]
+        );
         assert!(d.time_grid(0, TimestepSpacing::Leading).is_err());
         assert!(d.time_grid(1001, TimestepSpacing::Leading).is_err());
     }

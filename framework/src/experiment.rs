@@ -5,8 +5,8 @@ use crate::config::ExperimentConfig;
 use crate::device::Dev;
 use crate::pipeline::LatentStats;
 use crate::plugin::{
-    Autoencoder, AutoencoderContext, ConditionTable, Conditioner, ConditionerContext, Denoiser, DenoiserContext, ExpressionBatch,
-    InputKind, LatentSampler, TrainingProcess,
+    Autoencoder, AutoencoderContext, ConditionTable, Conditioner, ConditionerContext, Denoiser,
+    DenoiserContext, ExpressionBatch, InputKind, LatentSampler, TrainingProcess,
 };
 use crate::rng::derive_seed;
 use crate::train::{train_autoencoder, train_denoiser, CurvePoint, LatentData, Progress, Stage2};
@@ -52,7 +52,13 @@ pub struct Models {
 ///
 /// # Errors
 /// Invalid configs or incompatible combinations, named by plugin and field.
-pub fn build_models(config: &ExperimentConfig, n_genes: usize, input_kind: InputKind, table: &ConditionTable, dev: &Dev) -> Result<Models> {
+pub fn build_models(
+    config: &ExperimentConfig,
+    n_genes: usize,
+    input_kind: InputKind,
+    table: &ConditionTable,
+    dev: &Dev,
+) -> Result<Models> {
     let autoencoder = config.autoencoder.build(&AutoencoderContext {
         n_genes,
         input: input_kind,
@@ -60,7 +66,11 @@ pub fn build_models(config: &ExperimentConfig, n_genes: usize, input_kind: Input
         dev: dev.clone(),
     })?;
     let conditioner = match &config.conditioner {
-        Some(c) => Some(c.build(&ConditionerContext { table: table.clone(), seed: derive_seed(config.seed, "conditioner"), dev: dev.clone() })?),
+        Some(c) => Some(c.build(&ConditionerContext {
+            table: table.clone(),
+            seed: derive_seed(config.seed, "conditioner"),
+            dev: dev.clone(),
+        })?),
         None => None,
     };
     let condition = conditioner.as_ref().map(|c| (c.dim(), c.injection()));
@@ -78,7 +88,10 @@ pub fn build_models(config: &ExperimentConfig, n_genes: usize, input_kind: Input
         denoiser,
         conditioner,
         sampler,
-        stats: LatentStats { mean: vec![0.0; dim], std: vec![1.0; dim] },
+        stats: LatentStats {
+            mean: vec![0.0; dim],
+            std: vec![1.0; dim],
+        },
         dev: dev.clone(),
     })
 }
@@ -87,7 +100,12 @@ pub fn build_models(config: &ExperimentConfig, n_genes: usize, input_kind: Input
 ///
 /// # Errors
 /// Model errors.
-pub fn encode_rows(autoencoder: &dyn Autoencoder, data: &ExpressionBatch, rows: &[usize], chunk: usize) -> Result<Vec<f32>> {
+pub fn encode_rows(
+    autoencoder: &dyn Autoencoder,
+    data: &ExpressionBatch,
+    rows: &[usize],
+    chunk: usize,
+) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(rows.len() * autoencoder.latent_dim());
     for c in rows.chunks(chunk.max(1)) {
         out.extend(autoencoder.encode(&data.select(c))?);
@@ -99,24 +117,59 @@ pub fn encode_rows(autoencoder: &dyn Autoencoder, data: &ExpressionBatch, rows: 
 ///
 /// # Errors
 /// Training failures (non-finite loss with its step), shape errors.
-pub fn fit(config: &ExperimentConfig, data: &PreparedData, models: &mut Models, progress: &mut dyn Progress) -> Result<Vec<CurvePoint>> {
+pub fn fit(
+    config: &ExperimentConfig,
+    data: &PreparedData,
+    models: &mut Models,
+    progress: &mut dyn Progress,
+) -> Result<Vec<CurvePoint>> {
     if data.train_rows.is_empty() {
         return Err(LatentError::Data("no training cells after the split; provide more cells or lower data.validation_fraction".into()));
     }
     let train = data.expression.select(&data.train_rows);
     let validation = data.expression.select(&data.validation_rows);
-    let mut curves = train_autoencoder(models.autoencoder.as_mut(), &train, &validation, &config.train, derive_seed(config.seed, "stage1"), progress)?;
+    let mut curves = train_autoencoder(
+        models.autoencoder.as_mut(),
+        &train,
+        &validation,
+        &config.train,
+        derive_seed(config.seed, "stage1"),
+        progress,
+    )?;
 
     let dim = models.autoencoder.latent_dim();
-    let mut z_train = encode_rows(models.autoencoder.as_ref(), &data.expression, &data.train_rows, 1024)?;
-    let mut z_val = encode_rows(models.autoencoder.as_ref(), &data.expression, &data.validation_rows, 1024)?;
+    let mut z_train = encode_rows(
+        models.autoencoder.as_ref(),
+        &data.expression,
+        &data.train_rows,
+        1024,
+    )?;
+    let mut z_val = encode_rows(
+        models.autoencoder.as_ref(),
+        &data.expression,
+        &data.validation_rows,
+        1024,
+    )?;
     models.stats = LatentStats::fit(&z_train, data.train_rows.len(), dim);
     models.stats.standardize(&mut z_train);
     models.stats.standardize(&mut z_val);
-    let train_latents = LatentData { z: z_train, n: data.train_rows.len(), dim, conditions: data.conditions.select(&data.train_rows) };
-    let val_latents = LatentData { z: z_val, n: data.validation_rows.len(), dim, conditions: data.conditions.select(&data.validation_rows) };
+    let train_latents = LatentData {
+        z: z_train,
+        n: data.train_rows.len(),
+        dim,
+        conditions: data.conditions.select(&data.train_rows),
+    };
+    let val_latents = LatentData {
+        z: z_val,
+        n: data.validation_rows.len(),
+        dim,
+        conditions: data.conditions.select(&data.validation_rows),
+    };
     let drop_prob = config.conditioner.as_ref().map_or(0.0, |c| c.drop_prob());
-    let mut stage = Stage2 { denoiser: models.denoiser.as_mut(), conditioner: models.conditioner.as_deref_mut() };
+    let mut stage = Stage2 {
+        denoiser: models.denoiser.as_mut(),
+        conditioner: models.conditioner.as_deref_mut(),
+    };
     curves.extend(train_denoiser(
         &mut stage,
         models.sampler.as_ref(),

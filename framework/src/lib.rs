@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod device;
 pub mod diffusion;
 pub mod error;
+pub mod evaluation;
 pub mod experiment;
 pub mod likelihood;
 pub mod metrics;
@@ -20,11 +21,14 @@ pub mod pipeline;
 pub mod plots;
 pub mod plugin;
 pub mod registry;
+pub mod report;
 pub mod rng;
 pub mod run;
+pub mod run_evaluation;
 pub mod sampling;
 pub mod schedules;
 pub mod train;
+pub mod train_run;
 
 pub use error::{LatentError, Result};
 

@@ -24,10 +24,16 @@ pub fn gaussian_reconstruction<T: Taped>(x_hat: Tensor2<T>, x: Tensor2) -> Scala
 /// Gaussian negative log-likelihood with a learned per-gene log standard deviation, up to the
 /// constant `0.5 log 2π` per gene: `Σ_genes [0.5 (x − x̂)² e^{−2 log σ} + log σ]`, averaged over
 /// the batch. `log_sigma` is `(genes,)`.
-pub fn gaussian_nll<T: Taped>(x_hat: Tensor2<T>, x: Tensor2, log_sigma: crate::device::Tensor1<T>) -> Scalar<T> {
+pub fn gaussian_nll<T: Taped>(
+    x_hat: Tensor2<T>,
+    x: Tensor2,
+    log_sigma: crate::device::Tensor1<T>,
+) -> Scalar<T> {
     let (batch, genes) = *x_hat.shape();
     let (ls_a, ls_b) = crate::nn::fork(log_sigma);
-    let precision = (ls_a * -2.0).exp().broadcast_like::<_, Axis<0>>(&(batch, genes));
+    let precision = (ls_a * -2.0)
+        .exp()
+        .broadcast_like::<_, Axis<0>>(&(batch, genes));
     let sq = (x_hat - x).square() * precision * 0.5;
     sq.sum::<(), _>() / batch as f32 + ls_b.sum::<(), _>()
 }

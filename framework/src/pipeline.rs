@@ -32,8 +32,15 @@ impl LatentStats {
         }
         let n = n.max(1) as f64;
         let mean: Vec<f64> = mean.iter().map(|m| m / n).collect();
-        let std = sq.iter().zip(&mean).map(|(s, m)| ((s / n - m * m).max(0.0).sqrt()).max(1e-6) as f32).collect();
-        Self { mean: mean.into_iter().map(|m| m as f32).collect(), std }
+        let std = sq
+            .iter()
+            .zip(&mean)
+            .map(|(s, m)| ((s / n - m * m).max(0.0).sqrt()).max(1e-6) as f32)
+            .collect();
+        Self {
+            mean: mean.into_iter().map(|m| m as f32).collect(),
+            std,
+        }
     }
     /// `(z - mean) / std` in place.
     pub fn standardize(&self, z: &mut [f32]) {
@@ -80,10 +87,16 @@ pub fn generate_latents(
     dev: &Dev,
 ) -> Result<Vec<f32>> {
     if conditioner.is_some() && conditions.len() != n {
-        return Err(LatentError::shape("generate_latents conditions", n, conditions.len()));
+        return Err(LatentError::shape(
+            "generate_latents conditions",
+            n,
+            conditions.len(),
+        ));
     }
     if conditioner.is_none() && options.guidance != 1.0 {
-        return Err(LatentError::Incompatible("classifier-free guidance needs a conditioner; remove --cfg or train with one".into()));
+        return Err(LatentError::Incompatible(
+            "classifier-free guidance needs a conditioner; remove --cfg or train with one".into(),
+        ));
     }
     let grid = sampler.time_grid(options.steps)?;
     let mut out = Vec::with_capacity(n * dim);
@@ -102,13 +115,19 @@ pub fn generate_latents(
                 return Ok(denoiser.forward(input, &times, None)?.as_vec());
             };
             let cond = c.embed(&table, &vec![false; m])?;
-            let conditional = denoiser.forward(input.clone(), &times, Some(cond))?.as_vec();
+            let conditional = denoiser
+                .forward(input.clone(), &times, Some(cond))?
+                .as_vec();
             if options.guidance == 1.0 {
                 return Ok(conditional);
             }
             let null = c.embed(&table, &vec![true; m])?;
             let unconditional = denoiser.forward(input, &times, Some(null))?.as_vec();
-            Ok(unconditional.iter().zip(&conditional).map(|(u, c)| u + options.guidance * (c - u)).collect())
+            Ok(unconditional
+                .iter()
+                .zip(&conditional)
+                .map(|(u, c)| u + options.guidance * (c - u))
+                .collect())
         };
         // 3. Integrate the reverse process along the sampler's time grid.
         for w in grid.windows(2) {
@@ -117,7 +136,9 @@ pub fn generate_latents(
         out.extend_from_slice(&z);
     }
     if out.iter().any(|v| !v.is_finite()) {
-        return Err(LatentError::NonFinite("generated latents; try fewer guidance, more steps or a smaller learning rate".into()));
+        return Err(LatentError::NonFinite(
+            "generated latents; try fewer guidance, more steps or a smaller learning rate".into(),
+        ));
     }
     Ok(out)
 }

@@ -44,19 +44,43 @@ impl ConditionMeta {
                         *slot += 1;
                     }
                 }
-                Self { key: key.into(), kind: ConditionKind::Categorical, categories: categories.clone(), counts, dim: 1 }
+                Self {
+                    key: key.into(),
+                    kind: ConditionKind::Categorical,
+                    categories: categories.clone(),
+                    counts,
+                    dim: 1,
+                }
             }
-            ConditionColumn::Continuous(_) => Self { key: key.into(), kind: ConditionKind::Continuous, categories: vec![], counts: vec![], dim: 1 },
-            ConditionColumn::Vector { dim, .. } => Self { key: key.into(), kind: ConditionKind::Vector, categories: vec![], counts: vec![], dim: *dim },
+            ConditionColumn::Continuous(_) => Self {
+                key: key.into(),
+                kind: ConditionKind::Continuous,
+                categories: vec![],
+                counts: vec![],
+                dim: 1,
+            },
+            ConditionColumn::Vector { dim, .. } => Self {
+                key: key.into(),
+                kind: ConditionKind::Vector,
+                categories: vec![],
+                counts: vec![],
+                dim: *dim,
+            },
         }
     }
 
     /// An empty column of this shape (enough to build a conditioner).
     pub fn empty_column(&self) -> ConditionColumn {
         match self.kind {
-            ConditionKind::Categorical => ConditionColumn::Categorical { categories: self.categories.clone(), codes: vec![] },
+            ConditionKind::Categorical => ConditionColumn::Categorical {
+                categories: self.categories.clone(),
+                codes: vec![],
+            },
             ConditionKind::Continuous => ConditionColumn::Continuous(vec![]),
-            ConditionKind::Vector => ConditionColumn::Vector { dim: self.dim, values: vec![] },
+            ConditionKind::Vector => ConditionColumn::Vector {
+                dim: self.dim,
+                values: vec![],
+            },
         }
     }
 }
@@ -107,7 +131,10 @@ pub struct Split {
 
 /// SHA-256 hex digest of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// SHA-256 of a gene list.
@@ -132,7 +159,10 @@ pub struct RunContents<'a> {
 }
 
 fn json<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>> {
-    serde_json::to_vec_pretty(value).map_err(|e| LatentError::Checkpoint { path: path.into(), message: e.to_string() })
+    serde_json::to_vec_pretty(value).map_err(|e| LatentError::Checkpoint {
+        path: path.into(),
+        message: e.to_string(),
+    })
 }
 
 /// Writes a run directory atomically: into a sibling temporary directory, then renamed into
@@ -142,11 +172,20 @@ fn json<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>> {
 /// [`LatentError::Checkpoint`] if `dir` exists without `overwrite`; I/O errors.
 pub fn save(dir: &Path, contents: &RunContents<'_>, overwrite: bool) -> Result<()> {
     if dir.exists() && !overwrite {
-        return Err(LatentError::Checkpoint { path: dir.into(), message: "already exists; choose another --out or pass --overwrite".into() });
+        return Err(LatentError::Checkpoint {
+            path: dir.into(),
+            message: "already exists; choose another --out or pass --overwrite".into(),
+        });
     }
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| LatentError::io(parent, e))?;
-    let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "run".into());
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "run".into());
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = write_contents(&tmp, contents).and_then(|_| {
         if dir.exists() {
@@ -167,21 +206,38 @@ pub fn save(dir: &Path, contents: &RunContents<'_>, overwrite: bool) -> Result<(
 fn write_contents(dir: &Path, c: &RunContents<'_>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| LatentError::io(dir, e))?;
     write_atomic(&dir.join("config.toml"), c.config.to_toml()?.as_bytes())?;
-    write_atomic(&dir.join("manifest.json"), &json(c.manifest, &dir.join("manifest.json"))?)?;
-    write_atomic(&dir.join("genes.txt"), (c.genes.join("\n") + "\n").as_bytes())?;
-    write_atomic(&dir.join("latent_stats.json"), &json(&c.models.stats, &dir.join("latent_stats.json"))?)?;
+    write_atomic(
+        &dir.join("manifest.json"),
+        &json(c.manifest, &dir.join("manifest.json"))?,
+    )?;
+    write_atomic(
+        &dir.join("genes.txt"),
+        (c.genes.join("\n") + "\n").as_bytes(),
+    )?;
+    write_atomic(
+        &dir.join("latent_stats.json"),
+        &json(&c.models.stats, &dir.join("latent_stats.json"))?,
+    )?;
     write_atomic(&dir.join("curves.csv"), c.curves_csv.as_bytes())?;
-    write_atomic(&dir.join("split.json"), &json(c.split, &dir.join("split.json"))?)?;
+    write_atomic(
+        &dir.join("split.json"),
+        &json(c.split, &dir.join("split.json"))?,
+    )?;
     let m = c.models;
-    let mut components: Vec<(&str, &dyn crate::nn::Parameters)> =
-        vec![("autoencoder", m.autoencoder.as_ref()), ("denoiser", m.denoiser.as_ref())];
+    let mut components: Vec<(&str, &dyn crate::nn::Parameters)> = vec![
+        ("autoencoder", m.autoencoder.as_ref()),
+        ("denoiser", m.denoiser.as_ref()),
+    ];
     if let Some(cond) = &m.conditioner {
         components.push(("conditioner", cond.as_ref()));
     }
     let tensors = checkpoint::collect(&components);
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "latentlab-run-v1".to_string());
-    meta.insert("crate_version".to_string(), env!("CARGO_PKG_VERSION").to_string());
+    meta.insert(
+        "crate_version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
     checkpoint::save(&dir.join("weights.safetensors"), &tensors, meta)
 }
 
@@ -204,9 +260,14 @@ pub struct Run {
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| LatentError::Checkpoint {
         path: path.into(),
-        message: format!("cannot read ({e}); is this a run directory written by `latentlab train`?"),
+        message: format!(
+            "cannot read ({e}); is this a run directory written by `latentlab train`?"
+        ),
     })?;
-    serde_json::from_str(&text).map_err(|e| LatentError::Checkpoint { path: path.into(), message: format!("malformed ({e}); the run directory is damaged, retrain") })
+    serde_json::from_str(&text).map_err(|e| LatentError::Checkpoint {
+        path: path.into(),
+        message: format!("malformed ({e}); the run directory is damaged, retrain"),
+    })
 }
 
 /// Loads a run: config, manifest, genes, and models with their trained weights.
@@ -215,23 +276,36 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 /// [`LatentError::Checkpoint`] naming the damaged or mismatching file.
 pub fn load(dir: &Path, dev: &Dev) -> Result<Run> {
     if !dir.is_dir() {
-        return Err(LatentError::Checkpoint { path: dir.into(), message: "not a directory; pass the --out directory of `latentlab train`".into() });
+        return Err(LatentError::Checkpoint {
+            path: dir.into(),
+            message: "not a directory; pass the --out directory of `latentlab train`".into(),
+        });
     }
     let config_path = dir.join("config.toml");
     let config = ExperimentConfig::load(&config_path).map_err(|e| match e {
-        LatentError::Io { source, .. } => LatentError::Checkpoint { path: config_path.clone(), message: format!("cannot read ({source}); is this a run directory?") },
+        LatentError::Io { source, .. } => LatentError::Checkpoint {
+            path: config_path.clone(),
+            message: format!("cannot read ({source}); is this a run directory?"),
+        },
         other => other,
     })?;
     let manifest: Manifest = read_json(&dir.join("manifest.json"))?;
     let split: Split = read_json(&dir.join("split.json"))?;
     let genes_path = dir.join("genes.txt");
     let genes: Vec<String> = std::fs::read_to_string(&genes_path)
-        .map_err(|e| LatentError::Checkpoint { path: genes_path.clone(), message: format!("cannot read ({e})") })?
+        .map_err(|e| LatentError::Checkpoint {
+            path: genes_path.clone(),
+            message: format!("cannot read ({e})"),
+        })?
         .lines()
         .map(str::to_string)
         .collect();
     if genes_digest(&genes) != manifest.genes_sha256 {
-        return Err(LatentError::Checkpoint { path: genes_path, message: "gene list does not match the manifest digest; the run directory was modified".into() });
+        return Err(LatentError::Checkpoint {
+            path: genes_path,
+            message: "gene list does not match the manifest digest; the run directory was modified"
+                .into(),
+        });
     }
     let mut table = ConditionTable::default();
     for c in &manifest.conditions {
@@ -239,15 +313,35 @@ pub fn load(dir: &Path, dev: &Dev) -> Result<Run> {
     }
     let mut models = build_models(&config, genes.len(), manifest.input_kind, &table, dev)?;
     if models.process != manifest.process {
-        return Err(LatentError::Checkpoint { path: config_path, message: "sampler config differs from the one the denoiser was trained with".into() });
+        return Err(LatentError::Checkpoint {
+            path: config_path,
+            message: "sampler config differs from the one the denoiser was trained with".into(),
+        });
     }
     models.stats = read_json::<LatentStats>(&dir.join("latent_stats.json"))?;
     let weights_path = dir.join("weights.safetensors");
     let tensors = checkpoint::load(&weights_path)?;
-    checkpoint::restore(&tensors, models.autoencoder.as_mut(), "autoencoder", &weights_path)?;
-    checkpoint::restore(&tensors, models.denoiser.as_mut(), "denoiser", &weights_path)?;
+    checkpoint::restore(
+        &tensors,
+        models.autoencoder.as_mut(),
+        "autoencoder",
+        &weights_path,
+    )?;
+    checkpoint::restore(
+        &tensors,
+        models.denoiser.as_mut(),
+        "denoiser",
+        &weights_path,
+    )?;
     if let Some(c) = models.conditioner.as_mut() {
         checkpoint::restore(&tensors, c.as_mut(), "conditioner", &weights_path)?;
     }
-    Ok(Run { dir: dir.into(), config, manifest, genes, split, models })
+    Ok(Run {
+        dir: dir.into(),
+        config,
+        manifest,
+        genes,
+        split,
+        models,
+    })
 }

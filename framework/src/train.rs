@@ -8,8 +8,8 @@ use crate::config::TrainConfig;
 use crate::device::{tensor2, Dev, Scalar, TrainTape};
 use crate::nn::{ParamMut, ParamRef, Parameters};
 use crate::optim::{AdamW, AdamWConfig, Ema, NamedGradients};
-use crate::plugin::{ConditionTable, Conditioner, Denoiser, ExpressionBatch, LatentSampler};
 use crate::plugin::{Autoencoder, ConditionEmbedding};
+use crate::plugin::{ConditionTable, Conditioner, Denoiser, ExpressionBatch, LatentSampler};
 use crate::rng::{fill_normal, stream};
 use crate::{LatentError, Result};
 use dfdx::prelude::*;
@@ -50,7 +50,12 @@ pub struct Minibatches {
 impl Minibatches {
     /// Batches of `batch` rows (the last one of an epoch may be smaller, never empty).
     pub fn new(n: usize, batch: usize, rng: rand::rngs::StdRng) -> Self {
-        let mut s = Self { order: (0..n).collect(), position: n, batch: batch.max(1), rng };
+        let mut s = Self {
+            order: (0..n).collect(),
+            position: n,
+            batch: batch.max(1),
+            rng,
+        };
         s.position = s.order.len();
         s
     }
@@ -101,11 +106,19 @@ pub fn train_autoencoder(
     seed: u64,
     progress: &mut dyn Progress,
 ) -> Result<Vec<CurvePoint>> {
-    let mut optimizer = AdamW::new(AdamWConfig { weight_decay: cfg.weight_decay, ..Default::default() })?;
-    let mut batches = Minibatches::new(train.n, cfg.batch_size, stream(seed, "autoencoder.batches"));
+    let mut optimizer = AdamW::new(AdamWConfig {
+        weight_decay: cfg.weight_decay,
+        ..Default::default()
+    })?;
+    let mut batches =
+        Minibatches::new(train.n, cfg.batch_size, stream(seed, "autoencoder.batches"));
     let mut noise = stream(seed, "autoencoder.noise");
     let mut curves = Vec::new();
-    let mut stopper = EarlyStopping { best: f64::INFINITY, bad: 0, patience: cfg.early_stopping_patience };
+    let mut stopper = EarlyStopping {
+        best: f64::INFINITY,
+        bad: 0,
+        patience: cfg.early_stopping_patience,
+    };
     let total = cfg.autoencoder_steps;
     for step in 0..total {
         let batch = train.select(&batches.next_batch());
@@ -118,14 +131,29 @@ pub fn train_autoencoder(
         let lr = cfg.lr_schedule.rate(cfg.autoencoder_lr, step, total);
         optimizer.apply(&mut *model, "autoencoder", &grads, lr)?;
         model.after_step(&batch, &mut noise)?;
-        curves.push(CurvePoint { stage: "autoencoder", step, name: "train_loss".into(), value: value as f64 });
+        curves.push(CurvePoint {
+            stage: "autoencoder",
+            step,
+            name: "train_loss".into(),
+            value: value as f64,
+        });
         for (name, v) in &loss.components {
-            curves.push(CurvePoint { stage: "autoencoder", step, name: format!("train_{name}"), value: *v as f64 });
+            curves.push(CurvePoint {
+                stage: "autoencoder",
+                step,
+                name: format!("train_{name}"),
+                value: *v as f64,
+            });
         }
         progress.step("autoencoder", step, total, value);
         if should_validate(cfg, step, total) && validation.n > 0 {
             let v = autoencoder_validation_loss(model, validation, cfg.batch_size, seed)?;
-            curves.push(CurvePoint { stage: "autoencoder", step, name: "validation_loss".into(), value: v });
+            curves.push(CurvePoint {
+                stage: "autoencoder",
+                step,
+                name: "validation_loss".into(),
+                value: v,
+            });
             if stopper.should_stop(v) {
                 break;
             }
@@ -138,7 +166,12 @@ pub fn train_autoencoder(
 ///
 /// # Errors
 /// Propagates model errors.
-pub fn autoencoder_validation_loss(model: &mut dyn Autoencoder, validation: &ExpressionBatch, batch: usize, seed: u64) -> Result<f64> {
+pub fn autoencoder_validation_loss(
+    model: &mut dyn Autoencoder,
+    validation: &ExpressionBatch,
+    batch: usize,
+    seed: u64,
+) -> Result<f64> {
     let mut rng = stream(seed, "autoencoder.validation");
     let (mut sum, mut count) = (0.0, 0usize);
     let rows: Vec<usize> = (0..validation.n).collect();
@@ -166,7 +199,9 @@ pub struct LatentData {
 
 impl LatentData {
     fn rows(&self, rows: &[usize]) -> Vec<f32> {
-        rows.iter().flat_map(|&r| self.z[r * self.dim..(r + 1) * self.dim].iter().copied()).collect()
+        rows.iter()
+            .flat_map(|&r| self.z[r * self.dim..(r + 1) * self.dim].iter().copied())
+            .collect()
     }
 }
 
@@ -186,7 +221,8 @@ impl Parameters for Stage2<'_> {
         }
     }
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
-        self.denoiser.visit_mut(&crate::nn::join(prefix, "denoiser"), f);
+        self.denoiser
+            .visit_mut(&crate::nn::join(prefix, "denoiser"), f);
         if let Some(c) = &mut self.conditioner {
             c.visit_mut(&crate::nn::join(prefix, "conditioner"), f);
         }
@@ -220,7 +256,9 @@ pub fn denoiser_loss(
         None => None,
     };
     let input = tensor2(dev, &pair.noisy, n, data.dim)?.retaped::<TrainTape>();
-    let out = stage.denoiser.forward_train(input, &pair.model_time, cond)?;
+    let out = stage
+        .denoiser
+        .forward_train(input, &pair.model_time, cond)?;
     let target = tensor2(dev, &pair.target, n, data.dim)?;
     Ok((out - target).square().mean())
 }
@@ -242,17 +280,25 @@ pub fn train_denoiser(
     dev: &Dev,
     progress: &mut dyn Progress,
 ) -> Result<Vec<CurvePoint>> {
-    let mut optimizer = AdamW::new(AdamWConfig { weight_decay: cfg.weight_decay, ..Default::default() })?;
+    let mut optimizer = AdamW::new(AdamWConfig {
+        weight_decay: cfg.weight_decay,
+        ..Default::default()
+    })?;
     let mut batches = Minibatches::new(train.n, cfg.batch_size, stream(seed, "denoiser.batches"));
     let mut rng = stream(seed, "denoiser.noise");
     let mut ema = (cfg.ema_decay > 0.0).then(|| Ema::new(stage, "", cfg.ema_decay));
     let mut curves = Vec::new();
-    let mut stopper = EarlyStopping { best: f64::INFINITY, bad: 0, patience: cfg.early_stopping_patience };
+    let mut stopper = EarlyStopping {
+        best: f64::INFINITY,
+        bad: 0,
+        patience: cfg.early_stopping_patience,
+    };
     let total = cfg.denoiser_steps;
     for step in 0..total {
         let rows = batches.next_batch();
         let loss = denoiser_loss(stage, sampler, train, &rows, drop_prob, &mut rng, dev)?;
-        let (value, mut grads) = NamedGradients::backward(loss, stage, "").map_err(|e| at_step(e, "denoiser", step))?;
+        let (value, mut grads) =
+            NamedGradients::backward(loss, stage, "").map_err(|e| at_step(e, "denoiser", step))?;
         if cfg.grad_clip > 0.0 {
             grads.clip_global_norm(cfg.grad_clip);
         }
@@ -261,11 +307,22 @@ pub fn train_denoiser(
         if let Some(e) = &mut ema {
             e.update(stage, "");
         }
-        curves.push(CurvePoint { stage: "denoiser", step, name: "train_loss".into(), value: value as f64 });
+        curves.push(CurvePoint {
+            stage: "denoiser",
+            step,
+            name: "train_loss".into(),
+            value: value as f64,
+        });
         progress.step("denoiser", step, total, value);
         if should_validate(cfg, step, total) && validation.n > 0 {
-            let v = denoiser_validation_loss(stage, sampler, validation, cfg.batch_size, seed, dev)?;
-            curves.push(CurvePoint { stage: "denoiser", step, name: "validation_loss".into(), value: v });
+            let v =
+                denoiser_validation_loss(stage, sampler, validation, cfg.batch_size, seed, dev)?;
+            curves.push(CurvePoint {
+                stage: "denoiser",
+                step,
+                name: "validation_loss".into(),
+                value: v,
+            });
             if stopper.should_stop(v) {
                 break;
             }
@@ -302,7 +359,9 @@ pub fn denoiser_validation_loss(
 
 fn at_step(e: LatentError, stage: &str, step: u64) -> LatentError {
     match e {
-        LatentError::NonFinite(what) => LatentError::NonFinite(format!("{what} at {stage} step {step}")),
+        LatentError::NonFinite(what) => {
+            LatentError::NonFinite(format!("{what} at {stage} step {step}"))
+        }
         other => other,
     }
 }

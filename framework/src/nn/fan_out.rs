@@ -17,8 +17,11 @@ pub fn fan_out<T: Taped>(x: Tensor2<T>, n: usize) -> Vec<Tensor2<T>> {
     out
 }
 
+/// A tensor of any shape on the build's device with tape `T`.
+pub type AnyTensor<S, T> = Tensor<S, f32, Dev, T>;
+
 /// Two handles to `x` of any shape; the first carries the recorded history (see [`fan_out`]).
-pub fn fork<S: Shape, T: Taped>(x: Tensor<S, f32, Dev, T>) -> (Tensor<S, f32, Dev, T>, Tensor<S, f32, Dev, T>) {
+pub fn fork<S: Shape, T: Taped>(x: AnyTensor<S, T>) -> (AnyTensor<S, T>, AnyTensor<S, T>) {
     let (plain, tape) = x.split_tape();
     (plain.clone().put_tape(tape), plain.put_tape(T::default()))
 }

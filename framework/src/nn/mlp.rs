@@ -43,7 +43,12 @@ impl Mlp {
             norms.push(layer_norm.then(|| LayerNorm::new(dev, h)));
             width = h;
         }
-        Ok(Self { layers, norms, activation, dropout })
+        Ok(Self {
+            layers,
+            norms,
+            activation,
+            dropout,
+        })
     }
 
     /// Output width (the last hidden width, or the input width when there are no layers).

@@ -23,7 +23,11 @@ impl Ema {
         model.visit(prefix, &mut |name, p| {
             shadow.insert(name.to_string(), p.to_vec());
         });
-        Self { decay, updates: 0, shadow }
+        Self {
+            decay,
+            updates: 0,
+            shadow,
+        }
     }
 
     /// Folds the model's current weights into the average.

@@ -43,11 +43,7 @@ pub struct ExpressionBatch {
 impl ExpressionBatch {
     /// Number of genes per cell.
     pub fn n_genes(&self) -> usize {
-        if self.n == 0 {
-            0
-        } else {
-            self.x.len() / self.n
-        }
+        self.x.len().checked_div(self.n).unwrap_or(0)
     }
 
     /// The cells at `rows` (in that order).
@@ -57,7 +53,11 @@ impl ExpressionBatch {
         for &r in rows {
             x.extend_from_slice(&self.x[r * g..(r + 1) * g]);
         }
-        ExpressionBatch { x, n: rows.len(), library_size: rows.iter().map(|&r| self.library_size[r]).collect() }
+        ExpressionBatch {
+            x,
+            n: rows.len(),
+            library_size: rows.iter().map(|&r| self.library_size[r]).collect(),
+        }
     }
 }
 

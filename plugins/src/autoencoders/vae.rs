@@ -6,7 +6,9 @@ use dfdx::prelude::*;
 use latentlab_framework::device::{tensor1, tensor2, Dev, Tensor1, Tensor2, TrainTape};
 use latentlab_framework::likelihood::{gaussian_nll, kl_standard_normal};
 use latentlab_framework::nn::{fan_out, Activation, Init, Linear, Mlp};
-use latentlab_framework::plugin::{Autoencoder, AutoencoderConfig, AutoencoderContext, AutoencoderLoss, ExpressionBatch};
+use latentlab_framework::plugin::{
+    Autoencoder, AutoencoderConfig, AutoencoderContext, AutoencoderLoss, ExpressionBatch,
+};
 use latentlab_framework::rng::{fill_normal, stream};
 use latentlab_framework::{parameters, register_plugin, LatentError, Result};
 use rand::RngCore;
@@ -54,17 +56,43 @@ impl AutoencoderConfig for VaeConfig {
             return Err(LatentError::config(p, "latent_dim", "> 0", 0));
         }
         if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return Err(LatentError::config(p, "hidden", "a non-empty list of positive widths", format!("{:?}", self.hidden)));
+            return Err(LatentError::config(
+                p,
+                "hidden",
+                "a non-empty list of positive widths",
+                format!("{:?}", self.hidden),
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) || self.kl_weight < 0.0 {
-            return Err(LatentError::config(p, "dropout/kl_weight", "dropout in [0, 1) and kl_weight ≥ 0", format!("{}/{}", self.dropout, self.kl_weight)));
+            return Err(LatentError::config(
+                p,
+                "dropout/kl_weight",
+                "dropout in [0, 1) and kl_weight ≥ 0",
+                format!("{}/{}", self.dropout, self.kl_weight),
+            ));
         }
         let dev = &ctx.dev;
         let mut rng = stream(ctx.seed, p);
-        let encoder = Mlp::new(dev, ctx.n_genes, &self.hidden, self.activation, self.layer_norm, self.dropout, &mut rng)?;
+        let encoder = Mlp::new(
+            dev,
+            ctx.n_genes,
+            &self.hidden,
+            self.activation,
+            self.layer_norm,
+            self.dropout,
+            &mut rng,
+        )?;
         let top = *self.hidden.last().unwrap_or(&1);
         let reversed: Vec<usize> = self.hidden.iter().rev().copied().collect();
-        let decoder = Mlp::new(dev, self.latent_dim, &reversed, self.activation, self.layer_norm, self.dropout, &mut rng)?;
+        let decoder = Mlp::new(
+            dev,
+            self.latent_dim,
+            &reversed,
+            self.activation,
+            self.layer_norm,
+            self.dropout,
+            &mut rng,
+        )?;
         Ok(Box::new(Vae {
             config: self.clone(),
             n_genes: ctx.n_genes,
@@ -73,7 +101,13 @@ impl AutoencoderConfig for VaeConfig {
             mean: Linear::new(dev, top, self.latent_dim, Init::KaimingUniform, &mut rng)?,
             log_var: Linear::new(dev, top, self.latent_dim, Init::KaimingUniform, &mut rng)?,
             decoder,
-            output: Linear::new(dev, self.hidden[0], ctx.n_genes, Init::KaimingUniform, &mut rng)?,
+            output: Linear::new(
+                dev,
+                self.hidden[0],
+                ctx.n_genes,
+                Init::KaimingUniform,
+                &mut rng,
+            )?,
             log_sigma: tensor1(dev, &vec![0.0; ctx.n_genes]),
         }))
     }
@@ -99,12 +133,23 @@ pub struct Vae {
     /// Per-gene log standard deviation of the Gaussian observation model.
     log_sigma: Tensor1,
 }
-parameters!(Vae { encoder, mean, log_var, decoder, output, log_sigma });
+parameters!(Vae {
+    encoder,
+    mean,
+    log_var,
+    decoder,
+    output,
+    log_sigma
+});
 
 impl Vae {
     fn input(&self, batch: &ExpressionBatch) -> Result<Tensor2> {
         if batch.x.len() != batch.n * self.n_genes {
-            return Err(LatentError::shape("vae input", format!("{} cells x {} genes", batch.n, self.n_genes), batch.x.len()));
+            return Err(LatentError::shape(
+                "vae input",
+                format!("{} cells x {} genes", batch.n, self.n_genes),
+                batch.x.len(),
+            ));
         }
         tensor2(&self.dev, &batch.x, batch.n, self.n_genes)
     }
@@ -125,12 +170,19 @@ impl Autoencoder for Vae {
         self.n_genes
     }
 
-    fn loss(&mut self, batch: &ExpressionBatch, step: u64, rng: &mut dyn RngCore) -> Result<AutoencoderLoss> {
+    fn loss(
+        &mut self,
+        batch: &ExpressionBatch,
+        step: u64,
+        rng: &mut dyn RngCore,
+    ) -> Result<AutoencoderLoss> {
         let x = self.input(batch)?;
         let h = self.encoder.forward(x.retaped::<TrainTape>(), true)?;
         let mut h = fan_out(h, 2).into_iter();
         let (h1, h2) = (h.next(), h.next());
-        let (Some(h1), Some(h2)) = (h1, h2) else { return Err(LatentError::shape("vae", 2, "fewer")) };
+        let (Some(h1), Some(h2)) = (h1, h2) else {
+            return Err(LatentError::shape("vae", 2, "fewer"));
+        };
         let mu = self.mean.forward(h1)?;
         let log_var = self.log_var.forward(h2)?.clamp(-12.0, 12.0);
         let mut noise = vec![0.0f32; batch.n * self.config.latent_dim];
@@ -143,7 +195,13 @@ impl Autoencoder for Vae {
         let kl = kl_standard_normal(mu, log_var);
         let (rec_value, kl_value) = (reconstruction.array(), kl.array());
         let total = reconstruction + kl * self.kl_weight(step);
-        Ok(AutoencoderLoss { total, components: vec![("reconstruction".into(), rec_value), ("kl".into(), kl_value)] })
+        Ok(AutoencoderLoss {
+            total,
+            components: vec![
+                ("reconstruction".into(), rec_value),
+                ("kl".into(), kl_value),
+            ],
+        })
     }
 
     fn encode(&self, batch: &ExpressionBatch) -> Result<Vec<f32>> {
@@ -153,7 +211,10 @@ impl Autoencoder for Vae {
 
     fn decode_mean(&self, z: &[f32], n: usize, _library_size: &[f32]) -> Result<Vec<f32>> {
         let z = tensor2(&self.dev, z, n, self.config.latent_dim)?;
-        Ok(self.output.forward(self.decoder.forward(z, false)?)?.as_vec())
+        Ok(self
+            .output
+            .forward(self.decoder.forward(z, false)?)?
+            .as_vec())
     }
 
     fn prior_sample(&self, n: usize, rng: &mut dyn RngCore) -> Option<Vec<f32>> {

@@ -6,8 +6,8 @@ use dfdx::prelude::*;
 use latentlab_framework::device::{Taped, TrainTape};
 use latentlab_framework::nn::Embedding;
 use latentlab_framework::plugin::{
-    ConditionColumn, ConditionEmbedding, ConditionKind, ConditionTable, Conditioner, ConditionerConfig, ConditionerContext,
-    Injection,
+    ConditionColumn, ConditionEmbedding, ConditionKind, ConditionTable, Conditioner,
+    ConditionerConfig, ConditionerContext, Injection,
 };
 use latentlab_framework::rng::stream;
 use latentlab_framework::{parameters, register_plugin, LatentError, Result};
@@ -30,37 +30,74 @@ pub struct ClassEmbeddingConfig {
 
 impl Default for ClassEmbeddingConfig {
     fn default() -> Self {
-        Self { keys: Vec::new(), dim: 128, injection: Injection::Adaln, drop_prob: 0.1 }
+        Self {
+            keys: Vec::new(),
+            dim: 128,
+            injection: Injection::Adaln,
+            drop_prob: 0.1,
+        }
     }
 }
 
 #[typetag::serde(name = "class_embedding")]
 impl ConditionerConfig for ClassEmbeddingConfig {
     fn sources(&self) -> Vec<(String, ConditionKind)> {
-        self.keys.iter().map(|k| (k.clone(), ConditionKind::Categorical)).collect()
+        self.keys
+            .iter()
+            .map(|k| (k.clone(), ConditionKind::Categorical))
+            .collect()
     }
     fn drop_prob(&self) -> f32 {
         self.drop_prob
     }
     fn build(&self, ctx: &ConditionerContext) -> Result<Box<dyn Conditioner>> {
         if self.keys.is_empty() {
-            return Err(LatentError::config("conditioner.class_embedding", "keys", "at least one categorical obs column", "[]"));
+            return Err(LatentError::config(
+                "conditioner.class_embedding",
+                "keys",
+                "at least one categorical obs column",
+                "[]",
+            ));
         }
         if !(0.0..1.0).contains(&self.drop_prob) {
-            return Err(LatentError::config("conditioner.class_embedding", "drop_prob", "a value in [0, 1)", self.drop_prob));
+            return Err(LatentError::config(
+                "conditioner.class_embedding",
+                "drop_prob",
+                "a value in [0, 1)",
+                self.drop_prob,
+            ));
         }
         if self.dim == 0 {
-            return Err(LatentError::config("conditioner.class_embedding", "dim", "> 0", 0));
+            return Err(LatentError::config(
+                "conditioner.class_embedding",
+                "dim",
+                "> 0",
+                0,
+            ));
         }
         let mut rng = stream(ctx.seed, "conditioner.class_embedding");
         let mut tables = Vec::new();
         for key in &self.keys {
-            let Some(ConditionColumn::Categorical { categories, .. }) = ctx.table.columns.get(key) else {
-                return Err(LatentError::config("conditioner.class_embedding", "keys", "categorical obs columns present in the data", key));
+            let Some(ConditionColumn::Categorical { categories, .. }) = ctx.table.columns.get(key)
+            else {
+                return Err(LatentError::config(
+                    "conditioner.class_embedding",
+                    "keys",
+                    "categorical obs columns present in the data",
+                    key,
+                ));
             };
-            tables.push(Embedding::new(&ctx.dev, categories.len() + 1, self.dim, &mut rng)?);
+            tables.push(Embedding::new(
+                &ctx.dev,
+                categories.len() + 1,
+                self.dim,
+                &mut rng,
+            )?);
         }
-        Ok(Box::new(ClassEmbedding { config: self.clone(), tables }))
+        Ok(Box::new(ClassEmbedding {
+            config: self.clone(),
+            tables,
+        }))
     }
 }
 
@@ -79,24 +116,49 @@ pub struct ClassEmbedding {
 parameters!(ClassEmbedding { tables });
 
 impl ClassEmbedding {
-    fn run<T: Taped>(&self, batch: &ConditionTable, null: &[bool]) -> Result<ConditionEmbedding<T>> {
+    fn run<T: Taped>(
+        &self,
+        batch: &ConditionTable,
+        null: &[bool],
+    ) -> Result<ConditionEmbedding<T>> {
         let mut sum: Option<latentlab_framework::device::Tensor2<T>> = None;
         for (key, table) in self.config.keys.iter().zip(&self.tables) {
             let Some(ConditionColumn::Categorical { codes, .. }) = batch.columns.get(key) else {
                 return Err(LatentError::Data(format!("condition `{key}` is missing from the batch; it must be a categorical obs column")));
             };
             if codes.len() != null.len() {
-                return Err(LatentError::shape("class_embedding", null.len(), codes.len()));
+                return Err(LatentError::shape(
+                    "class_embedding",
+                    null.len(),
+                    codes.len(),
+                ));
             }
             let null_row = table.len() - 1;
-            let idx: Vec<usize> = codes.iter().zip(null).map(|(&c, &n)| if n { null_row } else { (c as usize).min(null_row) }).collect();
+            let idx: Vec<usize> = codes
+                .iter()
+                .zip(null)
+                .map(|(&c, &n)| {
+                    if n {
+                        null_row
+                    } else {
+                        (c as usize).min(null_row)
+                    }
+                })
+                .collect();
             let e = table.forward::<T>(&idx)?;
             sum = Some(match sum {
                 None => e,
                 Some(s) => s + e,
             });
         }
-        let vector = sum.ok_or_else(|| LatentError::config("conditioner.class_embedding", "keys", "at least one key", "[]"))?;
+        let vector = sum.ok_or_else(|| {
+            LatentError::config(
+                "conditioner.class_embedding",
+                "keys",
+                "at least one key",
+                "[]",
+            )
+        })?;
         Ok(ConditionEmbedding { vector })
     }
 }
@@ -108,7 +170,11 @@ impl Conditioner for ClassEmbedding {
     fn injection(&self) -> Injection {
         self.config.injection
     }
-    fn embed_train(&self, batch: &ConditionTable, null: &[bool]) -> Result<ConditionEmbedding<TrainTape>> {
+    fn embed_train(
+        &self,
+        batch: &ConditionTable,
+        null: &[bool],
+    ) -> Result<ConditionEmbedding<TrainTape>> {
         self.run(batch, null)
     }
     fn embed(&self, batch: &ConditionTable, null: &[bool]) -> Result<ConditionEmbedding<NoneTape>> {

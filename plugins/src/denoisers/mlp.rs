@@ -8,8 +8,12 @@
 
 use dfdx::prelude::*;
 use latentlab_framework::device::{Dev, Taped, Tensor2, TrainTape};
-use latentlab_framework::nn::{fan_out, sinusoidal_tensor, Activation, Init, LayerNorm, Linear, Modulation, ResidualBlock};
-use latentlab_framework::plugin::{ConditionEmbedding, Denoiser, DenoiserConfig, DenoiserContext, Injection};
+use latentlab_framework::nn::{
+    fan_out, sinusoidal_tensor, Activation, Init, LayerNorm, Linear, Modulation, ResidualBlock,
+};
+use latentlab_framework::plugin::{
+    ConditionEmbedding, Denoiser, DenoiserConfig, DenoiserContext, Injection,
+};
 use latentlab_framework::rng::stream;
 use latentlab_framework::{parameters, register_plugin, LatentError, Result};
 use serde::{Deserialize, Serialize};
@@ -34,22 +38,47 @@ pub struct MlpDenoiserConfig {
 
 impl Default for MlpDenoiserConfig {
     fn default() -> Self {
-        Self { width: 256, blocks: 4, expansion: 2, time_features: 128, activation: Activation::Silu, dropout: 0.0 }
+        Self {
+            width: 256,
+            blocks: 4,
+            expansion: 2,
+            time_features: 128,
+            activation: Activation::Silu,
+            dropout: 0.0,
+        }
     }
 }
 
 #[typetag::serde(name = "mlp")]
 impl DenoiserConfig for MlpDenoiserConfig {
     fn supported_injections(&self) -> Vec<Injection> {
-        vec![Injection::Concat, Injection::Add, Injection::Film, Injection::Adaln]
+        vec![
+            Injection::Concat,
+            Injection::Add,
+            Injection::Film,
+            Injection::Adaln,
+        ]
     }
     fn build(&self, ctx: &DenoiserContext) -> Result<Box<dyn Denoiser>> {
         let p = "denoiser.mlp";
         if self.width == 0 || self.blocks == 0 || self.expansion == 0 || self.time_features < 2 {
-            return Err(LatentError::config(p, "width/blocks/expansion/time_features", "positive (time_features ≥ 2)", format!("{}/{}/{}/{}", self.width, self.blocks, self.expansion, self.time_features)));
+            return Err(LatentError::config(
+                p,
+                "width/blocks/expansion/time_features",
+                "positive (time_features ≥ 2)",
+                format!(
+                    "{}/{}/{}/{}",
+                    self.width, self.blocks, self.expansion, self.time_features
+                ),
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(LatentError::config(p, "dropout", "a value in [0, 1)", self.dropout));
+            return Err(LatentError::config(
+                p,
+                "dropout",
+                "a value in [0, 1)",
+                self.dropout,
+            ));
         }
         if let Some((_, inj)) = ctx.condition {
             if !self.supported_injections().contains(&inj) {
@@ -61,15 +90,34 @@ impl DenoiserConfig for MlpDenoiserConfig {
         let w = self.width;
         let injection = ctx.condition.map(|(_, i)| i);
         let cond_dim = ctx.condition.map_or(0, |(d, _)| d);
-        let input_width = ctx.latent_dim + if injection == Some(Injection::Concat) { cond_dim } else { 0 };
+        let input_width = ctx.latent_dim
+            + if injection == Some(Injection::Concat) {
+                cond_dim
+            } else {
+                0
+            };
         let cond_proj = match injection {
-            Some(Injection::Add | Injection::Film | Injection::Adaln) => Some(Linear::new(dev, cond_dim, w, Init::KaimingUniform, &mut rng)?),
+            Some(Injection::Add | Injection::Film | Injection::Adaln) => Some(Linear::new(
+                dev,
+                cond_dim,
+                w,
+                Init::KaimingUniform,
+                &mut rng,
+            )?),
             _ => None,
         };
         let mut blocks = Vec::new();
         let (mut scale, mut shift, mut gate) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..self.blocks {
-            blocks.push(ResidualBlock::new(dev, w, w * self.expansion, self.activation, true, self.dropout, &mut rng)?);
+            blocks.push(ResidualBlock::new(
+                dev,
+                w,
+                w * self.expansion,
+                self.activation,
+                true,
+                self.dropout,
+                &mut rng,
+            )?);
             scale.push(Linear::new(dev, w, w, Init::Zeros, &mut rng)?);
             shift.push(Linear::new(dev, w, w, Init::Zeros, &mut rng)?);
             if injection == Some(Injection::Adaln) {
@@ -117,17 +165,37 @@ pub struct MlpDenoiser {
     out_norm: LayerNorm,
     output: Linear,
 }
-parameters!(MlpDenoiser { input, time1, time2, cond_proj, blocks, scale, shift, gate, out_norm, output });
+parameters!(MlpDenoiser {
+    input,
+    time1,
+    time2,
+    cond_proj,
+    blocks,
+    scale,
+    shift,
+    gate,
+    out_norm,
+    output
+});
 
 impl MlpDenoiser {
-    fn run<T: Taped>(&self, z: Tensor2<T>, t: &[f32], cond: Option<ConditionEmbedding<T>>, train: bool) -> Result<Tensor2<T>> {
+    fn run<T: Taped>(
+        &self,
+        z: Tensor2<T>,
+        t: &[f32],
+        cond: Option<ConditionEmbedding<T>>,
+        train: bool,
+    ) -> Result<Tensor2<T>> {
         let (batch, _) = *z.shape();
         if t.len() != batch {
             return Err(LatentError::shape("mlp denoiser time", batch, t.len()));
         }
         let scaled: Vec<f32> = t.iter().map(|v| v * 1000.0).collect();
-        let features = sinusoidal_tensor(&self.dev, &scaled, self.config.time_features, 10_000.0)?.retaped::<T>();
-        let temb = self.time2.forward(Activation::Silu.forward(self.time1.forward(features)?))?;
+        let features = sinusoidal_tensor(&self.dev, &scaled, self.config.time_features, 10_000.0)?
+            .retaped::<T>();
+        let temb = self
+            .time2
+            .forward(Activation::Silu.forward(self.time1.forward(features)?))?;
         let cond = match (self.injection, cond) {
             (None, _) => None,
             (Some(_), Some(c)) => Some(c.vector),
@@ -136,14 +204,23 @@ impl MlpDenoiser {
             }
         };
         let (mut h, e) = match (self.injection, cond, &self.cond_proj) {
-            (Some(Injection::Concat), Some(c), _) => (self.input.forward((z, c).concat_along(Axis::<1>))?, temb),
-            (Some(Injection::Film), Some(c), Some(p)) => (self.input.forward(z)? + temb, p.forward(c)?),
-            (Some(Injection::Add | Injection::Adaln), Some(c), Some(p)) => (self.input.forward(z)?, temb + p.forward(c)?),
+            (Some(Injection::Concat), Some(c), _) => {
+                (self.input.forward((z, c).concat_along(Axis::<1>))?, temb)
+            }
+            (Some(Injection::Film), Some(c), Some(p)) => {
+                (self.input.forward(z)? + temb, p.forward(c)?)
+            }
+            (Some(Injection::Add | Injection::Adaln), Some(c), Some(p)) => {
+                (self.input.forward(z)?, temb + p.forward(c)?)
+            }
             _ => (self.input.forward(z)?, temb),
         };
         let uses = self.blocks.len() * if self.gate.is_empty() { 2 } else { 3 };
         let mut e = fan_out(Activation::Silu.forward(e), uses).into_iter();
-        let mut next = || e.next().ok_or_else(|| LatentError::shape("mlp modulation", uses, "fewer"));
+        let mut next = || {
+            e.next()
+                .ok_or_else(|| LatentError::shape("mlp modulation", uses, "fewer"))
+        };
         for (i, block) in self.blocks.iter().enumerate() {
             let modulation = Modulation {
                 scale: self.scale[i].forward(next()?)?,
@@ -160,10 +237,20 @@ impl MlpDenoiser {
 }
 
 impl Denoiser for MlpDenoiser {
-    fn forward_train(&self, z: Tensor2<TrainTape>, t: &[f32], cond: Option<ConditionEmbedding<TrainTape>>) -> Result<Tensor2<TrainTape>> {
+    fn forward_train(
+        &self,
+        z: Tensor2<TrainTape>,
+        t: &[f32],
+        cond: Option<ConditionEmbedding<TrainTape>>,
+    ) -> Result<Tensor2<TrainTape>> {
         self.run(z, t, cond, true)
     }
-    fn forward(&self, z: Tensor2, t: &[f32], cond: Option<ConditionEmbedding<NoneTape>>) -> Result<Tensor2> {
+    fn forward(
+        &self,
+        z: Tensor2,
+        t: &[f32],
+        cond: Option<ConditionEmbedding<NoneTape>>,
+    ) -> Result<Tensor2> {
         self.run(z, t, cond, false)
     }
 }

@@ -26,9 +26,16 @@ impl Default for LabelFidelityConfig {
 impl EvaluatorConfig for LabelFidelityConfig {
     fn build(&self) -> Result<Box<dyn Evaluator>> {
         if self.l2 < 0.0 {
-            return Err(LatentError::config("evaluator.label_fidelity", "l2", "≥ 0", self.l2));
+            return Err(LatentError::config(
+                "evaluator.label_fidelity",
+                "l2",
+                "≥ 0",
+                self.l2,
+            ));
         }
-        Ok(Box::new(LabelFidelity { config: self.clone() }))
+        Ok(Box::new(LabelFidelity {
+            config: self.clone(),
+        }))
     }
 }
 
@@ -45,8 +52,14 @@ pub struct LabelFidelity {
 }
 
 impl Evaluator for LabelFidelity {
-    fn evaluate(&self, _reference: &CellSet, candidate: &CellSet, ctx: &EvalContext<'_>) -> Result<Vec<Metric>> {
-        let (Some(train_labels), Some(candidate_labels)) = (&ctx.train.labels, &candidate.labels) else {
+    fn evaluate(
+        &self,
+        _reference: &CellSet,
+        candidate: &CellSet,
+        ctx: &EvalContext<'_>,
+    ) -> Result<Vec<Metric>> {
+        let (Some(train_labels), Some(candidate_labels)) = (&ctx.train.labels, &candidate.labels)
+        else {
             return Ok(Vec::new());
         };
         let mut categories: Vec<&String> = train_labels.iter().collect();
@@ -63,7 +76,10 @@ impl Evaluator for LabelFidelity {
             }
         }
         let k = ctx.pca_components;
-        let pcs: Vec<f32> = rows.iter().flat_map(|&r| candidate.pcs[r * k..(r + 1) * k].iter().copied()).collect();
+        let pcs: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| candidate.pcs[r * k..(r + 1) * k].iter().copied())
+            .collect();
         let r = label_fidelity(
             &ctx.train.pcs,
             ctx.train.n,
@@ -72,10 +88,18 @@ impl Evaluator for LabelFidelity {
             rows.len(),
             &cand_idx,
             k,
-            &LabelClassifier::Logistic(LogisticConfig { l2: self.config.l2, ..Default::default() }),
+            &LabelClassifier::Logistic(LogisticConfig {
+                l2: self.config.l2,
+                ..Default::default()
+            }),
             &format!("pca{k}(train)"),
         )
         .map_err(|e| LatentError::Evaluation(e.to_string()))?;
-        Ok(vec![Metric { name: "label_accuracy".into(), value: r.accuracy, protocol: r.protocol, lower_is_better: false }])
+        Ok(vec![Metric {
+            name: "label_accuracy".into(),
+            value: r.accuracy,
+            protocol: r.protocol,
+            lower_is_better: false,
+        }])
     }
 }

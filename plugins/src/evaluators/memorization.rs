@@ -30,10 +30,29 @@ register_plugin!(
 pub struct Memorization;
 
 impl Evaluator for Memorization {
-    fn evaluate(&self, reference: &CellSet, candidate: &CellSet, ctx: &EvalContext<'_>) -> Result<Vec<Metric>> {
+    fn evaluate(
+        &self,
+        reference: &CellSet,
+        candidate: &CellSet,
+        ctx: &EvalContext<'_>,
+    ) -> Result<Vec<Metric>> {
         let k = ctx.pca_components;
-        let r = memorization_ratio(&ctx.train.pcs, ctx.train.n, &candidate.pcs, candidate.n, &reference.pcs, reference.n, k, &format!("pca{k}(train)"))
-            .map_err(|e| LatentError::Evaluation(e.to_string()))?;
-        Ok(vec![Metric { name: "memorization_ratio".into(), value: r.ratio, protocol: r.protocol, lower_is_better: false }])
+        let r = memorization_ratio(
+            &ctx.train.pcs,
+            ctx.train.n,
+            &candidate.pcs,
+            candidate.n,
+            &reference.pcs,
+            reference.n,
+            k,
+            &format!("pca{k}(train)"),
+        )
+        .map_err(|e| LatentError::Evaluation(e.to_string()))?;
+        Ok(vec![Metric {
+            name: "memorization_ratio".into(),
+            value: r.ratio,
+            protocol: r.protocol,
+            lower_is_better: false,
+        }])
     }
 }

@@ -22,7 +22,11 @@ pub struct TwoSampleClassifierConfig {
 
 impl Default for TwoSampleClassifierConfig {
     fn default() -> Self {
-        Self { k: 10, folds: 5, l2: 1.0 }
+        Self {
+            k: 10,
+            folds: 5,
+            l2: 1.0,
+        }
     }
 }
 
@@ -30,9 +34,16 @@ impl Default for TwoSampleClassifierConfig {
 impl EvaluatorConfig for TwoSampleClassifierConfig {
     fn build(&self) -> Result<Box<dyn Evaluator>> {
         if self.k == 0 || self.folds < 2 || self.l2 < 0.0 {
-            return Err(LatentError::config("evaluator.two_sample_classifier", "k/folds/l2", "k ≥ 1, folds ≥ 2, l2 ≥ 0", format!("{}/{}/{}", self.k, self.folds, self.l2)));
+            return Err(LatentError::config(
+                "evaluator.two_sample_classifier",
+                "k/folds/l2",
+                "k ≥ 1, folds ≥ 2, l2 ≥ 0",
+                format!("{}/{}/{}", self.k, self.folds, self.l2),
+            ));
         }
-        Ok(Box::new(TwoSample { config: self.clone() }))
+        Ok(Box::new(TwoSample {
+            config: self.clone(),
+        }))
     }
 }
 
@@ -49,18 +60,46 @@ pub struct TwoSample {
 }
 
 impl Evaluator for TwoSample {
-    fn evaluate(&self, reference: &CellSet, candidate: &CellSet, ctx: &EvalContext<'_>) -> Result<Vec<Metric>> {
+    fn evaluate(
+        &self,
+        reference: &CellSet,
+        candidate: &CellSet,
+        ctx: &EvalContext<'_>,
+    ) -> Result<Vec<Metric>> {
         let k = ctx.pca_components;
         let space = format!("pca{k}(train)");
         let run = |classifier: TwoSampleClassifier, name: &str| -> Result<Metric> {
-            let config = TwoSampleConfig { classifier, folds: self.config.folds, seed: ctx.seed, space: space.clone() };
-            let r = two_sample_auroc(&reference.pcs, reference.n, &candidate.pcs, candidate.n, k, &config)
-                .map_err(|e| LatentError::Evaluation(e.to_string()))?;
-            Ok(Metric { name: name.into(), value: r.auroc, protocol: r.protocol, lower_is_better: true })
+            let config = TwoSampleConfig {
+                classifier,
+                folds: self.config.folds,
+                seed: ctx.seed,
+                space: space.clone(),
+            };
+            let r = two_sample_auroc(
+                &reference.pcs,
+                reference.n,
+                &candidate.pcs,
+                candidate.n,
+                k,
+                &config,
+            )
+            .map_err(|e| LatentError::Evaluation(e.to_string()))?;
+            Ok(Metric {
+                name: name.into(),
+                value: r.auroc,
+                protocol: r.protocol,
+                lower_is_better: true,
+            })
         };
         Ok(vec![
             run(TwoSampleClassifier::Knn { k: self.config.k }, "knn_auroc")?,
-            run(TwoSampleClassifier::Logistic(LogisticConfig { l2: self.config.l2, ..Default::default() }), "logistic_auroc")?,
+            run(
+                TwoSampleClassifier::Logistic(LogisticConfig {
+                    l2: self.config.l2,
+                    ..Default::default()
+                }),
+                "logistic_auroc",
+            )?,
         ])
     }
 }

@@ -3,7 +3,9 @@
 //! trained with `ddpm` can be sampled with `ddim` when schedule, T and prediction agree.
 
 use latentlab_framework::diffusion::{Diffusion, TimestepSpacing};
-use latentlab_framework::plugin::{LatentSampler, ModelFn, Prediction, SamplerConfig, TrainingPair, TrainingProcess};
+use latentlab_framework::plugin::{
+    LatentSampler, ModelFn, Prediction, SamplerConfig, TrainingPair, TrainingProcess,
+};
 use latentlab_framework::schedules::BetaSchedule;
 use latentlab_framework::{register_plugin, LatentError, Result};
 use rand::{Rng, RngCore};
@@ -53,11 +55,25 @@ impl SamplerConfig for DdimConfig {
     }
     fn build(&self) -> Result<Box<dyn LatentSampler>> {
         if !(0.0..=1.0).contains(&self.eta) {
-            return Err(LatentError::config("sampler.ddim", "eta", "a value in [0, 1]", self.eta));
+            return Err(LatentError::config(
+                "sampler.ddim",
+                "eta",
+                "a value in [0, 1]",
+                self.eta,
+            ));
         }
-        let diffusion = Diffusion::new(self.schedule, self.train_steps, self.beta_start, self.beta_end, self.prediction)?;
+        let diffusion = Diffusion::new(
+            self.schedule,
+            self.train_steps,
+            self.beta_start,
+            self.beta_end,
+            self.prediction,
+        )?;
         diffusion.time_grid(self.steps, self.timestep_spacing)?;
-        Ok(Box::new(Ddim { config: self.clone(), diffusion }))
+        Ok(Box::new(Ddim {
+            config: self.clone(),
+            diffusion,
+        }))
     }
 }
 
@@ -80,32 +96,58 @@ impl LatentSampler for Ddim {
         self.diffusion.process()
     }
     fn sample_time(&self, rng: &mut dyn RngCore) -> f32 {
-        self.diffusion.time_of(rng.gen_range(0..self.diffusion.steps()))
+        self.diffusion
+            .time_of(rng.gen_range(0..self.diffusion.steps()))
     }
-    fn training_pair(&self, z0: &[f32], noise: &[f32], t: &[f32], dim: usize) -> Result<TrainingPair> {
+    fn training_pair(
+        &self,
+        z0: &[f32],
+        noise: &[f32],
+        t: &[f32],
+        dim: usize,
+    ) -> Result<TrainingPair> {
         self.diffusion.training_pair(z0, noise, t, dim)
     }
     fn time_grid(&self, steps: usize) -> Result<Vec<f32>> {
-        self.diffusion.time_grid(steps, self.config.timestep_spacing)
+        self.diffusion
+            .time_grid(steps, self.config.timestep_spacing)
     }
-    fn step(&self, model: &mut ModelFn<'_>, z: &[f32], t: f32, t_next: f32, rng: &mut dyn RngCore) -> Result<Vec<f32>> {
+    fn step(
+        &self,
+        model: &mut ModelFn<'_>,
+        z: &[f32],
+        t: f32,
+        t_next: f32,
+        rng: &mut dyn RngCore,
+    ) -> Result<Vec<f32>> {
         let out = model(z, t)?;
         let (x0, eps) = self.diffusion.split_prediction(&out, z, t);
         let noise: Vec<f32> = if self.config.eta > 0.0 {
-            (0..z.len()).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect()
+            (0..z.len())
+                .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
+                .collect()
         } else {
             vec![0.0; z.len()]
         };
-        Ok(self.diffusion.ddim_update(&x0, &eps, t, t_next, self.config.eta, &noise))
+        Ok(self
+            .diffusion
+            .ddim_update(&x0, &eps, t, t_next, self.config.eta, &noise))
     }
-    fn invert_step(&self, model: &mut ModelFn<'_>, z: &[f32], t: f32, t_next: f32) -> Option<Result<Vec<f32>>> {
+    fn invert_step(
+        &self,
+        model: &mut ModelFn<'_>,
+        z: &[f32],
+        t: f32,
+        t_next: f32,
+    ) -> Option<Result<Vec<f32>>> {
         if self.config.eta != 0.0 {
             return None;
         }
         // DDIM inversion: predict (x0, ε) at the current (lower-noise) time and re-noise deterministically.
         Some(model(z, t).map(|out| {
             let (x0, eps) = self.diffusion.split_prediction(&out, z, t.max(1e-6));
-            self.diffusion.ddim_update(&x0, &eps, t, t_next, 0.0, &vec![0.0; z.len()])
+            self.diffusion
+                .ddim_update(&x0, &eps, t, t_next, 0.0, &vec![0.0; z.len()])
         }))
     }
 }

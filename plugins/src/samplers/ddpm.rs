@@ -3,7 +3,9 @@
 //! eta = 1), as diffusers' `DDPMScheduler` does.
 
 use latentlab_framework::diffusion::{Diffusion, TimestepSpacing};
-use latentlab_framework::plugin::{LatentSampler, ModelFn, Prediction, SamplerConfig, TrainingPair, TrainingProcess};
+use latentlab_framework::plugin::{
+    LatentSampler, ModelFn, Prediction, SamplerConfig, TrainingPair, TrainingProcess,
+};
 use latentlab_framework::rng::fill_normal;
 use latentlab_framework::schedules::BetaSchedule;
 use latentlab_framework::{register_plugin, Result};
@@ -50,9 +52,18 @@ impl SamplerConfig for DdpmConfig {
         self.steps
     }
     fn build(&self) -> Result<Box<dyn LatentSampler>> {
-        let diffusion = Diffusion::new(self.schedule, self.train_steps, self.beta_start, self.beta_end, self.prediction)?;
+        let diffusion = Diffusion::new(
+            self.schedule,
+            self.train_steps,
+            self.beta_start,
+            self.beta_end,
+            self.prediction,
+        )?;
         diffusion.time_grid(self.steps, self.timestep_spacing)?;
-        Ok(Box::new(Ddpm { config: self.clone(), diffusion }))
+        Ok(Box::new(Ddpm {
+            config: self.clone(),
+            diffusion,
+        }))
     }
 }
 
@@ -75,19 +86,36 @@ impl LatentSampler for Ddpm {
         self.diffusion.process()
     }
     fn sample_time(&self, rng: &mut dyn RngCore) -> f32 {
-        self.diffusion.time_of(rng.gen_range(0..self.diffusion.steps()))
+        self.diffusion
+            .time_of(rng.gen_range(0..self.diffusion.steps()))
     }
-    fn training_pair(&self, z0: &[f32], noise: &[f32], t: &[f32], dim: usize) -> Result<TrainingPair> {
+    fn training_pair(
+        &self,
+        z0: &[f32],
+        noise: &[f32],
+        t: &[f32],
+        dim: usize,
+    ) -> Result<TrainingPair> {
         self.diffusion.training_pair(z0, noise, t, dim)
     }
     fn time_grid(&self, steps: usize) -> Result<Vec<f32>> {
-        self.diffusion.time_grid(steps, self.config.timestep_spacing)
+        self.diffusion
+            .time_grid(steps, self.config.timestep_spacing)
     }
-    fn step(&self, model: &mut ModelFn<'_>, z: &[f32], t: f32, t_next: f32, rng: &mut dyn RngCore) -> Result<Vec<f32>> {
+    fn step(
+        &self,
+        model: &mut ModelFn<'_>,
+        z: &[f32],
+        t: f32,
+        t_next: f32,
+        rng: &mut dyn RngCore,
+    ) -> Result<Vec<f32>> {
         let out = model(z, t)?;
         let (x0, eps) = self.diffusion.split_prediction(&out, z, t);
         let mut noise = vec![0.0; z.len()];
         fill_normal(&mut &mut *rng, &mut noise);
-        Ok(self.diffusion.ddim_update(&x0, &eps, t, t_next, 1.0, &noise))
+        Ok(self
+            .diffusion
+            .ddim_update(&x0, &eps, t, t_next, 1.0, &noise))
     }
 }

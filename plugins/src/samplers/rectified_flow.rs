@@ -3,7 +3,9 @@
 //! constant velocity `dz/dt = ε − z₀`, and sampling integrates the ODE from t = 1 to t = 0.
 
 use latentlab_framework::diffusion::check_rows;
-use latentlab_framework::plugin::{LatentSampler, ModelFn, Prediction, SamplerConfig, TrainingPair, TrainingProcess};
+use latentlab_framework::plugin::{
+    LatentSampler, ModelFn, Prediction, SamplerConfig, TrainingPair, TrainingProcess,
+};
 use latentlab_framework::{register_plugin, LatentError, Result};
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -50,7 +52,13 @@ pub struct RectifiedFlowConfig {
 
 impl Default for RectifiedFlowConfig {
     fn default() -> Self {
-        Self { steps: 50, solver: Solver::Euler, time_sampling: TimeSampling::Uniform, logit_mean: 0.0, logit_std: 1.0 }
+        Self {
+            steps: 50,
+            solver: Solver::Euler,
+            time_sampling: TimeSampling::Uniform,
+            logit_mean: 0.0,
+            logit_std: 1.0,
+        }
     }
 }
 
@@ -61,12 +69,24 @@ impl SamplerConfig for RectifiedFlowConfig {
     }
     fn build(&self) -> Result<Box<dyn LatentSampler>> {
         if self.steps == 0 {
-            return Err(LatentError::config("sampler.rectified_flow", "steps", "at least 1", 0));
+            return Err(LatentError::config(
+                "sampler.rectified_flow",
+                "steps",
+                "at least 1",
+                0,
+            ));
         }
-        if !(self.logit_std > 0.0) {
-            return Err(LatentError::config("sampler.rectified_flow", "logit_std", "> 0", self.logit_std));
+        if self.logit_std.is_nan() || self.logit_std <= 0.0 {
+            return Err(LatentError::config(
+                "sampler.rectified_flow",
+                "logit_std",
+                "> 0",
+                self.logit_std,
+            ));
         }
-        Ok(Box::new(RectifiedFlow { config: self.clone() }))
+        Ok(Box::new(RectifiedFlow {
+            config: self.clone(),
+        }))
     }
 }
 
@@ -89,7 +109,12 @@ fn axpy(z: &[f32], dt: f32, v: &[f32]) -> Vec<f32> {
 
 impl LatentSampler for RectifiedFlow {
     fn process(&self) -> TrainingProcess {
-        TrainingProcess { family: "flow".into(), schedule: "linear_interpolant".into(), train_steps: 0, prediction: Prediction::Velocity }
+        TrainingProcess {
+            family: "flow".into(),
+            schedule: "linear_interpolant".into(),
+            train_steps: 0,
+            prediction: Prediction::Velocity,
+        }
     }
 
     fn sample_time(&self, rng: &mut dyn RngCore) -> f32 {
@@ -102,7 +127,13 @@ impl LatentSampler for RectifiedFlow {
         }
     }
 
-    fn training_pair(&self, z0: &[f32], noise: &[f32], t: &[f32], dim: usize) -> Result<TrainingPair> {
+    fn training_pair(
+        &self,
+        z0: &[f32],
+        noise: &[f32],
+        t: &[f32],
+        dim: usize,
+    ) -> Result<TrainingPair> {
         check_rows(z0, noise, t, dim)?;
         let mut noisy = vec![0.0; z0.len()];
         let mut target = vec![0.0; z0.len()];
@@ -112,7 +143,11 @@ impl LatentSampler for RectifiedFlow {
                 target[j] = noise[j] - z0[j];
             }
         }
-        Ok(TrainingPair { noisy, target, model_time: t.to_vec() })
+        Ok(TrainingPair {
+            noisy,
+            target,
+            model_time: t.to_vec(),
+        })
     }
 
     fn time_grid(&self, steps: usize) -> Result<Vec<f32>> {
@@ -122,7 +157,14 @@ impl LatentSampler for RectifiedFlow {
         Ok((0..=steps).map(|i| 1.0 - i as f32 / steps as f32).collect())
     }
 
-    fn step(&self, model: &mut ModelFn<'_>, z: &[f32], t: f32, t_next: f32, _rng: &mut dyn RngCore) -> Result<Vec<f32>> {
+    fn step(
+        &self,
+        model: &mut ModelFn<'_>,
+        z: &[f32],
+        t: f32,
+        t_next: f32,
+        _rng: &mut dyn RngCore,
+    ) -> Result<Vec<f32>> {
         let dt = t_next - t;
         let v1 = model(z, t)?;
         match self.config.solver {
@@ -141,7 +183,13 @@ impl LatentSampler for RectifiedFlow {
         }
     }
 
-    fn invert_step(&self, model: &mut ModelFn<'_>, z: &[f32], t: f32, t_next: f32) -> Option<Result<Vec<f32>>> {
+    fn invert_step(
+        &self,
+        model: &mut ModelFn<'_>,
+        z: &[f32],
+        t: f32,
+        t_next: f32,
+    ) -> Option<Result<Vec<f32>>> {
         let mut rng = rand::rngs::mock::StepRng::new(0, 0);
         Some(self.step(model, z, t, t_next, &mut rng))
     }
@@ -169,7 +217,12 @@ mod tests {
     fn euler_converges_on_a_curved_field() {
         // dz/dt = z has solution z(0) = z(1) · e^{-1}; the error must shrink as steps grow.
         let solve = |steps: usize, solver: Solver| {
-            let flow = RectifiedFlowConfig { solver, ..Default::default() }.build().unwrap();
+            let flow = RectifiedFlowConfig {
+                solver,
+                ..Default::default()
+            }
+            .build()
+            .unwrap();
             let grid = flow.time_grid(steps).unwrap();
             let mut z = vec![1.0f32];
             let mut model = |z: &[f32], _: f32| Ok(z.to_vec());

@@ -1,0 +1,438 @@
+//! Writes an [`Evaluation`] as `metrics.json`, `report.md`, `report.html` and PNG plots into a
+//! report directory (built in a temporary directory and renamed into place).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::write_atomic;
+use crate::evaluation::Evaluation;
+use crate::metrics::gene_stats;
+use crate::plots::{
+    heatmap, histograms_overlay, line_curves, scatter_overlay, scatter_xy_with_diagonal,
+    ScatterGroup,
+};
+use crate::plugin::CellSet;
+use crate::{LatentError, Result};
+
+/// Inputs of the figures.
+pub struct Figures<'a> {
+    /// Real reference cells (with pcs).
+    pub reference: &'a CellSet,
+    /// Generated cells (with pcs).
+    pub generated: &'a CellSet,
+    /// Training curves CSV text (`stage,step,name,value`), if available.
+    pub curves_csv: Option<&'a str>,
+}
+
+fn plot_err(e: crate::plots::PlotError) -> LatentError {
+    LatentError::Evaluation(format!("plot: {e}"))
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        "n/a".into()
+    } else if v.abs() >= 100.0 || (v != 0.0 && v.abs() < 1e-3) {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// Markdown table of all rows (metrics as columns).
+pub fn markdown_table(evaluation: &Evaluation) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for row in &evaluation.rows {
+        for m in &row.metrics {
+            if !names.contains(&m.name) {
+                names.push(m.name.clone());
+            }
+        }
+    }
+    let mut s = String::new();
+    let _ = writeln!(s, "| row | n | {} |", names.join(" | "));
+    let _ = writeln!(
+        s,
+        "|---|---|{}|",
+        names.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+    );
+    for row in &evaluation.rows {
+        let cells: Vec<String> = names
+            .iter()
+            .map(|n| row.value(n).map_or("".into(), fmt_value))
+            .collect();
+        let _ = writeln!(s, "| {} | {} | {} |", row.name, row.n, cells.join(" | "));
+    }
+    s
+}
+
+fn protocols(evaluation: &Evaluation) -> String {
+    let mut s = String::new();
+    let mut seen = Vec::new();
+    if let Some(row) = evaluation.rows.first() {
+        for m in &row.metrics {
+            if !seen.contains(&m.name) {
+                seen.push(m.name.clone());
+                let arrow = if m.lower_is_better {
+                    "lower is better"
+                } else {
+                    "higher is better"
+                };
+                let _ = writeln!(s, "- `{}` ({arrow}): {}", m.name, m.protocol);
+            }
+        }
+    }
+    s
+}
+
+/// Writes the report directory.
+///
+/// # Errors
+/// I/O or plotting errors; nothing is left behind on failure.
+pub fn write_report(
+    dir: &Path,
+    evaluation: &Evaluation,
+    figures: &Figures<'_>,
+    title: &str,
+) -> Result<()> {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| LatentError::io(parent, e))?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "report".into());
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = write_into(&tmp, evaluation, figures, title).and_then(|_| {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| LatentError::io(dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| LatentError::io(dir, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn write_into(
+    dir: &Path,
+    evaluation: &Evaluation,
+    figures: &Figures<'_>,
+    title: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| LatentError::io(dir, e))?;
+    let json = serde_json::to_vec_pretty(evaluation)
+        .map_err(|e| LatentError::Evaluation(e.to_string()))?;
+    write_atomic(&dir.join("metrics.json"), &json)?;
+    let images = draw(dir, evaluation, figures)?;
+    let table = markdown_table(evaluation);
+    let mut md = format!(
+        "# {title}\n\nReference: {}. PCA: {} components fit on real training cells.\n\n",
+        evaluation.reference, evaluation.pca_components
+    );
+    md.push_str("Rows: `generated` is the model; `control: real training cells` is the real-vs-real floor; `baseline:` rows are simple generators a model must beat.\n\n");
+    md.push_str(&table);
+    md.push_str("\n## Metric protocols\n\n");
+    md.push_str(&protocols(evaluation));
+    if !evaluation.per_label.is_empty() {
+        md.push_str("\n## Per label (generated vs real reference cells of that label)\n\n| label | metric | value |\n|---|---|---|\n");
+        for (label, metrics) in &evaluation.per_label {
+            for m in metrics {
+                let _ = writeln!(md, "| {label} | {} | {} |", m.name, fmt_value(m.value));
+            }
+        }
+    }
+    md.push_str("\n## Figures\n\n");
+    for (file, caption) in &images {
+        let _ = writeln!(md, "![{caption}]({file})\n");
+    }
+    write_atomic(&dir.join("report.md"), md.as_bytes())?;
+    write_atomic(
+        &dir.join("report.html"),
+        html(title, &md, &images).as_bytes(),
+    )?;
+    Ok(())
+}
+
+fn html(title: &str, md: &str, images: &[(String, String)]) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut body = String::new();
+    let mut in_table = false;
+    for line in md.lines() {
+        if line.starts_with('|') {
+            if line.starts_with("|---") {
+                continue;
+            }
+            if !in_table {
+                body.push_str("<table>\n");
+                in_table = true;
+            }
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let _ = writeln!(
+                body,
+                "<tr>{}</tr>",
+                cells
+                    .iter()
+                    .map(|c| format!("<td>{}</td>", escape(c)))
+                    .collect::<String>()
+            );
+            continue;
+        }
+        if in_table {
+            body.push_str("</table>\n");
+            in_table = false;
+        }
+        if let Some(h) = line.strip_prefix("## ") {
+            let _ = writeln!(body, "<h2>{}</h2>", escape(h));
+        } else if let Some(h) = line.strip_prefix("# ") {
+            let _ = writeln!(body, "<h1>{}</h1>", escape(h));
+        } else if line.starts_with("![") {
+            continue;
+        } else if let Some(item) = line.strip_prefix("- ") {
+            let _ = writeln!(body, "<li>{}</li>", escape(item));
+        } else if !line.is_empty() {
+            let _ = writeln!(body, "<p>{}</p>", escape(line));
+        }
+    }
+    if in_table {
+        body.push_str("</table>\n");
+    }
+    for (file, caption) in images {
+        let _ = writeln!(
+            body,
+            "<figure><img src=\"{file}\" alt=\"{0}\"><figcaption>{0}</figcaption></figure>",
+            escape(caption)
+        );
+    }
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}td{{border:1px solid #ccc;padding:3px 6px;font-size:13px}}tr:first-child td{{font-weight:bold;background:#f3f3f3}}img{{max-width:100%}}</style></head><body>\n{1}</body></html>\n",
+        escape(title),
+        body
+    )
+}
+
+fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(String, String)>> {
+    let mut images = Vec::new();
+    let pc = |c: &CellSet| -> Vec<(f32, f32)> {
+        let k = c.pcs.len().checked_div(c.n).unwrap_or(0);
+        if k < 2 {
+            return Vec::new();
+        }
+        (0..c.n).map(|i| (c.pcs[i * k], c.pcs[i * k + 1])).collect()
+    };
+    let file = |name: &str| -> PathBuf { dir.join(name) };
+    scatter_overlay(
+        file("pca_real_vs_generated.png"),
+        "Real reference vs generated cells (PCA of real training cells)",
+        &[
+            ScatterGroup {
+                label: "real (reference)".into(),
+                points: pc(f.reference),
+                color: Some([120, 120, 120]),
+            },
+            ScatterGroup {
+                label: "generated".into(),
+                points: pc(f.generated),
+                color: Some([214, 39, 40]),
+            },
+        ],
+        "PC1",
+        "PC2",
+    )
+    .map_err(plot_err)?;
+    images.push((
+        "pca_real_vs_generated.png".into(),
+        "PC1/PC2: real reference (grey) vs generated (red)".into(),
+    ));
+    if let (Some(gl), Some(rl)) = (&f.generated.labels, &f.reference.labels) {
+        let mut labels: Vec<&String> = rl.iter().collect();
+        labels.sort();
+        labels.dedup();
+        for (set, labels_of, file_name, caption) in [
+            (
+                f.generated,
+                gl,
+                "pca_generated_by_label.png",
+                "Generated cells coloured by conditioned label",
+            ),
+            (
+                f.reference,
+                rl,
+                "pca_real_by_label.png",
+                "Real reference cells coloured by label",
+            ),
+        ] {
+            let points = pc(set);
+            let groups: Vec<ScatterGroup> = labels
+                .iter()
+                .map(|l| ScatterGroup {
+                    label: (*l).clone(),
+                    points: (0..set.n)
+                        .filter(|&i| labels_of[i] == **l)
+                        .map(|i| points[i])
+                        .collect(),
+                    color: None,
+                })
+                .collect();
+            scatter_overlay(file(file_name), caption, &groups, "PC1", "PC2").map_err(plot_err)?;
+            images.push((file_name.into(), caption.into()));
+        }
+    }
+    let g = f.reference.n_genes;
+    let err = |e: crate::metrics::MetricsError| LatentError::Evaluation(e.to_string());
+    let real = gene_stats(&f.reference.x, f.reference.n, g, 1e-3).map_err(err)?;
+    let generated = gene_stats(&f.generated.x, f.generated.n, g, 1e-3).map_err(err)?;
+    for (stat, a, b) in [
+        ("mean", &real.mean, &generated.mean),
+        ("variance", &real.variance, &generated.variance),
+        (
+            "zero_fraction",
+            &real.zero_fraction,
+            &generated.zero_fraction,
+        ),
+    ] {
+        let points: Vec<(f64, f64)> = a.iter().copied().zip(b.iter().copied()).collect();
+        let r = crate::metrics::pearson(a, b)
+            .map(|r| format!("Pearson r = {r:.3}"))
+            .unwrap_or_else(|_| "Pearson r undefined".into());
+        let name = format!("gene_{stat}.png");
+        scatter_xy_with_diagonal(
+            file(&name),
+            &format!("Per-gene {stat}: real vs generated"),
+            &format!("real {stat}"),
+            &format!("generated {stat}"),
+            &points,
+            &r,
+        )
+        .map_err(plot_err)?;
+        images.push((
+            name,
+            format!("Per-gene {stat}, real reference vs generated ({r})"),
+        ));
+    }
+    let lib = |c: &CellSet| -> Vec<f32> {
+        c.x.chunks(c.n_genes.max(1))
+            .map(|r| r.iter().sum())
+            .collect()
+    };
+    histograms_overlay(
+        file("qc_total_expression.png"),
+        "Per-cell total expression (model scale)",
+        "row sum",
+        &[
+            ("real (reference)", lib(f.reference)),
+            ("generated", lib(f.generated)),
+        ],
+        40,
+    )
+    .map_err(plot_err)?;
+    images.push((
+        "qc_total_expression.png".into(),
+        "Distribution of per-cell total expression".into(),
+    ));
+    if let Some(csv) = f.curves_csv {
+        let mut series: std::collections::BTreeMap<String, Vec<(f64, f64)>> =
+            std::collections::BTreeMap::new();
+        for line in csv.lines().skip(1) {
+            let parts: Vec<&str> = line.split(',').collect();
+            if parts.len() == 4 && (parts[2] == "train_loss" || parts[2] == "validation_loss") {
+                if let (Ok(step), Ok(v)) = (parts[1].parse::<f64>(), parts[3].parse::<f64>()) {
+                    series
+                        .entry(format!("{} {}", parts[0], parts[2]))
+                        .or_default()
+                        .push((step, v));
+                }
+            }
+        }
+        let smoothed: Vec<(String, Vec<(f64, f64)>)> =
+            series.into_iter().map(|(k, v)| (k, smooth(&v))).collect();
+        let (ae, den): (Vec<_>, Vec<_>) = smoothed
+            .into_iter()
+            .partition(|(k, _)| k.starts_with("autoencoder"));
+        for (name, group, log) in [
+            ("loss_autoencoder.png", ae, true),
+            ("loss_denoiser.png", den, false),
+        ] {
+            if !group.is_empty() {
+                line_curves(
+                    file(name),
+                    &format!(
+                        "Training curves ({})",
+                        name.trim_start_matches("loss_").trim_end_matches(".png")
+                    ),
+                    "step",
+                    "loss",
+                    &group,
+                    log && group.iter().all(|(_, v)| v.iter().all(|p| p.1 > 0.0)),
+                )
+                .map_err(plot_err)?;
+                images.push((
+                    name.into(),
+                    format!(
+                        "Training and validation loss, {}",
+                        name.trim_start_matches("loss_").trim_end_matches(".png")
+                    ),
+                ));
+            }
+        }
+    }
+    if !evaluation.per_label.is_empty() {
+        let labels: Vec<&String> = evaluation.per_label.keys().collect();
+        let names: Vec<String> = evaluation
+            .per_label
+            .values()
+            .next()
+            .map(|m| m.iter().map(|x| x.name.clone()).collect())
+            .unwrap_or_default();
+        let values: Vec<f64> = labels
+            .iter()
+            .flat_map(|l| {
+                names.iter().map(|n| {
+                    evaluation.per_label[*l]
+                        .iter()
+                        .find(|m| &m.name == n)
+                        .map_or(f64::NAN, |m| m.value)
+                })
+            })
+            .collect();
+        if !names.is_empty() {
+            heatmap(
+                file("per_label_metrics.png"),
+                "Generated vs real, per label",
+                &labels,
+                &names,
+                &values,
+                "value",
+            )
+            .map_err(plot_err)?;
+            images.push((
+                "per_label_metrics.png".into(),
+                "Per-label metrics (generated vs real cells of the label)".into(),
+            ));
+        }
+    }
+    Ok(images)
+}
+
+/// Moving average over windows of ~1% of the points (raw values when there are few).
+fn smooth(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let w = (points.len() / 100).max(1);
+    if w == 1 {
+        return points.to_vec();
+    }
+    points
+        .chunks(w)
+        .map(|c| {
+            (
+                c[c.len() / 2].0,
+                c.iter().map(|p| p.1).sum::<f64>() / c.len() as f64,
+            )
+        })
+        .collect()
+}

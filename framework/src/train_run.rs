@@ -1,0 +1,107 @@
+//! `latentlab train`: data → both stages → run directory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::config::ExperimentConfig;
+use crate::dataset;
+use crate::device::device;
+use crate::experiment::{build_models, fit};
+use crate::plugin::InputKind;
+use crate::rng::derive_seed;
+use crate::run::{genes_digest, save, sha256_hex, ConditionMeta, Manifest, RunContents, Split};
+use crate::train::{curves_csv, Progress};
+use crate::{LatentError, Result};
+
+/// Trains the experiment of `config` and writes the run directory `out`.
+///
+/// # Errors
+/// Config, data and training errors; nothing is written on failure.
+pub fn train_run(
+    config: &ExperimentConfig,
+    out: &Path,
+    overwrite: bool,
+    progress: &mut dyn Progress,
+) -> Result<Manifest> {
+    if out.exists() && !overwrite {
+        return Err(LatentError::Checkpoint {
+            path: out.into(),
+            message: "already exists; choose another --out or pass --overwrite".into(),
+        });
+    }
+    let start = Instant::now();
+    let loaded = dataset::load(config)?;
+    let p = &loaded.prepared;
+    let dev = device(derive_seed(config.seed, "device"))?;
+    let train_table = p.conditions.select(&p.train_rows);
+    let mut models = build_models(config, p.gene_names.len(), p.input_kind, &train_table, &dev)?;
+    let load_s = start.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let curves = fit(config, p, &mut models, progress)?;
+    let fit_s = t.elapsed().as_secs_f64();
+    let mut final_losses = BTreeMap::new();
+    for c in &curves {
+        final_losses.insert(format!("{}.{}", c.stage, c.name), c.value);
+    }
+    let file_bytes = std::fs::read(&loaded.path).unwrap_or_default();
+    let libs: Vec<f32> = p
+        .train_rows
+        .iter()
+        .take(10_000)
+        .map(|&r| p.expression.library_size[r])
+        .collect();
+    let manifest = Manifest {
+        crate_version: env!("CARGO_PKG_VERSION").into(),
+        seed: config.seed,
+        data_path: loaded.path.clone(),
+        data_sha256: sha256_hex(&file_bytes),
+        genes_sha256: genes_digest(&p.gene_names),
+        n_cells: p.expression.n,
+        n_train: p.train_rows.len(),
+        n_validation: p.validation_rows.len(),
+        input_kind: p.input_kind,
+        process: models.process.clone(),
+        label_key: loaded.label_key.clone(),
+        conditions: train_table
+            .columns
+            .iter()
+            .map(|(k, c)| ConditionMeta::from_column(k, c))
+            .collect(),
+        library_sizes: if p.input_kind == InputKind::Counts {
+            libs
+        } else {
+            Vec::new()
+        },
+        final_losses,
+        timings_s: [("load".to_string(), load_s), ("fit".to_string(), fit_s)]
+            .into_iter()
+            .collect(),
+    };
+    let split = Split {
+        train: p
+            .train_rows
+            .iter()
+            .map(|&r| loaded.cell_names[r].clone())
+            .collect(),
+        validation: p
+            .validation_rows
+            .iter()
+            .map(|&r| loaded.cell_names[r].clone())
+            .collect(),
+    };
+    let csv = curves_csv(&curves);
+    save(
+        out,
+        &RunContents {
+            config,
+            models: &models,
+            genes: &p.gene_names,
+            manifest: &manifest,
+            curves_csv: &csv,
+            split: &split,
+        },
+        overwrite,
+    )?;
+    Ok(manifest)
+}
