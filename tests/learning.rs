@@ -67,6 +67,7 @@ latent_dim = 4
 hidden = [64, 32]
 dropout = 0.0
 kl_warmup_steps = 100
+zero_inflation = false
 [denoiser]
 type = "mlp"
 width = 64

@@ -27,6 +27,7 @@ pub mod run;
 pub mod run_evaluation;
 pub mod sampling;
 pub mod schedules;
+pub mod testing;
 pub mod train;
 pub mod train_run;
 

@@ -38,6 +38,37 @@ pub fn gaussian_nll<T: Taped>(
     sq.sum::<(), _>() / batch as f32 + ls_b.sum::<(), _>()
 }
 
+/// Hurdle ("zero-inflated") Gaussian negative log-likelihood for non-negative continuous data
+/// such as log-normalized expression: each value is zero with probability `sigmoid(zero_logit)`,
+/// otherwise Gaussian with mean `x̂` and per-gene `exp(log_sigma)`. Returns
+/// `Σ_genes [BCE(zero_logit, 1[x = 0]) + 1[x > 0] (0.5 (x − x̂)² e^{−2 log σ} + log σ)]` averaged
+/// over the batch (constants dropped).
+pub fn hurdle_gaussian_nll<T: Taped>(
+    x_hat: Tensor2<T>,
+    zero_logit: Tensor2<T>,
+    x: &[f32],
+    log_sigma: crate::device::Tensor1<T>,
+) -> Scalar<T> {
+    let (batch, genes) = *x_hat.shape();
+    let dev = x_hat.device().clone();
+    let positive: Vec<f32> = x.iter().map(|&v| if v > 0.0 { 1.0 } else { 0.0 }).collect();
+    let is_zero: Vec<f32> = positive.iter().map(|p| 1.0 - p).collect();
+    let mut mask: Tensor2 = dev.zeros_like(&(batch, genes));
+    mask.copy_from(&positive);
+    let mut zero_target: Tensor2 = dev.zeros_like(&(batch, genes));
+    zero_target.copy_from(&is_zero);
+    let mut xt: Tensor2 = dev.zeros_like(&(batch, genes));
+    xt.copy_from(x);
+    let (ls_a, ls_b) = crate::nn::fork(log_sigma);
+    let precision = (ls_a * -2.0)
+        .exp()
+        .broadcast_like::<_, Axis<0>>(&(batch, genes));
+    let ls = ls_b.broadcast_like::<_, Axis<0>>(&(batch, genes));
+    let gaussian = ((x_hat - xt).square() * precision * 0.5 + ls) * mask;
+    let bce = zero_logit.bce_with_logits(zero_target);
+    (gaussian.sum::<(), _>() + bce.sum::<(), _>()) / batch as f32
+}
+
 /// Natural log of the gamma function (Lanczos, g = 7, n = 9; |error| < 1e-13 for x > 0).
 pub fn ln_gamma(x: f64) -> f64 {
     const G: f64 = 7.0;

@@ -202,7 +202,17 @@ pub fn evaluate_run(
         .prior_sample(generated.n, &mut prior_rng)
     {
         let libs = vec![run.manifest.library_sizes.first().copied().unwrap_or(1.0); generated.n];
-        let x = run.models.autoencoder.decode_mean(&z, generated.n, &libs)?;
+        let mut z = z;
+        run.models.stats.standardize(&mut z);
+        let x = crate::pipeline::decode_latents(
+            run.models.autoencoder.as_ref(),
+            &run.models.stats,
+            z,
+            generated.n,
+            &libs,
+            Some(&mut prior_rng),
+            4096,
+        )?;
         let mut prior = CellSet {
             x,
             n: generated.n,

@@ -4,14 +4,14 @@
 
 use dfdx::prelude::*;
 use latentlab_framework::device::{tensor1, tensor2, Dev, Tensor1, Tensor2, TrainTape};
-use latentlab_framework::likelihood::{gaussian_nll, kl_standard_normal};
-use latentlab_framework::nn::{fan_out, Activation, Init, Linear, Mlp};
+use latentlab_framework::likelihood::{gaussian_nll, hurdle_gaussian_nll, kl_standard_normal};
+use latentlab_framework::nn::{fan_out, fork, Activation, Init, Linear, Mlp};
 use latentlab_framework::plugin::{
     Autoencoder, AutoencoderConfig, AutoencoderContext, AutoencoderLoss, ExpressionBatch,
 };
 use latentlab_framework::rng::{fill_normal, stream};
 use latentlab_framework::{parameters, register_plugin, LatentError, Result};
-use rand::RngCore;
+use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
 
 /// Config of the `vae` autoencoder.
@@ -32,6 +32,9 @@ pub struct VaeConfig {
     pub kl_weight: f32,
     /// Steps over which the KL weight ramps linearly from 0. Default 500.
     pub kl_warmup_steps: u64,
+    /// Model exact zeros with a per-gene, per-cell zero probability (hurdle Gaussian) so that
+    /// generated cells have realistic sparsity. Needs non-negative input. Default true.
+    pub zero_inflation: bool,
 }
 
 impl Default for VaeConfig {
@@ -44,6 +47,7 @@ impl Default for VaeConfig {
             dropout: 0.1,
             kl_weight: 1.0,
             kl_warmup_steps: 500,
+            zero_inflation: true,
         }
     }
 }
@@ -109,6 +113,17 @@ impl AutoencoderConfig for VaeConfig {
                 &mut rng,
             )?,
             log_sigma: tensor1(dev, &vec![0.0; ctx.n_genes]),
+            zero_logits: if self.zero_inflation {
+                Some(Linear::new(
+                    dev,
+                    self.hidden[0],
+                    ctx.n_genes,
+                    Init::KaimingUniform,
+                    &mut rng,
+                )?)
+            } else {
+                None
+            },
         }))
     }
 }
@@ -132,6 +147,8 @@ pub struct Vae {
     output: Linear,
     /// Per-gene log standard deviation of the Gaussian observation model.
     log_sigma: Tensor1,
+    /// Logits of the probability that a value is exactly zero (hurdle model), if enabled.
+    zero_logits: Option<Linear>,
 }
 parameters!(Vae {
     encoder,
@@ -139,7 +156,8 @@ parameters!(Vae {
     log_var,
     decoder,
     output,
-    log_sigma
+    log_sigma,
+    zero_logits
 });
 
 impl Vae {
@@ -159,6 +177,26 @@ impl Vae {
             return self.config.kl_weight;
         }
         self.config.kl_weight * ((step as f32 + 1.0) / self.config.kl_warmup_steps as f32).min(1.0)
+    }
+}
+
+impl Vae {
+    /// Decoder mean and, with zero inflation, the per-value zero probability.
+    fn decode_parts(&self, z: &[f32], n: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        let z = tensor2(&self.dev, z, n, self.config.latent_dim)?;
+        let h = self.decoder.forward(z, false)?;
+        let mean = self.output.forward(h.clone())?.as_vec();
+        let zero = match &self.zero_logits {
+            Some(zl) => Some(
+                zl.forward(h)?
+                    .as_vec()
+                    .iter()
+                    .map(|l| 1.0 / (1.0 + (-l).exp()))
+                    .collect(),
+            ),
+            None => None,
+        };
+        Ok((mean, zero))
     }
 }
 
@@ -190,8 +228,24 @@ impl Autoencoder for Vae {
         let eps = tensor2(&self.dev, &noise, batch.n, self.config.latent_dim)?;
         let std = (log_var.with_empty_tape() * 0.5).exp();
         let z = mu.with_empty_tape() + std * eps;
-        let x_hat = self.output.forward(self.decoder.forward(z, true)?)?;
-        let reconstruction = gaussian_nll(x_hat, x, self.log_sigma.retaped::<TrainTape>());
+        let h = self.decoder.forward(z, true)?;
+        let reconstruction = match &self.zero_logits {
+            Some(zl) => {
+                let (h1, h2) = fork(h);
+                let x_hat = self.output.forward(h1)?;
+                hurdle_gaussian_nll(
+                    x_hat,
+                    zl.forward(h2)?,
+                    &batch.x,
+                    self.log_sigma.retaped::<TrainTape>(),
+                )
+            }
+            None => gaussian_nll(
+                self.output.forward(h)?,
+                x,
+                self.log_sigma.retaped::<TrainTape>(),
+            ),
+        };
         let kl = kl_standard_normal(mu, log_var);
         let (rec_value, kl_value) = (reconstruction.array(), kl.array());
         let total = reconstruction + kl * self.kl_weight(step);
@@ -210,11 +264,40 @@ impl Autoencoder for Vae {
     }
 
     fn decode_mean(&self, z: &[f32], n: usize, _library_size: &[f32]) -> Result<Vec<f32>> {
-        let z = tensor2(&self.dev, z, n, self.config.latent_dim)?;
-        Ok(self
-            .output
-            .forward(self.decoder.forward(z, false)?)?
-            .as_vec())
+        let (mean, zero_prob) = self.decode_parts(z, n)?;
+        Ok(match zero_prob {
+            Some(p) => mean
+                .iter()
+                .zip(&p)
+                .map(|(m, p)| (1.0 - p) * m.max(0.0))
+                .collect(),
+            None => mean,
+        })
+    }
+
+    fn decode_sample(
+        &self,
+        z: &[f32],
+        n: usize,
+        _library_size: &[f32],
+        rng: &mut dyn RngCore,
+    ) -> Result<Vec<f32>> {
+        let (mean, zero_prob) = self.decode_parts(z, n)?;
+        let sigma: Vec<f32> = self.log_sigma.as_vec().iter().map(|l| l.exp()).collect();
+        let g = self.n_genes;
+        let mut out = Vec::with_capacity(mean.len());
+        for (i, m) in mean.iter().enumerate() {
+            if let Some(p) = &zero_prob {
+                if rng.gen::<f32>() < p[i] {
+                    out.push(0.0);
+                    continue;
+                }
+            }
+            let noise: f32 = rng.sample(rand_distr::StandardNormal);
+            let v = m + sigma[i % g] * noise;
+            out.push(if zero_prob.is_some() { v.max(0.0) } else { v });
+        }
+        Ok(out)
     }
 
     fn prior_sample(&self, n: usize, rng: &mut dyn RngCore) -> Option<Vec<f32>> {
