@@ -1,6 +1,7 @@
 //! End to end through the CLI binary on the shipped PBMC data (small step counts): train →
 //! sample → evaluate, plus the bad invocations a user will make. Every failure must exit non-zero
 //! with a one-line cause and leave no partial output behind.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,11 +13,18 @@ fn bin() -> Command {
 }
 
 fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("the latentlab binary runs")
+    bin()
+        .args(args)
+        .output()
+        .expect("the latentlab binary runs")
 }
 
 fn data(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(rel)
+        .display()
+        .to_string()
 }
 
 fn tiny_config(dir: &Path, extra: &str) -> PathBuf {
@@ -54,11 +62,18 @@ validate_every = 15
 }
 
 fn assert_one_line_failure(out: &Output, needle: &str) {
-    assert!(!out.status.success(), "expected failure, got success; stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected a one-line error, got:\n{err}");
-    assert!(err.contains(needle), "error should mention `{needle}`:\n{err}");
+    assert!(
+        err.contains(needle),
+        "error should mention `{needle}`:\n{err}"
+    );
 }
 
 #[test]
@@ -67,60 +82,192 @@ fn train_sample_evaluate_and_bad_invocations() {
     let dir = tmp.path();
     let config = tiny_config(dir, "");
     let run_dir = dir.join("run");
-    let out = run(&["train", "--config", config.to_str().unwrap(), "--out", run_dir.to_str().unwrap()]);
-    assert!(out.status.success(), "train failed: {}", String::from_utf8_lossy(&out.stderr));
-    for f in ["config.toml", "manifest.json", "weights.safetensors", "genes.txt", "latent_stats.json", "curves.csv", "split.json"] {
+    let out = run(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "train failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "config.toml",
+        "manifest.json",
+        "weights.safetensors",
+        "genes.txt",
+        "latent_stats.json",
+        "curves.csv",
+        "split.json",
+    ] {
         assert!(run_dir.join(f).exists(), "run is missing {f}");
     }
 
     // Training into an existing run directory without --overwrite is refused.
-    let again = run(&["train", "--config", config.to_str().unwrap(), "--out", run_dir.to_str().unwrap()]);
+    let again = run(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
     assert_one_line_failure(&again, "--overwrite");
 
     let cells = dir.join("cells.h5ad");
-    let out = run(&["sample", "--run", run_dir.to_str().unwrap(), "--n", "40", "--condition", "bulk_labels=CD14+ Monocyte", "--out", cells.to_str().unwrap()]);
-    assert!(out.status.success(), "sample failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "sample",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--n",
+        "40",
+        "--condition",
+        "bulk_labels=CD14+ Monocyte",
+        "--out",
+        cells.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "sample failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(cells.exists());
 
     // DDPM-trained denoiser sampled with DDIM in few steps, with guidance.
     let ddim = dir.join("ddim.h5ad");
-    let out = run(&["sample", "--run", run_dir.to_str().unwrap(), "--n", "20", "--sampler", "ddim", "--steps", "5", "--cfg", "2.0", "--out", ddim.to_str().unwrap()]);
-    assert!(out.status.success(), "ddim sample failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "sample",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--n",
+        "20",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "5",
+        "--cfg",
+        "2.0",
+        "--out",
+        ddim.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "ddim sample failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A flow sampler on a diffusion-trained denoiser is refused.
     let bad = dir.join("bad.h5ad");
-    let out = run(&["sample", "--run", run_dir.to_str().unwrap(), "--n", "5", "--sampler", "rectified_flow", "--out", bad.to_str().unwrap()]);
+    let out = run(&[
+        "sample",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--n",
+        "5",
+        "--sampler",
+        "rectified_flow",
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
     assert_one_line_failure(&out, "rectified_flow");
     assert!(!bad.exists());
 
     // Unknown condition value and key.
-    let out = run(&["sample", "--run", run_dir.to_str().unwrap(), "--n", "5", "--condition", "bulk_labels=Neuron", "--out", bad.to_str().unwrap()]);
+    let out = run(&[
+        "sample",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--n",
+        "5",
+        "--condition",
+        "bulk_labels=Neuron",
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
     assert_one_line_failure(&out, "Neuron");
-    let out = run(&["sample", "--run", run_dir.to_str().unwrap(), "--n", "5", "--condition", "tissue=lung", "--out", bad.to_str().unwrap()]);
+    let out = run(&[
+        "sample",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--n",
+        "5",
+        "--condition",
+        "tissue=lung",
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
     assert_one_line_failure(&out, "tissue");
     assert!(!bad.exists());
 
     let report = dir.join("report");
-    let out = run(&["evaluate", "--run", run_dir.to_str().unwrap(), "--generated", cells.to_str().unwrap(), "--out", report.to_str().unwrap()]);
-    assert!(out.status.success(), "evaluate failed: {}", String::from_utf8_lossy(&out.stderr));
-    for f in ["metrics.json", "report.md", "report.html", "pca_real_vs_generated.png"] {
+    let out = run(&[
+        "evaluate",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--generated",
+        cells.to_str().unwrap(),
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "evaluate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "metrics.json",
+        "report.md",
+        "report.html",
+        "pca_real_vs_generated.png",
+    ] {
         assert!(report.join(f).exists(), "report is missing {f}");
     }
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
-    for row in ["generated", "control: real training cells", "baseline: per-label gaussian", "baseline: autoencoder prior decoded"] {
+    for row in [
+        "generated",
+        "control: real training cells",
+        "baseline: per-label gaussian",
+        "baseline: autoencoder prior decoded",
+    ] {
         assert!(md.contains(row), "report lacks row {row}");
     }
 
     // Gene mismatch between the run and a reference file.
     let other = data("kang2018_ifnb/train.h5ad");
-    let out = run(&["evaluate", "--run", run_dir.to_str().unwrap(), "--generated", cells.to_str().unwrap(), "--reference", &other, "--out", dir.join("r2").to_str().unwrap()]);
+    let out = run(&[
+        "evaluate",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--generated",
+        cells.to_str().unwrap(),
+        "--reference",
+        &other,
+        "--out",
+        dir.join("r2").to_str().unwrap(),
+    ]);
     assert_one_line_failure(&out, "gene");
     assert!(!dir.join("r2").exists());
 
     // Missing files.
-    let out = run(&["train", "--config", dir.join("nope.toml").to_str().unwrap(), "--out", dir.join("x").to_str().unwrap()]);
+    let out = run(&[
+        "train",
+        "--config",
+        dir.join("nope.toml").to_str().unwrap(),
+        "--out",
+        dir.join("x").to_str().unwrap(),
+    ]);
     assert_one_line_failure(&out, "nope.toml");
-    let out = run(&["sample", "--run", dir.join("no_run").to_str().unwrap(), "--n", "3", "--out", bad.to_str().unwrap()]);
+    let out = run(&[
+        "sample",
+        "--run",
+        dir.join("no_run").to_str().unwrap(),
+        "--n",
+        "3",
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
     assert_one_line_failure(&out, "no_run");
 }
 
@@ -129,22 +276,46 @@ fn config_errors_are_one_line_and_name_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // Unknown field.
-    let text = std::fs::read_to_string(tiny_config(dir, "")).unwrap().replace("batch_size = 64", "batch_size = 64\nlearning_rate_typo = 3");
+    let text = std::fs::read_to_string(tiny_config(dir, ""))
+        .unwrap()
+        .replace("batch_size = 64", "batch_size = 64\nlearning_rate_typo = 3");
     std::fs::write(dir.join("c1.toml"), text).unwrap();
-    let out = run(&["train", "--config", dir.join("c1.toml").to_str().unwrap(), "--out", dir.join("a").to_str().unwrap()]);
+    let out = run(&[
+        "train",
+        "--config",
+        dir.join("c1.toml").to_str().unwrap(),
+        "--out",
+        dir.join("a").to_str().unwrap(),
+    ]);
     assert_one_line_failure(&out, "learning_rate_typo");
     assert!(!dir.join("a").exists());
 
     // Unknown plugin.
-    let text = std::fs::read_to_string(tiny_config(dir, "")).unwrap().replace("type = \"ddpm\"", "type = \"ddpmx\"");
+    let text = std::fs::read_to_string(tiny_config(dir, ""))
+        .unwrap()
+        .replace("type = \"ddpm\"", "type = \"ddpmx\"");
     std::fs::write(dir.join("c2.toml"), text).unwrap();
-    let out = run(&["train", "--config", dir.join("c2.toml").to_str().unwrap(), "--out", dir.join("b").to_str().unwrap()]);
+    let out = run(&[
+        "train",
+        "--config",
+        dir.join("c2.toml").to_str().unwrap(),
+        "--out",
+        dir.join("b").to_str().unwrap(),
+    ]);
     assert_one_line_failure(&out, "ddpmx");
 
     // Missing obs key.
-    let text = std::fs::read_to_string(tiny_config(dir, "")).unwrap().replace("keys = [\"bulk_labels\"]", "keys = [\"cell_type\"]");
+    let text = std::fs::read_to_string(tiny_config(dir, ""))
+        .unwrap()
+        .replace("keys = [\"bulk_labels\"]", "keys = [\"cell_type\"]");
     std::fs::write(dir.join("c3.toml"), text).unwrap();
-    let out = run(&["train", "--config", dir.join("c3.toml").to_str().unwrap(), "--out", dir.join("c").to_str().unwrap()]);
+    let out = run(&[
+        "train",
+        "--config",
+        dir.join("c3.toml").to_str().unwrap(),
+        "--out",
+        dir.join("c").to_str().unwrap(),
+    ]);
     assert_one_line_failure(&out, "cell_type");
     assert!(!dir.join("c").exists());
 }
@@ -154,14 +325,30 @@ fn plugins_and_inspect() {
     let out = run(&["plugins", "--json"]);
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = json.as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
-    for n in ["vae", "mlp", "ddpm", "ddim", "rectified_flow", "class_embedding", "distribution"] {
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for n in [
+        "vae",
+        "mlp",
+        "ddpm",
+        "ddim",
+        "rectified_flow",
+        "class_embedding",
+        "distribution",
+    ] {
         assert!(names.contains(&n), "catalog lacks {n}");
     }
     let out = run(&["inspect", &data("pbmc68k_reduced/train.h5ad")]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("560") && text.contains("bulk_labels"), "{text}");
+    assert!(
+        text.contains("560") && text.contains("bulk_labels"),
+        "{text}"
+    );
     let out = run(&["inspect", &data("README.md")]);
     assert!(!out.status.success());
 }

@@ -1,6 +1,7 @@
 //! The two-stage model learns a known conditional distribution: synthetic cells of two types
 //! with different mean profiles; generated cells conditioned on each type must reproduce that
 //! type's mean profile far better than the other type's.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use latentlab::framework::config::ExperimentConfig;
 use latentlab::framework::device::device;

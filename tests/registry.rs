@@ -1,11 +1,14 @@
 //! Registry conformance: every registered plugin, found through the catalog (no hand-written
 //! list), parses from its example config, round-trips through JSON and TOML, builds, and behaves:
 //! shapes, finiteness, determinism for a fixed seed, and a checkpoint round trip.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use latentlab::framework::checkpoint;
+use latentlab::framework::dfdx::prelude::*;
 use latentlab::framework::nn::Parameters;
 use latentlab::framework::plugin::{
-    AutoencoderConfig, ConditionerConfig, DenoiserConfig, EvalContext, EvaluatorConfig, InputKind, SamplerConfig,
+    AutoencoderConfig, ConditionerConfig, DenoiserConfig, EvalContext, EvaluatorConfig, InputKind,
+    SamplerConfig,
 };
 use latentlab::framework::registry::{catalog, of_kind, PluginKind};
 use latentlab::framework::rng::stream;
@@ -13,17 +16,25 @@ use latentlab::framework::testing::{self, GENES, LATENT};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-fn parse<T: DeserializeOwned + Serialize + ?Sized>(example: &str, name: &str) -> Box<T>
-where
-    Box<T>: DeserializeOwned + Serialize,
-{
-    let parsed: Box<T> = toml::from_str(example).unwrap_or_else(|e| panic!("{name}: example does not parse: {e}\n{example}"));
+fn parse<B: DeserializeOwned + Serialize>(example: &str, name: &str) -> B {
+    let parsed: B = toml::from_str(example)
+        .unwrap_or_else(|e| panic!("{name}: example does not parse: {e}\n{example}"));
     let json = serde_json::to_string(&parsed).unwrap();
-    let back: Box<T> = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{name}: JSON round trip failed: {e}"));
-    assert_eq!(serde_json::to_string(&back).unwrap(), json, "{name}: JSON round trip changed the config");
+    let back: B = serde_json::from_str(&json)
+        .unwrap_or_else(|e| panic!("{name}: JSON round trip failed: {e}"));
+    assert_eq!(
+        serde_json::to_string(&back).unwrap(),
+        json,
+        "{name}: JSON round trip changed the config"
+    );
     let toml_text = toml::to_string(&back).unwrap();
-    let again: Box<T> = toml::from_str(&toml_text).unwrap_or_else(|e| panic!("{name}: TOML round trip failed: {e}\n{toml_text}"));
-    assert_eq!(serde_json::to_string(&again).unwrap(), json, "{name}: TOML round trip changed the config");
+    let again: B = toml::from_str(&toml_text)
+        .unwrap_or_else(|e| panic!("{name}: TOML round trip failed: {e}\n{toml_text}"));
+    assert_eq!(
+        serde_json::to_string(&again).unwrap(),
+        json,
+        "{name}: TOML round trip changed the config"
+    );
     back
 }
 
@@ -35,9 +46,17 @@ fn every_kind_is_populated_and_names_are_unique() {
         assert!(!names.is_empty(), "no {kind:?} plugin registered");
         let mut sorted = names.clone();
         sorted.dedup();
-        assert_eq!(sorted.len(), names.len(), "duplicate {kind:?} names: {names:?}");
+        assert_eq!(
+            sorted.len(),
+            names.len(),
+            "duplicate {kind:?} names: {names:?}"
+        );
         for e in of_kind(kind) {
-            assert!(!e.summary.is_empty() && e.example.contains(&format!("type = \"{}\"", e.name)), "{}: example must set its type", e.name);
+            assert!(
+                !e.summary.is_empty() && e.example.contains(&format!("type = \"{}\"", e.name)),
+                "{}: example must set its type",
+                e.name
+            );
         }
     }
 }
@@ -46,31 +65,67 @@ fn every_kind_is_populated_and_names_are_unique() {
 fn autoencoders_conform() {
     latentlab::plugins::link();
     for entry in of_kind(PluginKind::Autoencoder) {
-        let cfg = parse::<dyn AutoencoderConfig>(entry.example, entry.name);
-        let input = if entry.name.contains("nb") { InputKind::Counts } else { InputKind::Continuous };
+        let cfg = parse::<Box<dyn AutoencoderConfig>>(entry.example, entry.name);
+        let input = if entry.name.contains("nb") {
+            InputKind::Counts
+        } else {
+            InputKind::Continuous
+        };
         let batch = testing::expression(16, 1, input == InputKind::Counts);
-        let mut a = cfg.build(&testing::autoencoder_context(input).unwrap()).unwrap();
-        let b = cfg.build(&testing::autoencoder_context(input).unwrap()).unwrap();
+        let mut a = cfg
+            .build(&testing::autoencoder_context(input).unwrap())
+            .unwrap();
+        let b = cfg
+            .build(&testing::autoencoder_context(input).unwrap())
+            .unwrap();
         let za = a.encode(&batch).unwrap();
-        assert_eq!(za, b.encode(&batch).unwrap(), "{}: same seed must give the same model", entry.name);
+        assert_eq!(
+            za,
+            b.encode(&batch).unwrap(),
+            "{}: same seed must give the same model",
+            entry.name
+        );
         let dim = a.latent_dim();
         assert_eq!(za.len(), 16 * dim, "{}: encode shape", entry.name);
         let x = a.decode_mean(&za, 16, &batch.library_size).unwrap();
         assert_eq!(x.len(), 16 * GENES, "{}: decode shape", entry.name);
-        assert!(x.iter().all(|v| v.is_finite()), "{}: decode finite", entry.name);
+        assert!(
+            x.iter().all(|v| v.is_finite()),
+            "{}: decode finite",
+            entry.name
+        );
         let loss = a.loss(&batch, 0, &mut stream(0, "t")).unwrap();
-        assert!(loss.total.array().is_finite(), "{}: loss finite", entry.name);
+        assert!(
+            loss.total.array().is_finite(),
+            "{}: loss finite",
+            entry.name
+        );
         // Checkpoint round trip into a differently seeded model gives identical outputs.
         let tensors = checkpoint::collect(&[("autoencoder", a.as_ref() as &dyn Parameters)]);
         let mut ctx = testing::autoencoder_context(input).unwrap();
         ctx.seed = 99;
         let mut c = cfg.build(&ctx).unwrap();
-        checkpoint::restore(&tensors, c.as_mut(), "autoencoder", std::path::Path::new("mem")).unwrap();
-        assert_eq!(c.encode(&batch).unwrap(), za, "{}: checkpoint round trip", entry.name);
+        checkpoint::restore(
+            &tensors,
+            c.as_mut(),
+            "autoencoder",
+            std::path::Path::new("mem"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.encode(&batch).unwrap(),
+            za,
+            "{}: checkpoint round trip",
+            entry.name
+        );
         // A wrong input width is an error, not a panic.
         let mut wrong = testing::expression(4, 2, false);
         wrong.x.truncate(4 * (GENES - 1));
-        assert!(a.encode(&wrong).is_err(), "{}: wrong width must be an error", entry.name);
+        assert!(
+            a.encode(&wrong).is_err(),
+            "{}: wrong width must be an error",
+            entry.name
+        );
     }
 }
 
@@ -79,19 +134,31 @@ fn denoisers_conform_for_every_supported_injection() {
     latentlab::plugins::link();
     let dev = testing::test_device().unwrap();
     for entry in of_kind(PluginKind::Denoiser) {
-        let cfg = parse::<dyn DenoiserConfig>(entry.example, entry.name);
+        let cfg = parse::<Box<dyn DenoiserConfig>>(entry.example, entry.name);
         let mut conditions: Vec<Option<_>> = vec![None];
         conditions.extend(cfg.supported_injections().into_iter().map(|i| Some((8, i))));
         for condition in conditions {
-            let d = cfg.build(&testing::denoiser_context(condition).unwrap()).unwrap();
-            let z = latentlab::framework::device::tensor2(&dev, &vec![0.5; 5 * LATENT], 5, LATENT).unwrap();
+            let d = cfg
+                .build(&testing::denoiser_context(condition).unwrap())
+                .unwrap();
+            let z =
+                latentlab::framework::device::tensor2(&dev, &[0.5; 5 * LATENT], 5, LATENT).unwrap();
             let cond = condition.map(|_| latentlab::framework::plugin::ConditionEmbedding {
-                vector: latentlab::framework::device::tensor2(&dev, &vec![0.1; 5 * 8], 5, 8).unwrap(),
+                vector: latentlab::framework::device::tensor2(&dev, &[0.1; 5 * 8], 5, 8).unwrap(),
             });
             let out = d.forward(z, &[0.1, 0.3, 0.5, 0.7, 0.9], cond).unwrap();
             let v = out.as_vec();
-            assert_eq!(v.len(), 5 * LATENT, "{} {condition:?}: output shape", entry.name);
-            assert!(v.iter().all(|x| x.is_finite()), "{} {condition:?}: finite", entry.name);
+            assert_eq!(
+                v.len(),
+                5 * LATENT,
+                "{} {condition:?}: output shape",
+                entry.name
+            );
+            assert!(
+                v.iter().all(|x| x.is_finite()),
+                "{} {condition:?}: finite",
+                entry.name
+            );
         }
     }
 }
@@ -100,23 +167,48 @@ fn denoisers_conform_for_every_supported_injection() {
 fn samplers_conform() {
     latentlab::plugins::link();
     for entry in of_kind(PluginKind::Sampler) {
-        let cfg = parse::<dyn SamplerConfig>(entry.example, entry.name);
+        let cfg = parse::<Box<dyn SamplerConfig>>(entry.example, entry.name);
         let s = cfg.build().unwrap();
         let grid = s.time_grid(cfg.default_steps()).unwrap();
-        assert!(grid.windows(2).all(|w| w[1] < w[0]), "{}: grid must decrease", entry.name);
-        assert!(*grid.first().unwrap() <= 1.0 && *grid.last().unwrap() == 0.0, "{}: grid in [0, 1] ending at 0", entry.name);
+        assert!(
+            grid.windows(2).all(|w| w[1] < w[0]),
+            "{}: grid must decrease",
+            entry.name
+        );
+        assert!(
+            *grid.first().unwrap() <= 1.0 && *grid.last().unwrap() == 0.0,
+            "{}: grid in [0, 1] ending at 0",
+            entry.name
+        );
         let mut rng = stream(0, entry.name);
         let t: Vec<f32> = (0..4).map(|_| s.sample_time(&mut rng)).collect();
-        assert!(t.iter().all(|t| (0.0..=1.0).contains(t)), "{}: times in [0, 1]", entry.name);
+        assert!(
+            t.iter().all(|t| (0.0..=1.0).contains(t)),
+            "{}: times in [0, 1]",
+            entry.name
+        );
         let z0 = vec![0.3; 4 * 3];
         let noise = vec![-0.2; 4 * 3];
         let pair = s.training_pair(&z0, &noise, &t, 3).unwrap();
-        assert_eq!((pair.noisy.len(), pair.target.len()), (12, 12), "{}: pair shapes", entry.name);
-        assert!(s.training_pair(&z0, &noise, &t[..3], 3).is_err(), "{}: mismatched rows must be an error", entry.name);
+        assert_eq!(
+            (pair.noisy.len(), pair.target.len()),
+            (12, 12),
+            "{}: pair shapes",
+            entry.name
+        );
+        assert!(
+            s.training_pair(&z0, &noise, &t[..3], 3).is_err(),
+            "{}: mismatched rows must be an error",
+            entry.name
+        );
         let mut model = |z: &[f32], _t: f32| Ok(z.iter().map(|v| v * 0.1).collect());
         let next = s.step(&mut model, &z0, grid[0], grid[1], &mut rng).unwrap();
         assert_eq!(next.len(), 12);
-        assert!(s.time_grid(0).is_err(), "{}: zero steps must be an error", entry.name);
+        assert!(
+            s.time_grid(0).is_err(),
+            "{}: zero steps must be an error",
+            entry.name
+        );
     }
 }
 
@@ -124,9 +216,11 @@ fn samplers_conform() {
 fn conditioners_conform() {
     latentlab::plugins::link();
     for entry in of_kind(PluginKind::Conditioner) {
-        let cfg = parse::<dyn ConditionerConfig>(entry.example, entry.name);
+        let cfg = parse::<Box<dyn ConditionerConfig>>(entry.example, entry.name);
         let sources = cfg.sources();
-        let c = cfg.build(&testing::conditioner_context(&sources).unwrap()).unwrap();
+        let c = cfg
+            .build(&testing::conditioner_context(&sources).unwrap())
+            .unwrap();
         let table = testing::condition_table(&sources, 7, 9);
         let null = [false, true, false, false, true, false, false];
         let e = c.embed(&table, &null).unwrap().vector.as_vec();
@@ -134,8 +228,17 @@ fn conditioners_conform() {
         assert!(e.iter().all(|v| v.is_finite()));
         let all_null = c.embed(&table, &[true; 7]).unwrap().vector.as_vec();
         let d = c.dim();
-        assert_eq!(&all_null[0..d], &all_null[d..2 * d], "{}: null embedding must not depend on the condition", entry.name);
-        assert!(c.embed(&table, &[false; 3]).is_err(), "{}: mismatched rows must be an error", entry.name);
+        assert_eq!(
+            &all_null[0..d],
+            &all_null[d..2 * d],
+            "{}: null embedding must not depend on the condition",
+            entry.name
+        );
+        assert!(
+            c.embed(&table, &[false; 3]).is_err(),
+            "{}: mismatched rows must be an error",
+            entry.name
+        );
     }
 }
 
@@ -145,15 +248,33 @@ fn evaluators_conform() {
     let train = testing::cell_set(60, 1, 0.0, 4);
     let reference = testing::cell_set(30, 2, 0.0, 4);
     let candidate = testing::cell_set(30, 3, 0.5, 4);
-    let names: Vec<String> = (0..GENES).map(|g| if g == 0 { "MT-CO1".into() } else { format!("G{g}") }).collect();
-    let ctx = EvalContext { train: &train, pca_components: 4, gene_names: &names, seed: 0 };
+    let names: Vec<String> = (0..GENES)
+        .map(|g| {
+            if g == 0 {
+                "MT-CO1".into()
+            } else {
+                format!("G{g}")
+            }
+        })
+        .collect();
+    let ctx = EvalContext {
+        train: &train,
+        pca_components: 4,
+        gene_names: &names,
+        seed: 0,
+    };
     for entry in of_kind(PluginKind::Evaluator) {
-        let cfg = parse::<dyn EvaluatorConfig>(entry.example, entry.name);
+        let cfg = parse::<Box<dyn EvaluatorConfig>>(entry.example, entry.name);
         let e = cfg.build().unwrap();
         let metrics = e.evaluate(&reference, &candidate, &ctx).unwrap();
         assert!(!metrics.is_empty(), "{}: no metrics", entry.name);
         for m in metrics {
-            assert!(!m.protocol.is_empty(), "{}: metric {} has no protocol", entry.name, m.name);
+            assert!(
+                !m.protocol.is_empty(),
+                "{}: metric {} has no protocol",
+                entry.name,
+                m.name
+            );
         }
     }
 }

@@ -35,3 +35,6 @@ pub use error::{LatentError, Result};
 
 #[doc(hidden)]
 pub use inventory;
+
+/// The tensor/autodiff layer, re-exported so plugins and tests use the same version.
+pub use dfdx;

@@ -5,8 +5,8 @@ use rand::Rng;
 
 use crate::device::{device, Dev};
 use crate::plugin::{
-    AutoencoderContext, CellSet, ConditionColumn, ConditionKind, ConditionTable, ConditionerContext, DenoiserContext,
-    ExpressionBatch, Injection, InputKind,
+    AutoencoderContext, CellSet, ConditionColumn, ConditionKind, ConditionTable,
+    ConditionerContext, DenoiserContext, ExpressionBatch, Injection, InputKind,
 };
 use crate::rng::stream;
 
@@ -38,7 +38,10 @@ pub fn expression(n: usize, seed: u64, counts: bool) -> ExpressionBatch {
             }
         })
         .collect();
-    let library_size = x.chunks(GENES).map(|r| r.iter().sum::<f32>().max(1.0)).collect();
+    let library_size = x
+        .chunks(GENES)
+        .map(|r| r.iter().sum::<f32>().max(1.0))
+        .collect();
     ExpressionBatch { x, n, library_size }
 }
 
@@ -47,7 +50,12 @@ pub fn expression(n: usize, seed: u64, counts: bool) -> ExpressionBatch {
 /// # Errors
 /// Device errors.
 pub fn autoencoder_context(input: InputKind) -> crate::Result<AutoencoderContext> {
-    Ok(AutoencoderContext { n_genes: GENES, input, seed: 1, dev: test_device()? })
+    Ok(AutoencoderContext {
+        n_genes: GENES,
+        input,
+        seed: 1,
+        dev: test_device()?,
+    })
 }
 
 /// Build context for a denoiser.
@@ -55,7 +63,12 @@ pub fn autoencoder_context(input: InputKind) -> crate::Result<AutoencoderContext
 /// # Errors
 /// Device errors.
 pub fn denoiser_context(condition: Option<(usize, Injection)>) -> crate::Result<DenoiserContext> {
-    Ok(DenoiserContext { latent_dim: LATENT, condition, seed: 2, dev: test_device()? })
+    Ok(DenoiserContext {
+        latent_dim: LATENT,
+        condition,
+        seed: 2,
+        dev: test_device()?,
+    })
 }
 
 /// A condition table with one column per declared source, `n` cells.
@@ -68,8 +81,13 @@ pub fn condition_table(sources: &[(String, ConditionKind)], n: usize, seed: u64)
                 categories: vec!["a".into(), "b".into(), "c".into()],
                 codes: (0..n).map(|_| rng.gen_range(0..3)).collect(),
             },
-            ConditionKind::Continuous => ConditionColumn::Continuous((0..n).map(|_| rng.gen_range(0.0..72.0)).collect()),
-            ConditionKind::Vector => ConditionColumn::Vector { dim: 3, values: (0..n * 3).map(|_| rng.gen::<f32>()).collect() },
+            ConditionKind::Continuous => {
+                ConditionColumn::Continuous((0..n).map(|_| rng.gen_range(0.0..72.0)).collect())
+            }
+            ConditionKind::Vector => ConditionColumn::Vector {
+                dim: 3,
+                values: (0..n * 3).map(|_| rng.gen::<f32>()).collect(),
+            },
         };
         table.columns.insert(key.clone(), column);
     }
@@ -80,8 +98,14 @@ pub fn condition_table(sources: &[(String, ConditionKind)], n: usize, seed: u64)
 ///
 /// # Errors
 /// Device errors.
-pub fn conditioner_context(sources: &[(String, ConditionKind)]) -> crate::Result<ConditionerContext> {
-    Ok(ConditionerContext { table: condition_table(sources, 40, 3), seed: 4, dev: test_device()? })
+pub fn conditioner_context(
+    sources: &[(String, ConditionKind)],
+) -> crate::Result<ConditionerContext> {
+    Ok(ConditionerContext {
+        table: condition_table(sources, 40, 3),
+        seed: 4,
+        dev: test_device()?,
+    })
 }
 
 /// A cell set with PCs filled by a fixed projection (first `k` genes).
@@ -90,5 +114,11 @@ pub fn cell_set(n: usize, seed: u64, shift: f32, k: usize) -> CellSet {
     let x: Vec<f32> = e.x.iter().map(|v| v + shift).collect();
     let pcs = x.chunks(GENES).flat_map(|r| r[..k].to_vec()).collect();
     let labels = Some((0..n).map(|i| ["a", "b"][i % 2].to_string()).collect());
-    CellSet { x, n, n_genes: GENES, labels, pcs }
+    CellSet {
+        x,
+        n,
+        n_genes: GENES,
+        labels,
+        pcs,
+    }
 }

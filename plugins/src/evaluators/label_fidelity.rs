@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LabelFidelityConfig {
-    /// L2 penalty of the logistic classifier. Default 1.0.
+    /// L2 penalty λ of the logistic classifier (objective: mean cross-entropy + λ/2 ‖W‖²). Default 1e-3.
     pub l2: f64,
 }
 
 impl Default for LabelFidelityConfig {
     fn default() -> Self {
-        Self { l2: 1.0 }
+        Self { l2: 1e-3 }
     }
 }
 
@@ -43,7 +43,7 @@ register_plugin!(
     Evaluator,
     "label_fidelity",
     "Accuracy of a real-trained cell-type classifier on candidate cells against their (conditioned) labels",
-    "type = \"label_fidelity\"\nl2 = 1.0"
+    "type = \"label_fidelity\"\nl2 = 0.001"
 );
 
 /// Label fidelity evaluator.

@@ -16,7 +16,7 @@ pub struct TwoSampleClassifierConfig {
     pub k: usize,
     /// Cross-validation folds. Default 5.
     pub folds: usize,
-    /// L2 penalty of the logistic classifier. Default 1.0.
+    /// L2 penalty λ of the logistic classifier (objective: mean cross-entropy + λ/2 ‖W‖²). Default 1e-3.
     pub l2: f64,
 }
 
@@ -51,7 +51,7 @@ register_plugin!(
     Evaluator,
     "two_sample_classifier",
     "Cross-validated kNN and logistic two-sample classifier AUROC on PCs (0.5 = indistinguishable from real)",
-    "type = \"two_sample_classifier\"\nk = 10\nfolds = 5\nl2 = 1.0"
+    "type = \"two_sample_classifier\"\nk = 10\nfolds = 5\nl2 = 0.001"
 );
 
 /// Two-sample classifier evaluator.
