@@ -7,3 +7,6 @@
 
 pub use latentlab_framework as framework;
 pub use latentlab_plugins as plugins;
+
+#[doc = include_str!("../docs/adding-a-plugin.md")]
+pub mod adding_a_plugin {}
