@@ -8,5 +8,7 @@
 pub use latentlab_framework as framework;
 pub use latentlab_plugins as plugins;
 
+pub mod bench;
+
 #[doc = include_str!("../docs/adding-a-plugin.md")]
 pub mod adding_a_plugin {}

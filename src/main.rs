@@ -75,6 +75,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time the reference cases (DESIGN.md §8) at 1 and 2 threads; names match bench_torch.py.
+    Bench {
+        /// Print `{"rates": {case: {threads: rate}}}` JSON.
+        #[arg(long)]
+        json: bool,
+        /// Cases to run (default: all).
+        #[arg(long = "case")]
+        cases: Vec<String>,
+        /// Thread counts.
+        #[arg(long, default_values_t = vec![1, 2])]
+        threads: Vec<usize>,
+        /// Seconds per training-step measurement.
+        #[arg(long, default_value_t = 2.0)]
+        min_seconds: f64,
+    },
     /// Describe a data file: cells, genes, encoding, counts vs log-normalized, obs/var/obsm.
     Inspect {
         /// .h5ad file, 10x MTX folder, 10x .h5 or CSV/TSV.
@@ -313,6 +328,43 @@ fn execute(cli: Cli) -> Result<()> {
                     for e in entries.iter().filter(|e| e.kind == kind) {
                         println!("  {:<24} {}", e.name, e.summary);
                     }
+                }
+            }
+        }
+        Command::Bench {
+            json,
+            cases,
+            threads,
+            min_seconds,
+        } => {
+            let cases = if cases.is_empty() {
+                [
+                    "vae_step",
+                    "latent_denoiser_step",
+                    "gene_denoiser_step",
+                    "latent_sampling",
+                    "gene_sampling",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            } else {
+                cases
+            };
+            let shapes = latentlab::bench::BenchShapes {
+                min_seconds,
+                ..Default::default()
+            };
+            let rates = latentlab::bench::run(&shapes, &threads, &cases)?;
+            if json {
+                println!("{}", serde_json::json!({ "rates": rates }));
+            } else {
+                for (case, by_threads) in &rates {
+                    let cols: Vec<String> = by_threads
+                        .iter()
+                        .map(|(t, r)| format!("{t} thread(s): {r:.2}"))
+                        .collect();
+                    println!("{case:<22} {}", cols.join("   "));
                 }
             }
         }

@@ -1,0 +1,241 @@
+//! Reference-shape benchmarks (DESIGN.md §8), named like the PyTorch peer's `bench_torch.py` so the
+//! two print comparable `{"rates": {case: {"1": rate, "2": rate}}}` JSON.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use latentlab_framework::config::TrainConfig;
+use latentlab_framework::device::{device, Dev};
+use latentlab_framework::pipeline::{generate_latents, GenerateOptions};
+use latentlab_framework::plugin::{
+    AutoencoderConfig, AutoencoderContext, ConditionColumn, ConditionTable, ConditionerConfig,
+    ConditionerContext, DenoiserConfig, DenoiserContext, ExpressionBatch, InputKind, SamplerConfig,
+};
+use latentlab_framework::rng::stream;
+use latentlab_framework::train::{denoiser_loss, LatentData, Stage2};
+use latentlab_framework::{LatentError, Result};
+use rand::Rng;
+
+/// Shapes of the yardstick.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchShapes {
+    /// Cells per training batch.
+    pub batch: usize,
+    /// Genes.
+    pub genes: usize,
+    /// Latent width.
+    pub latent: usize,
+    /// Cells generated in the sampling case.
+    pub cells: usize,
+    /// Sampling steps.
+    pub steps: usize,
+    /// Seconds per measurement.
+    pub min_seconds: f64,
+}
+
+impl Default for BenchShapes {
+    fn default() -> Self {
+        Self {
+            batch: 256,
+            genes: 2000,
+            latent: 64,
+            cells: 10_000,
+            steps: 50,
+            min_seconds: 2.0,
+        }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| LatentError::ConfigParse {
+        path: "bench".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Calls `f` until `min_seconds` passed (after one warm-up call); returns units per second.
+fn rate(min_seconds: f64, units: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let start = Instant::now();
+    let mut calls = 0u64;
+    while calls < 2 || start.elapsed().as_secs_f64() < min_seconds {
+        f()?;
+        calls += 1;
+    }
+    Ok(calls as f64 * units / start.elapsed().as_secs_f64())
+}
+
+fn conditions(n: usize, seed: u64) -> ConditionTable {
+    let mut rng = stream(seed, "bench.labels");
+    let mut t = ConditionTable::default();
+    t.columns.insert(
+        "label".into(),
+        ConditionColumn::Categorical {
+            categories: (0..10).map(|i| format!("c{i}")).collect(),
+            codes: (0..n).map(|_| rng.gen_range(0..10)).collect(),
+        },
+    );
+    t
+}
+
+fn vae_step(shapes: &BenchShapes, dev: &Dev) -> Result<f64> {
+    let cfg: Box<dyn AutoencoderConfig> = parse(&format!(
+        "type = \"vae\"\nlatent_dim = {}\nhidden = [512, 256]\nlayer_norm = false\ndropout = 0.0\nzero_inflation = false",
+        shapes.latent
+    ))?;
+    let mut model = cfg.build(&AutoencoderContext {
+        n_genes: shapes.genes,
+        input: InputKind::Continuous,
+        seed: 0,
+        dev: dev.clone(),
+    })?;
+    let mut rng = stream(0, "bench.vae");
+    let x: Vec<f32> = (0..shapes.batch * shapes.genes)
+        .map(|_| rng.gen::<f32>() * 3.0)
+        .collect();
+    let batch = ExpressionBatch {
+        x,
+        n: shapes.batch,
+        library_size: vec![1.0; shapes.batch],
+    };
+    let mut opt = latentlab_framework::optim::AdamW::new(Default::default())?;
+    rate(shapes.min_seconds, 1.0, || {
+        let loss = model.loss(&batch, 1000, &mut rng)?;
+        let (_, grads) = latentlab_framework::optim::NamedGradients::backward(
+            loss.total,
+            &*model,
+            "autoencoder",
+        )?;
+        opt.apply(&mut *model, "autoencoder", &grads, 1e-3)
+    })
+}
+
+fn denoiser_step(shapes: &BenchShapes, dim: usize, dev: &Dev) -> Result<f64> {
+    let den_cfg: Box<dyn DenoiserConfig> =
+        parse("type = \"mlp\"\nwidth = 512\nblocks = 4\nexpansion = 1\ntime_features = 128")?;
+    let cond_cfg: Box<dyn ConditionerConfig> = parse("type = \"class_embedding\"\nkeys = [\"label\"]\ndim = 512\ninjection = \"adaln\"\ndrop_prob = 0.1")?;
+    let sampler = parse::<Box<dyn SamplerConfig>>("type = \"rectified_flow\"")?.build()?;
+    let table = conditions(shapes.batch, 1);
+    let mut conditioner = cond_cfg.build(&ConditionerContext {
+        table: table.clone(),
+        seed: 0,
+        dev: dev.clone(),
+    })?;
+    let mut denoiser = den_cfg.build(&DenoiserContext {
+        latent_dim: dim,
+        condition: Some((512, conditioner.injection())),
+        seed: 0,
+        dev: dev.clone(),
+    })?;
+    let mut rng = stream(0, "bench.denoiser");
+    let z: Vec<f32> = (0..shapes.batch * dim)
+        .map(|_| rng.sample(rand_distr::StandardNormal))
+        .collect();
+    let data = LatentData {
+        z,
+        n: shapes.batch,
+        dim,
+        conditions: table,
+    };
+    let rows: Vec<usize> = (0..shapes.batch).collect();
+    let mut opt = latentlab_framework::optim::AdamW::new(Default::default())?;
+    let _ = TrainConfig::default();
+    rate(shapes.min_seconds, 1.0, || {
+        let mut stage = Stage2 {
+            denoiser: denoiser.as_mut(),
+            conditioner: Some(conditioner.as_mut()),
+        };
+        let loss = denoiser_loss(&stage, sampler.as_ref(), &data, &rows, 0.1, &mut rng, dev)?;
+        let (_, grads) = latentlab_framework::optim::NamedGradients::backward(loss, &stage, "")?;
+        opt.apply(&mut stage, "", &grads, 1e-3)
+    })
+}
+
+fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result<f64> {
+    let den_cfg: Box<dyn DenoiserConfig> =
+        parse("type = \"mlp\"\nwidth = 512\nblocks = 4\nexpansion = 1\ntime_features = 128")?;
+    let cond_cfg: Box<dyn ConditionerConfig> =
+        parse("type = \"class_embedding\"\nkeys = [\"label\"]\ndim = 512\ninjection = \"adaln\"")?;
+    let sampler = parse::<Box<dyn SamplerConfig>>("type = \"rectified_flow\"")?.build()?;
+    let table = conditions(shapes.cells, 2);
+    let conditioner = cond_cfg.build(&ConditionerContext {
+        table: table.clone(),
+        seed: 0,
+        dev: dev.clone(),
+    })?;
+    let denoiser = den_cfg.build(&DenoiserContext {
+        latent_dim: dim,
+        condition: Some((512, conditioner.injection())),
+        seed: 0,
+        dev: dev.clone(),
+    })?;
+    let vae_cfg: Box<dyn AutoencoderConfig> = parse(&format!(
+        "type = \"vae\"\nlatent_dim = {}\nhidden = [512, 256]\nlayer_norm = false\ndropout = 0.0\nzero_inflation = false",
+        shapes.latent
+    ))?;
+    let vae = vae_cfg.build(&AutoencoderContext {
+        n_genes: shapes.genes,
+        input: InputKind::Continuous,
+        seed: 0,
+        dev: dev.clone(),
+    })?;
+    let options = GenerateOptions {
+        steps: shapes.steps,
+        guidance: 1.0,
+        chunk_size: 1024,
+    };
+    let mut rng = stream(0, "bench.sampling");
+    // One measurement generates all cells; use a shorter budget (each call is long).
+    rate(0.0, shapes.cells as f64, || {
+        let z = generate_latents(
+            denoiser.as_ref(),
+            Some(conditioner.as_ref()),
+            sampler.as_ref(),
+            &table,
+            shapes.cells,
+            dim,
+            options,
+            &mut rng,
+            dev,
+        )?;
+        if decode {
+            for chunk in z.chunks(1024 * dim) {
+                vae.decode_mean(chunk, chunk.len() / dim, &[])?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs every case at each thread count; returns `{case: {threads: rate}}`.
+///
+/// # Errors
+/// Model or thread-pool errors.
+pub fn run(
+    shapes: &BenchShapes,
+    threads: &[usize],
+    cases: &[String],
+) -> Result<BTreeMap<String, BTreeMap<String, f64>>> {
+    let dev = device(0)?;
+    let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for &t in threads {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .map_err(|e| LatentError::Incompatible(e.to_string()))?;
+        for case in cases {
+            let r = pool.install(|| match case.as_str() {
+                "vae_step" => vae_step(shapes, &dev),
+                "latent_denoiser_step" => denoiser_step(shapes, shapes.latent, &dev),
+                "gene_denoiser_step" => denoiser_step(shapes, shapes.genes, &dev),
+                "latent_sampling" => sampling(shapes, shapes.latent, true, &dev),
+                "gene_sampling" => sampling(shapes, shapes.genes, false, &dev),
+                other => Err(LatentError::config("bench", "--case", "vae_step, latent_denoiser_step, gene_denoiser_step, latent_sampling, gene_sampling", other)),
+            })?;
+            out.entry(case.clone())
+                .or_default()
+                .insert(t.to_string(), r);
+        }
+    }
+    Ok(out)
+}
