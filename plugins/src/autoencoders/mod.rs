@@ -1,3 +1,4 @@
 //! Stage-1 autoencoders.
 
+mod identity;
 mod vae;
