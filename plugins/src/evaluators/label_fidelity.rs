@@ -54,12 +54,11 @@ pub struct LabelFidelity {
 impl Evaluator for LabelFidelity {
     fn evaluate(
         &self,
-        _reference: &CellSet,
+        reference: &CellSet,
         candidate: &CellSet,
         ctx: &EvalContext<'_>,
     ) -> Result<Vec<Metric>> {
-        let (Some(train_labels), Some(candidate_labels)) = (&ctx.train.labels, &candidate.labels)
-        else {
+        let Some(train_labels) = &ctx.train.labels else {
             return Ok(Vec::new());
         };
         let mut categories: Vec<&String> = train_labels.iter().collect();
@@ -67,39 +66,62 @@ impl Evaluator for LabelFidelity {
         categories.dedup();
         let index = |l: &String| categories.binary_search(&l).ok();
         let train_idx: Vec<usize> = train_labels.iter().map(|l| index(l).unwrap_or(0)).collect();
-        let mut rows = Vec::new();
-        let mut cand_idx = Vec::new();
-        for (i, l) in candidate_labels.iter().enumerate() {
-            if let Some(c) = index(l) {
-                rows.push(i);
-                cand_idx.push(c);
-            }
-        }
         let k = ctx.pca_components;
-        let pcs: Vec<f32> = rows
-            .iter()
-            .flat_map(|&r| candidate.pcs[r * k..(r + 1) * k].iter().copied())
-            .collect();
-        let r = label_fidelity(
-            &ctx.train.pcs,
-            ctx.train.n,
-            &train_idx,
-            &pcs,
-            rows.len(),
-            &cand_idx,
-            k,
-            &LabelClassifier::Logistic(LogisticConfig {
-                l2: self.config.l2,
-                ..Default::default()
-            }),
-            &format!("pca{k}(train)"),
-        )
-        .map_err(|e| LatentError::Evaluation(e.to_string()))?;
-        Ok(vec![Metric {
+        let space = format!("pca{k}(train)");
+        let classifier = LabelClassifier::Logistic(LogisticConfig {
+            l2: self.config.l2,
+            ..Default::default()
+        });
+        let accuracy = |cells: &CellSet| -> Result<Option<(f64, String)>> {
+            let Some(labels) = &cells.labels else {
+                return Ok(None);
+            };
+            let mut rows = Vec::new();
+            let mut idx = Vec::new();
+            for (i, l) in labels.iter().enumerate() {
+                if let Some(c) = index(l) {
+                    rows.push(i);
+                    idx.push(c);
+                }
+            }
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let pcs: Vec<f32> = rows
+                .iter()
+                .flat_map(|&r| cells.pcs[r * k..(r + 1) * k].iter().copied())
+                .collect();
+            let r = label_fidelity(
+                &ctx.train.pcs,
+                ctx.train.n,
+                &train_idx,
+                &pcs,
+                rows.len(),
+                &idx,
+                k,
+                &classifier,
+                &space,
+            )
+            .map_err(|e| LatentError::Evaluation(e.to_string()))?;
+            Ok(Some((r.accuracy, r.protocol)))
+        };
+        let Some((acc, protocol)) = accuracy(candidate)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![Metric {
             name: "label_accuracy".into(),
-            value: r.accuracy,
-            protocol: r.protocol,
+            value: acc,
+            protocol,
             lower_is_better: false,
-        }])
+        }];
+        if let Some((real_acc, _)) = accuracy(reference)? {
+            out.push(Metric {
+                name: "label_accuracy_ratio".into(),
+                value: if real_acc > 0.0 { acc / real_acc } else { f64::NAN },
+                protocol: format!("label_accuracy of this row / the same classifier's accuracy on real held-out cells ({real_acc:.4})"),
+                lower_is_better: false,
+            });
+        }
+        Ok(out)
     }
 }
