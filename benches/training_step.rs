@@ -6,7 +6,9 @@
 fn main() {
     latentlab::plugins::link();
     let cases: Vec<String> = std::env::var("LATENTLAB_BENCH_CASES")
-        .unwrap_or_else(|_| "vae_step,latent_denoiser_step,gene_denoiser_step,latent_sampling".into())
+        .unwrap_or_else(|_| {
+            "vae_step,latent_denoiser_step,gene_denoiser_step,latent_sampling".into()
+        })
         .split(',')
         .map(str::to_string)
         .collect();

@@ -304,6 +304,21 @@ fn config_errors_are_one_line_and_name_the_problem() {
     ]);
     assert_one_line_failure(&out, "ddpmx");
 
+    // A count likelihood on log-normalized X is refused with the fix.
+    let text = std::fs::read_to_string(tiny_config(dir, ""))
+        .unwrap()
+        .replace("type = \"vae\"", "type = \"nb_vae\"");
+    std::fs::write(dir.join("c4.toml"), text).unwrap();
+    let out = run(&[
+        "train",
+        "--config",
+        dir.join("c4.toml").to_str().unwrap(),
+        "--out",
+        dir.join("d").to_str().unwrap(),
+    ]);
+    assert_one_line_failure(&out, "layers/counts");
+    assert!(!dir.join("d").exists());
+
     // Missing obs key.
     let text = std::fs::read_to_string(tiny_config(dir, ""))
         .unwrap()

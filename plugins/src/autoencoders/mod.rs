@@ -1,4 +1,5 @@
 //! Stage-1 autoencoders.
 
+mod count_vae;
 mod identity;
 mod vae;
