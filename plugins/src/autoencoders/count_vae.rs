@@ -248,12 +248,7 @@ impl CountVae {
     }
 
     /// NB means, θ per element and zero probabilities for latents `z`.
-    fn decode_parts(
-        &self,
-        z: &[f32],
-        n: usize,
-        library: &[f32],
-    ) -> Result<Decoded> {
+    fn decode_parts(&self, z: &[f32], n: usize, library: &[f32]) -> Result<Decoded> {
         let z = tensor2(&self.dev, z, n, self.config.latent_dim)?;
         let h = self.decoder.forward(z, false)?;
         let rho = self.proportions.forward(h.clone())?.softmax::<Axis<1>>();
@@ -272,7 +267,11 @@ impl CountVae {
             ),
             None => None,
         };
-        Ok(Decoded { mu, theta: theta_full, pi })
+        Ok(Decoded {
+            mu,
+            theta: theta_full,
+            pi,
+        })
     }
 
     fn kl_weight(&self, step: u64) -> f32 {

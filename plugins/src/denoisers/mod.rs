@@ -1,3 +1,4 @@
 //! Stage-2 denoiser networks.
 
+mod dit;
 mod mlp;
