@@ -310,3 +310,29 @@ mod count_tests {
         }
     }
 }
+
+/// Draws from the hurdle Gaussian observation model (see [`hurdle_gaussian_nll`]): each value is
+/// zero with probability `zero_prob[i]`, otherwise `max(mean[i] + sigma[gene] · ε, 0)`. Without
+/// `zero_prob`, a plain Gaussian draw (not clipped). `sigma` has one entry per gene.
+pub fn sample_hurdle_gaussian(
+    mean: &[f32],
+    zero_prob: Option<&[f32]>,
+    sigma: &[f32],
+    rng: &mut dyn rand::RngCore,
+) -> Vec<f32> {
+    use rand::Rng;
+    let g = sigma.len().max(1);
+    let mut out = Vec::with_capacity(mean.len());
+    for (i, m) in mean.iter().enumerate() {
+        if let Some(p) = zero_prob {
+            if rng.gen::<f32>() < p[i] {
+                out.push(0.0);
+                continue;
+            }
+        }
+        let noise: f32 = rng.sample(rand_distr::StandardNormal);
+        let v = m + sigma.get(i % g).copied().unwrap_or(0.0) * noise;
+        out.push(if zero_prob.is_some() { v.max(0.0) } else { v });
+    }
+    out
+}

@@ -3,3 +3,4 @@
 mod count_vae;
 mod identity;
 mod vae;
+mod vq_vae;

@@ -4,14 +4,16 @@
 
 use dfdx::prelude::*;
 use latentlab_framework::device::{tensor1, tensor2, Dev, Tensor1, Tensor2, TrainTape};
-use latentlab_framework::likelihood::{gaussian_nll, hurdle_gaussian_nll, kl_standard_normal};
+use latentlab_framework::likelihood::{
+    gaussian_nll, hurdle_gaussian_nll, kl_standard_normal, sample_hurdle_gaussian,
+};
 use latentlab_framework::nn::{fan_out, fork, Activation, Init, Linear, Mlp};
 use latentlab_framework::plugin::{
     Autoencoder, AutoencoderConfig, AutoencoderContext, AutoencoderLoss, ExpressionBatch,
 };
 use latentlab_framework::rng::{fill_normal, stream};
 use latentlab_framework::{parameters, register_plugin, LatentError, Result};
-use rand::{Rng, RngCore};
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 /// Config of the `vae` autoencoder.
@@ -284,20 +286,12 @@ impl Autoencoder for Vae {
     ) -> Result<Vec<f32>> {
         let (mean, zero_prob) = self.decode_parts(z, n)?;
         let sigma: Vec<f32> = self.log_sigma.as_vec().iter().map(|l| l.exp()).collect();
-        let g = self.n_genes;
-        let mut out = Vec::with_capacity(mean.len());
-        for (i, m) in mean.iter().enumerate() {
-            if let Some(p) = &zero_prob {
-                if rng.gen::<f32>() < p[i] {
-                    out.push(0.0);
-                    continue;
-                }
-            }
-            let noise: f32 = rng.sample(rand_distr::StandardNormal);
-            let v = m + sigma[i % g] * noise;
-            out.push(if zero_prob.is_some() { v.max(0.0) } else { v });
-        }
-        Ok(out)
+        Ok(sample_hurdle_gaussian(
+            &mean,
+            zero_prob.as_deref(),
+            &sigma,
+            rng,
+        ))
     }
 
     fn prior_sample(&self, n: usize, rng: &mut dyn RngCore) -> Option<Vec<f32>> {
