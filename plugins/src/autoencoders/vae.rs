@@ -3,11 +3,9 @@
 //! variance, plus a (warmed-up) KL term to N(0, I).
 
 use dfdx::prelude::*;
-use latentlab_framework::device::{tensor1, tensor2, Dev, Tensor1, Tensor2, TrainTape};
-use latentlab_framework::likelihood::{
-    gaussian_nll, hurdle_gaussian_nll, kl_standard_normal, sample_hurdle_gaussian,
-};
-use latentlab_framework::nn::{fan_out, fork, Activation, Init, Linear, Mlp};
+use latentlab_framework::device::{tensor2, Dev, Tensor2, TrainTape};
+use latentlab_framework::likelihood::kl_standard_normal;
+use latentlab_framework::nn::{fan_out, Activation, ExpressionHead, Init, Linear, Mlp};
 use latentlab_framework::plugin::{
     Autoencoder, AutoencoderConfig, AutoencoderContext, AutoencoderLoss, ExpressionBatch,
 };
@@ -107,25 +105,13 @@ impl AutoencoderConfig for VaeConfig {
             mean: Linear::new(dev, top, self.latent_dim, Init::KaimingUniform, &mut rng)?,
             log_var: Linear::new(dev, top, self.latent_dim, Init::KaimingUniform, &mut rng)?,
             decoder,
-            output: Linear::new(
+            head: ExpressionHead::new(
                 dev,
                 self.hidden[0],
                 ctx.n_genes,
-                Init::KaimingUniform,
+                self.zero_inflation,
                 &mut rng,
             )?,
-            log_sigma: tensor1(dev, &vec![0.0; ctx.n_genes]),
-            zero_logits: if self.zero_inflation {
-                Some(Linear::new(
-                    dev,
-                    self.hidden[0],
-                    ctx.n_genes,
-                    Init::KaimingUniform,
-                    &mut rng,
-                )?)
-            } else {
-                None
-            },
         }))
     }
 }
@@ -146,20 +132,15 @@ pub struct Vae {
     mean: Linear,
     log_var: Linear,
     decoder: Mlp,
-    output: Linear,
-    /// Per-gene log standard deviation of the Gaussian observation model.
-    log_sigma: Tensor1,
-    /// Logits of the probability that a value is exactly zero (hurdle model), if enabled.
-    zero_logits: Option<Linear>,
+    /// Gaussian / hurdle observation model.
+    head: ExpressionHead,
 }
 parameters!(Vae {
     encoder,
     mean,
     log_var,
     decoder,
-    output,
-    log_sigma,
-    zero_logits
+    head
 });
 
 impl Vae {
@@ -179,26 +160,6 @@ impl Vae {
             return self.config.kl_weight;
         }
         self.config.kl_weight * ((step as f32 + 1.0) / self.config.kl_warmup_steps as f32).min(1.0)
-    }
-}
-
-impl Vae {
-    /// Decoder mean and, with zero inflation, the per-value zero probability.
-    fn decode_parts(&self, z: &[f32], n: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-        let z = tensor2(&self.dev, z, n, self.config.latent_dim)?;
-        let h = self.decoder.forward(z, false)?;
-        let mean = self.output.forward(h.clone())?.as_vec();
-        let zero = match &self.zero_logits {
-            Some(zl) => Some(
-                zl.forward(h)?
-                    .as_vec()
-                    .iter()
-                    .map(|l| 1.0 / (1.0 + (-l).exp()))
-                    .collect(),
-            ),
-            None => None,
-        };
-        Ok((mean, zero))
     }
 }
 
@@ -231,23 +192,7 @@ impl Autoencoder for Vae {
         let std = (log_var.with_empty_tape() * 0.5).exp();
         let z = mu.with_empty_tape() + std * eps;
         let h = self.decoder.forward(z, true)?;
-        let reconstruction = match &self.zero_logits {
-            Some(zl) => {
-                let (h1, h2) = fork(h);
-                let x_hat = self.output.forward(h1)?;
-                hurdle_gaussian_nll(
-                    x_hat,
-                    zl.forward(h2)?,
-                    &batch.x,
-                    self.log_sigma.retaped::<TrainTape>(),
-                )
-            }
-            None => gaussian_nll(
-                self.output.forward(h)?,
-                x,
-                self.log_sigma.retaped::<TrainTape>(),
-            ),
-        };
+        let reconstruction = self.head.loss(h, &batch.x, x)?;
         let kl = kl_standard_normal(mu, log_var);
         let (rec_value, kl_value) = (reconstruction.array(), kl.array());
         let total = reconstruction + kl * self.kl_weight(step);
@@ -266,15 +211,10 @@ impl Autoencoder for Vae {
     }
 
     fn decode_mean(&self, z: &[f32], n: usize, _library_size: &[f32]) -> Result<Vec<f32>> {
-        let (mean, zero_prob) = self.decode_parts(z, n)?;
-        Ok(match zero_prob {
-            Some(p) => mean
-                .iter()
-                .zip(&p)
-                .map(|(m, p)| (1.0 - p) * m.max(0.0))
-                .collect(),
-            None => mean,
-        })
+        self.head.expected(
+            self.decoder
+                .forward(tensor2(&self.dev, z, n, self.config.latent_dim)?, false)?,
+        )
     }
 
     fn decode_sample(
@@ -284,14 +224,11 @@ impl Autoencoder for Vae {
         _library_size: &[f32],
         rng: &mut dyn RngCore,
     ) -> Result<Vec<f32>> {
-        let (mean, zero_prob) = self.decode_parts(z, n)?;
-        let sigma: Vec<f32> = self.log_sigma.as_vec().iter().map(|l| l.exp()).collect();
-        Ok(sample_hurdle_gaussian(
-            &mean,
-            zero_prob.as_deref(),
-            &sigma,
+        self.head.sample(
+            self.decoder
+                .forward(tensor2(&self.dev, z, n, self.config.latent_dim)?, false)?,
             rng,
-        ))
+        )
     }
 
     fn prior_sample(&self, n: usize, rng: &mut dyn RngCore) -> Option<Vec<f32>> {

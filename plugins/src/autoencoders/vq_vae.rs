@@ -6,9 +6,8 @@
 //! latents are snapped to the nearest codes before decoding (configurable).
 
 use dfdx::prelude::*;
-use latentlab_framework::device::{tensor1, tensor2, Dev, Tensor1, Tensor2, TrainTape};
-use latentlab_framework::likelihood::{gaussian_nll, hurdle_gaussian_nll, sample_hurdle_gaussian};
-use latentlab_framework::nn::{fork, Activation, Init, Linear, Mlp, ParamMut};
+use latentlab_framework::device::{tensor2, Dev, Tensor2, TrainTape};
+use latentlab_framework::nn::{fork, Activation, ExpressionHead, Init, Linear, Mlp, ParamMut};
 use latentlab_framework::plugin::{
     Autoencoder, AutoencoderConfig, AutoencoderContext, AutoencoderLoss, ExpressionBatch,
 };
@@ -119,25 +118,13 @@ impl AutoencoderConfig for VqVaeConfig {
                 self.dropout,
                 &mut rng,
             )?,
-            output: Linear::new(
+            head: ExpressionHead::new(
                 dev,
                 self.hidden[0],
                 ctx.n_genes,
-                Init::KaimingUniform,
+                self.zero_inflation,
                 &mut rng,
             )?,
-            log_sigma: tensor1(dev, &vec![0.0; ctx.n_genes]),
-            zero_logits: if self.zero_inflation {
-                Some(Linear::new(
-                    dev,
-                    self.hidden[0],
-                    ctx.n_genes,
-                    Init::KaimingUniform,
-                    &mut rng,
-                )?)
-            } else {
-                None
-            },
             last_used: vec![0; self.codebook_size],
             step: 0,
         }))
@@ -161,9 +148,8 @@ pub struct VqVae {
     /// Codebook `(codebook_size, code_dim)`.
     codebook: Tensor2,
     decoder: Mlp,
-    output: Linear,
-    log_sigma: Tensor1,
-    zero_logits: Option<Linear>,
+    /// Gaussian / hurdle observation model.
+    head: ExpressionHead,
     /// Step at which each code was last selected (for restarts).
     last_used: Vec<u64>,
     step: u64,
@@ -173,9 +159,7 @@ parameters!(VqVae {
     to_code,
     codebook,
     decoder,
-    output,
-    log_sigma,
-    zero_logits
+    head
 });
 
 impl VqVae {
@@ -280,23 +264,7 @@ impl Autoencoder for VqVae {
         let shift: Vec<f32> = q_vals.iter().zip(&z_vals).map(|(q, z)| q - z).collect();
         let z_q = z2 + tensor2(&self.dev, &shift, n, latent)?;
         let h = self.decoder.forward(z_q, true)?;
-        let reconstruction = match &self.zero_logits {
-            Some(zl) => {
-                let (h1, h2) = fork(h);
-                let x_hat = self.output.forward(h1)?;
-                hurdle_gaussian_nll(
-                    x_hat,
-                    zl.forward(h2)?,
-                    &batch.x,
-                    self.log_sigma.retaped::<TrainTape>(),
-                )
-            }
-            None => gaussian_nll(
-                self.output.forward(h)?,
-                x,
-                self.log_sigma.retaped::<TrainTape>(),
-            ),
-        };
+        let reconstruction = self.head.loss(h, &batch.x, x)?;
         let (r, cb, cm) = (
             reconstruction.array(),
             codebook_loss.array(),
@@ -348,15 +316,7 @@ impl Autoencoder for VqVae {
     }
 
     fn decode_mean(&self, z: &[f32], n: usize, _library_size: &[f32]) -> Result<Vec<f32>> {
-        let (mean, zero_prob) = self.decode_parts(z, n)?;
-        Ok(match zero_prob {
-            Some(p) => mean
-                .iter()
-                .zip(&p)
-                .map(|(m, p)| (1.0 - p) * m.max(0.0))
-                .collect(),
-            None => mean,
-        })
+        self.head.expected(self.decoder_hidden(z, n)?)
     }
 
     fn decode_sample(
@@ -366,14 +326,7 @@ impl Autoencoder for VqVae {
         _library_size: &[f32],
         rng: &mut dyn RngCore,
     ) -> Result<Vec<f32>> {
-        let (mean, zero_prob) = self.decode_parts(z, n)?;
-        let sigma: Vec<f32> = self.log_sigma.as_vec().iter().map(|l| l.exp()).collect();
-        Ok(sample_hurdle_gaussian(
-            &mean,
-            zero_prob.as_deref(),
-            &sigma,
-            rng,
-        ))
+        self.head.sample(self.decoder_hidden(z, n)?, rng)
     }
 
     fn prior_sample(&self, n: usize, rng: &mut dyn RngCore) -> Option<Vec<f32>> {
@@ -385,8 +338,8 @@ impl Autoencoder for VqVae {
 }
 
 impl VqVae {
-    /// Decoder mean and, with zero inflation, the zero probability, for (optionally snapped) `z`.
-    fn decode_parts(&self, z: &[f32], n: usize) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    /// Decoder hidden states for (optionally snapped) latents `z`.
+    fn decoder_hidden(&self, z: &[f32], n: usize) -> Result<Tensor2> {
         let snapped;
         let z = if self.config.snap_generated {
             snapped = self.gather_codes(&self.nearest(z));
@@ -394,21 +347,8 @@ impl VqVae {
         } else {
             z
         };
-        let h = self
-            .decoder
-            .forward(tensor2(&self.dev, z, n, self.latent_dim())?, false)?;
-        let mean = self.output.forward(h.clone())?.as_vec();
-        let zero = match &self.zero_logits {
-            Some(zl) => Some(
-                zl.forward(h)?
-                    .as_vec()
-                    .iter()
-                    .map(|l| 1.0 / (1.0 + (-l).exp()))
-                    .collect(),
-            ),
-            None => None,
-        };
-        Ok((mean, zero))
+        self.decoder
+            .forward(tensor2(&self.dev, z, n, self.latent_dim())?, false)
     }
 }
 
@@ -449,9 +389,7 @@ mod tests {
             to_code: Linear::new(&dev, 8, 6, Init::KaimingUniform, &mut rng).unwrap(),
             codebook: tensor2(&dev, &codes, 32, 2).unwrap(),
             decoder: Mlp::new(&dev, 6, &[8, 16], cfg.activation, true, 0.0, &mut rng).unwrap(),
-            output: Linear::new(&dev, 16, ctx.n_genes, Init::KaimingUniform, &mut rng).unwrap(),
-            log_sigma: tensor1(&dev, &vec![0.0; ctx.n_genes]),
-            zero_logits: None,
+            head: ExpressionHead::new(&dev, 16, ctx.n_genes, false, &mut rng).unwrap(),
             last_used: vec![0; 32],
             step: 0,
         }
