@@ -228,6 +228,10 @@ fn run_all(config_path: &Path, out: &Path, overwrite: bool) -> Result<()> {
         manifest.n_validation,
         run_dir.display()
     );
+    eprintln!(
+        "stage-1 reconstruction on the validation split: {:?}",
+        manifest.reconstruction
+    );
     let run = load_run(&run_dir)?;
     // Mirror the validation split's labels so per-label metrics compare like with like.
     let loaded = latentlab::framework::dataset::load(&run.config)?;
@@ -289,6 +293,10 @@ fn execute(cli: Cli) -> Result<()> {
                 out.display(),
                 manifest.n_train,
                 manifest.n_validation
+            );
+            eprintln!(
+                "stage-1 reconstruction on the validation split: {:?}",
+                manifest.reconstruction
             );
         }
         Command::Sample(args) => run_sample(&args)?,

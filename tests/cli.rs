@@ -106,6 +106,14 @@ fn train_sample_evaluate_and_bad_invocations() {
         assert!(run_dir.join(f).exists(), "run is missing {f}");
     }
 
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap())
+            .unwrap();
+    let r = manifest["reconstruction"]["gene_mean_pearson"]
+        .as_f64()
+        .expect("stage-1 reconstruction quality in the manifest");
+    assert!(r.is_finite() && r <= 1.0, "{r}");
+
     // Training into an existing run directory without --overwrite is refused.
     let again = run(&[
         "train",

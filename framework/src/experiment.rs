@@ -183,3 +183,61 @@ pub fn fit(
     )?);
     Ok(curves)
 }
+
+/// Reconstruction quality of the trained autoencoder on `rows` (the validation split):
+/// Pearson r of per-gene means and variances between cells and their reconstructions
+/// (`decode_mean(encode(x))`), the mean per-cell Pearson r, and the mean squared error.
+///
+/// # Errors
+/// Model errors.
+pub fn reconstruction_quality(
+    autoencoder: &dyn Autoencoder,
+    data: &ExpressionBatch,
+    rows: &[usize],
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    let mut out = std::collections::BTreeMap::new();
+    if rows.len() < 2 {
+        return Ok(out);
+    }
+    let cells = data.select(rows);
+    let g = cells.n_genes();
+    let z = encode_rows(autoencoder, data, rows, 1024)?;
+    let x_hat = autoencoder.decode_mean(&z, rows.len(), &cells.library_size)?;
+    let err = |e: crate::metrics::MetricsError| LatentError::Evaluation(e.to_string());
+    let real = crate::metrics::gene_stats(&cells.x, cells.n, g, 1e-3).map_err(err)?;
+    let rec = crate::metrics::gene_stats(&x_hat, cells.n, g, 1e-3).map_err(err)?;
+    if let Ok(r) = crate::metrics::pearson(&real.mean, &rec.mean) {
+        out.insert("gene_mean_pearson".into(), r);
+    }
+    if let Ok(r) = crate::metrics::pearson(&real.variance, &rec.variance) {
+        out.insert("gene_variance_pearson".into(), r);
+    }
+    let per_cell: Vec<f64> = (0..cells.n)
+        .filter_map(|i| {
+            let a: Vec<f64> = cells.x[i * g..(i + 1) * g]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            let b: Vec<f64> = x_hat[i * g..(i + 1) * g]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            crate::metrics::pearson(&a, &b).ok()
+        })
+        .collect();
+    if !per_cell.is_empty() {
+        out.insert(
+            "cell_pearson_mean".into(),
+            per_cell.iter().sum::<f64>() / per_cell.len() as f64,
+        );
+    }
+    let mse = cells
+        .x
+        .iter()
+        .zip(&x_hat)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum::<f64>()
+        / cells.x.len().max(1) as f64;
+    out.insert("mse".into(), mse);
+    Ok(out)
+}

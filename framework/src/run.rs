@@ -116,6 +116,9 @@ pub struct Manifest {
     pub library_sizes: Vec<f32>,
     /// Final losses by name.
     pub final_losses: BTreeMap<String, f64>,
+    /// Stage-1 reconstruction quality on the validation split (see [`crate::experiment::reconstruction_quality`]).
+    #[serde(default)]
+    pub reconstruction: BTreeMap<String, f64>,
     /// Wall-clock seconds per phase.
     pub timings_s: BTreeMap<String, f64>,
 }

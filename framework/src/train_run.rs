@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::config::ExperimentConfig;
 use crate::dataset;
 use crate::device::device;
-use crate::experiment::{build_models, fit};
+use crate::experiment::{build_models, fit, reconstruction_quality};
 use crate::plugin::InputKind;
 use crate::rng::derive_seed;
 use crate::run::{genes_digest, save, sha256_hex, ConditionMeta, Manifest, RunContents, Split};
@@ -44,6 +44,11 @@ pub fn train_run(
     for c in &curves {
         final_losses.insert(format!("{}.{}", c.stage, c.name), c.value);
     }
+    let reconstruction = reconstruction_quality(
+        models.autoencoder.as_ref(),
+        &p.expression,
+        &p.validation_rows,
+    )?;
     let file_bytes = std::fs::read(&loaded.path).unwrap_or_default();
     let libs: Vec<f32> = p
         .train_rows
@@ -74,6 +79,7 @@ pub fn train_run(
             Vec::new()
         },
         final_losses,
+        reconstruction,
         timings_s: [("load".to_string(), load_s), ("fit".to_string(), fit_s)]
             .into_iter()
             .collect(),
