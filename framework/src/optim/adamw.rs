@@ -2,7 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// Elements per parallel work item.
+const CHUNK: usize = 16 * 1024;
 
 use super::NamedGradients;
 use crate::nn::Parameters;
@@ -121,15 +125,24 @@ impl AdamW {
                     m: vec![0.0; g.len()],
                     v: vec![0.0; g.len()],
                 });
-            for i in 0..values.len() {
-                let gi = g[i];
-                values[i] -= lr * c.weight_decay * values[i];
-                state.m[i] = c.beta1 * state.m[i] + (1.0 - c.beta1) * gi;
-                state.v[i] = c.beta2 * state.v[i] + (1.0 - c.beta2) * gi * gi;
-                let m_hat = state.m[i] / bias1;
-                let v_hat = state.v[i] / bias2;
-                values[i] -= lr * m_hat / (v_hat.sqrt() + c.eps);
-            }
+            // Element-wise and independent: split across the rayon pool in fixed chunks (the
+            // result does not depend on the thread count).
+            values
+                .par_chunks_mut(CHUNK)
+                .zip(state.m.par_chunks_mut(CHUNK))
+                .zip(state.v.par_chunks_mut(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(((w, m), v), g)| {
+                    for i in 0..w.len() {
+                        let gi = g[i];
+                        w[i] -= lr * c.weight_decay * w[i];
+                        m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * gi;
+                        v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * gi * gi;
+                        let m_hat = m[i] / bias1;
+                        let v_hat = v[i] / bias2;
+                        w[i] -= lr * m_hat / (v_hat.sqrt() + c.eps);
+                    }
+                });
             if let Err(e) = p.set(&values) {
                 failure = Some(e);
             }
