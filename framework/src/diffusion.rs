@@ -85,6 +85,12 @@ impl Diffusion {
         }
     }
 
+    /// Draws a training time: a uniformly chosen discrete step, as its time.
+    pub fn sample_time(&self, rng: &mut dyn rand::RngCore) -> f32 {
+        use rand::Rng;
+        self.time_of(rng.gen_range(0..self.steps()))
+    }
+
     /// Time of discrete step `k`.
     pub fn time_of(&self, k: usize) -> f32 {
         (k + 1) as f32 / self.steps() as f32

@@ -10,8 +10,8 @@
 
 use dfdx::prelude::*;
 use latentlab_framework::device::{tensor1, tensor2, Dev, Tensor1, Tensor2, TrainTape};
-use latentlab_framework::likelihood::{count_terms, kl_standard_normal};
-use latentlab_framework::nn::{fan_out, fork, Activation, Init, Linear, Mlp};
+use latentlab_framework::likelihood::count_terms;
+use latentlab_framework::nn::{fork, kl_warmup, Activation, GaussianPosterior, Init, Linear, Mlp};
 use latentlab_framework::plugin::{
     Autoencoder, AutoencoderConfig, AutoencoderContext, AutoencoderLoss, ExpressionBatch, InputKind,
 };
@@ -143,8 +143,7 @@ fn build(
             c.dropout,
             &mut rng,
         )?,
-        mean: Linear::new(dev, top, c.latent_dim, Init::KaimingUniform, &mut rng)?,
-        log_var: Linear::new(dev, top, c.latent_dim, Init::KaimingUniform, &mut rng)?,
+        posterior: GaussianPosterior::new(dev, top, c.latent_dim, &mut rng)?,
         decoder: Mlp::new(
             dev,
             c.latent_dim,
@@ -192,8 +191,7 @@ pub struct CountVae {
     n_genes: usize,
     dev: Dev,
     encoder: Mlp,
-    mean: Linear,
-    log_var: Linear,
+    posterior: GaussianPosterior,
     decoder: Mlp,
     proportions: Linear,
     /// Per-gene log inverse dispersion.
@@ -202,8 +200,7 @@ pub struct CountVae {
 }
 parameters!(CountVae {
     encoder,
-    mean,
-    log_var,
+    posterior,
     decoder,
     proportions,
     log_theta,
@@ -273,13 +270,6 @@ impl CountVae {
             pi,
         })
     }
-
-    fn kl_weight(&self, step: u64) -> f32 {
-        if self.config.kl_warmup_steps == 0 {
-            return self.config.kl_weight;
-        }
-        self.config.kl_weight * ((step as f32 + 1.0) / self.config.kl_warmup_steps as f32).min(1.0)
-    }
 }
 
 impl Autoencoder for CountVae {
@@ -301,16 +291,7 @@ impl Autoencoder for CountVae {
         let h = self
             .encoder
             .forward(self.encoder_input(batch)?.retaped::<TrainTape>(), true)?;
-        let mut h = fan_out(h, 2).into_iter();
-        let (Some(h1), Some(h2)) = (h.next(), h.next()) else {
-            return Err(LatentError::shape("count vae", 2, "fewer"));
-        };
-        let mu_z = self.mean.forward(h1)?;
-        let log_var = self.log_var.forward(h2)?.clamp(-12.0, 12.0);
-        let mut noise = vec![0.0f32; n * self.config.latent_dim];
-        fill_normal(&mut &mut *rng, &mut noise);
-        let eps = tensor2(&self.dev, &noise, n, self.config.latent_dim)?;
-        let z = mu_z.with_empty_tape() + (log_var.with_empty_tape() * 0.5).exp() * eps;
+        let (z, kl) = self.posterior.sample(h, rng)?;
         let h = self.decoder.forward(z, true)?;
         let (h_mu, h_pi) = fork(h);
         let mu = self.proportions.forward(h_mu)?.softmax::<Axis<1>>()
@@ -335,10 +316,10 @@ impl Autoencoder for CountVae {
             surrogate = surrogate + (p * tensor2(&self.dev, dp, n, g)?).sum::<(), _>() * scale;
         }
         let nll = (terms.nll / n as f64) as f32;
-        let kl = kl_standard_normal(mu_z, log_var);
         let kl_value = kl.array();
         let offset = surrogate.array() - nll;
-        let total = surrogate - offset + kl * self.kl_weight(step);
+        let total = surrogate - offset
+            + kl * kl_warmup(self.config.kl_weight, self.config.kl_warmup_steps, step);
         Ok(AutoencoderLoss {
             total,
             components: vec![("reconstruction_nll".into(), nll), ("kl".into(), kl_value)],
@@ -348,8 +329,8 @@ impl Autoencoder for CountVae {
     fn encode(&self, batch: &ExpressionBatch) -> Result<Vec<f32>> {
         self.check(batch)?;
         Ok(self
-            .mean
-            .forward(self.encoder.forward(self.encoder_input(batch)?, false)?)?
+            .posterior
+            .means(self.encoder.forward(self.encoder_input(batch)?, false)?)?
             .as_vec())
     }
 

@@ -4,8 +4,7 @@
 
 use dfdx::prelude::*;
 use latentlab_framework::device::{tensor2, Dev, Tensor2, TrainTape};
-use latentlab_framework::likelihood::kl_standard_normal;
-use latentlab_framework::nn::{fan_out, Activation, ExpressionHead, Init, Linear, Mlp};
+use latentlab_framework::nn::{kl_warmup, Activation, ExpressionHead, GaussianPosterior, Mlp};
 use latentlab_framework::plugin::{
     Autoencoder, AutoencoderConfig, AutoencoderContext, AutoencoderLoss, ExpressionBatch,
 };
@@ -102,8 +101,7 @@ impl AutoencoderConfig for VaeConfig {
             n_genes: ctx.n_genes,
             dev: dev.clone(),
             encoder,
-            mean: Linear::new(dev, top, self.latent_dim, Init::KaimingUniform, &mut rng)?,
-            log_var: Linear::new(dev, top, self.latent_dim, Init::KaimingUniform, &mut rng)?,
+            posterior: GaussianPosterior::new(dev, top, self.latent_dim, &mut rng)?,
             decoder,
             head: ExpressionHead::new(
                 dev,
@@ -129,16 +127,14 @@ pub struct Vae {
     n_genes: usize,
     dev: Dev,
     encoder: Mlp,
-    mean: Linear,
-    log_var: Linear,
+    posterior: GaussianPosterior,
     decoder: Mlp,
     /// Gaussian / hurdle observation model.
     head: ExpressionHead,
 }
 parameters!(Vae {
     encoder,
-    mean,
-    log_var,
+    posterior,
     decoder,
     head
 });
@@ -153,13 +149,6 @@ impl Vae {
             ));
         }
         tensor2(&self.dev, &batch.x, batch.n, self.n_genes)
-    }
-
-    fn kl_weight(&self, step: u64) -> f32 {
-        if self.config.kl_warmup_steps == 0 {
-            return self.config.kl_weight;
-        }
-        self.config.kl_weight * ((step as f32 + 1.0) / self.config.kl_warmup_steps as f32).min(1.0)
     }
 }
 
@@ -179,23 +168,12 @@ impl Autoencoder for Vae {
     ) -> Result<AutoencoderLoss> {
         let x = self.input(batch)?;
         let h = self.encoder.forward(x.retaped::<TrainTape>(), true)?;
-        let mut h = fan_out(h, 2).into_iter();
-        let (h1, h2) = (h.next(), h.next());
-        let (Some(h1), Some(h2)) = (h1, h2) else {
-            return Err(LatentError::shape("vae", 2, "fewer"));
-        };
-        let mu = self.mean.forward(h1)?;
-        let log_var = self.log_var.forward(h2)?.clamp(-12.0, 12.0);
-        let mut noise = vec![0.0f32; batch.n * self.config.latent_dim];
-        fill_normal(&mut &mut *rng, &mut noise);
-        let eps = tensor2(&self.dev, &noise, batch.n, self.config.latent_dim)?;
-        let std = (log_var.with_empty_tape() * 0.5).exp();
-        let z = mu.with_empty_tape() + std * eps;
+        let (z, kl) = self.posterior.sample(h, rng)?;
         let h = self.decoder.forward(z, true)?;
         let reconstruction = self.head.loss(h, &batch.x, x)?;
-        let kl = kl_standard_normal(mu, log_var);
         let (rec_value, kl_value) = (reconstruction.array(), kl.array());
-        let total = reconstruction + kl * self.kl_weight(step);
+        let total = reconstruction
+            + kl * kl_warmup(self.config.kl_weight, self.config.kl_warmup_steps, step);
         Ok(AutoencoderLoss {
             total,
             components: vec![
@@ -207,7 +185,10 @@ impl Autoencoder for Vae {
 
     fn encode(&self, batch: &ExpressionBatch) -> Result<Vec<f32>> {
         let x = self.input(batch)?;
-        Ok(self.mean.forward(self.encoder.forward(x, false)?)?.as_vec())
+        Ok(self
+            .posterior
+            .means(self.encoder.forward(x, false)?)?
+            .as_vec())
     }
 
     fn decode_mean(&self, z: &[f32], n: usize, _library_size: &[f32]) -> Result<Vec<f32>> {

@@ -96,8 +96,7 @@ impl LatentSampler for Ddim {
         self.diffusion.process()
     }
     fn sample_time(&self, rng: &mut dyn RngCore) -> f32 {
-        self.diffusion
-            .time_of(rng.gen_range(0..self.diffusion.steps()))
+        self.diffusion.sample_time(rng)
     }
     fn training_pair(
         &self,

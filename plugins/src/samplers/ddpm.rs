@@ -9,7 +9,7 @@ use latentlab_framework::plugin::{
 use latentlab_framework::rng::fill_normal;
 use latentlab_framework::schedules::BetaSchedule;
 use latentlab_framework::{register_plugin, Result};
-use rand::{Rng, RngCore};
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 /// Config of the `ddpm` sampler.
@@ -86,8 +86,7 @@ impl LatentSampler for Ddpm {
         self.diffusion.process()
     }
     fn sample_time(&self, rng: &mut dyn RngCore) -> f32 {
-        self.diffusion
-            .time_of(rng.gen_range(0..self.diffusion.steps()))
+        self.diffusion.sample_time(rng)
     }
     fn training_pair(
         &self,
