@@ -32,12 +32,14 @@ fn main() -> Result<()> {
             n: 200,
             fixed,
             per_cell: None,
+            from: None,
             steps: Some(20),
             guidance: Some(2.0),
             sampler: None,
             seed: 1,
         },
-    )?;
+    )?
+    .cells;
     let path = out.join("monocytes.h5ad");
     write_h5ad(&path, &cells)?;
     let evaluation = evaluate_run(&run, &path, None, &out.join("report"))?;

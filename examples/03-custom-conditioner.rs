@@ -10,7 +10,7 @@ use latentlab::framework::device::{tensor1, Taped, Tensor1, TrainTape};
 use latentlab::framework::dfdx::prelude::*;
 use latentlab::framework::nn::{sinusoidal_tensor, Init, Linear};
 use latentlab::framework::plugin::{
-    ConditionColumn, ConditionEmbedding, ConditionKind, ConditionTable, Conditioner,
+    summarize, ConditionColumn, ConditionEmbedding, ConditionKind, ConditionTable, Conditioner,
     ConditionerConfig, ConditionerContext, Injection,
 };
 use latentlab::framework::rng::stream;
@@ -139,13 +139,14 @@ fn main() -> Result<()> {
     let config: Box<dyn ConditionerConfig> =
         toml::from_str("type = \"scalar_time\"\nkey = \"S_score\"\ndim = 8\ndrop_prob = 0.1")?;
     let sources = config.sources();
+    let table = latentlab::framework::testing::condition_table(&sources, 10, 0);
     let ctx = ConditionerContext {
-        table: latentlab::framework::testing::condition_table(&sources, 10, 0),
+        conditions: summarize(&table, &sources),
         seed: 0,
         dev: latentlab::framework::device::device(0)?,
     };
     let conditioner = config.build(&ctx)?;
-    let e = conditioner.embed(&ctx.table.select(&[0, 1, 2]), &[false, false, true])?;
+    let e = conditioner.embed(&table.select(&[0, 1, 2]), &[false, false, true])?;
     println!(
         "embedded 3 cells into {:?}: {:?}",
         e.vector.shape(),

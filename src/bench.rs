@@ -8,8 +8,9 @@ use latentlab_framework::config::TrainConfig;
 use latentlab_framework::device::{device, Dev};
 use latentlab_framework::pipeline::{generate_latents, GenerateOptions};
 use latentlab_framework::plugin::{
-    AutoencoderConfig, AutoencoderContext, ConditionColumn, ConditionTable, ConditionerConfig,
-    ConditionerContext, DenoiserConfig, DenoiserContext, ExpressionBatch, InputKind, SamplerConfig,
+    summarize, AutoencoderConfig, AutoencoderContext, ConditionColumn, ConditionTable,
+    ConditionerConfig, ConditionerContext, DenoiserConfig, DenoiserContext, ExpressionBatch,
+    InputKind, SamplerConfig,
 };
 use latentlab_framework::rng::stream;
 use latentlab_framework::train::{denoiser_loss, LatentData, Stage2};
@@ -117,7 +118,7 @@ fn denoiser_step(shapes: &BenchShapes, dim: usize, dev: &Dev) -> Result<f64> {
     let sampler = parse::<Box<dyn SamplerConfig>>("type = \"rectified_flow\"")?.build()?;
     let table = conditions(shapes.batch, 1);
     let mut conditioner = cond_cfg.build(&ConditionerContext {
-        table: table.clone(),
+        conditions: summarize(&table, &[]),
         seed: 0,
         dev: dev.clone(),
     })?;
@@ -159,7 +160,7 @@ fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result
     let sampler = parse::<Box<dyn SamplerConfig>>("type = \"rectified_flow\"")?.build()?;
     let table = conditions(shapes.cells, 2);
     let conditioner = cond_cfg.build(&ConditionerContext {
-        table: table.clone(),
+        conditions: summarize(&table, &[]),
         seed: 0,
         dev: dev.clone(),
     })?;

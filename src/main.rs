@@ -13,7 +13,7 @@ use latentlab::framework::device::device;
 use latentlab::framework::registry::{catalog, PluginKind};
 use latentlab::framework::run::{load, Run};
 use latentlab::framework::run_evaluation::evaluate_run;
-use latentlab::framework::sampling::{sample, SampleRequest};
+use latentlab::framework::sampling::{sample, ConditionsFrom, SampleRequest};
 use latentlab::framework::train::Progress;
 use latentlab::framework::train_run::train_run;
 
@@ -102,12 +102,29 @@ struct SampleArgs {
     /// Run directory from `latentlab train`.
     #[arg(long)]
     run: PathBuf,
-    /// Number of cells.
-    #[arg(long)]
-    n: usize,
-    /// Fix a condition for every cell, e.g. `--condition bulk_labels="CD14+ Monocyte"` (repeatable).
+    /// Number of cells (without --conditions-from).
+    #[arg(long, required_unless_present = "conditions_from")]
+    n: Option<usize>,
+    /// Fix a condition for every cell, e.g. `--condition bulk_labels="CD14+ Monocyte"`,
+    /// `--condition Hours=48`, `--condition perturbation=IFNB+TNF` (repeatable).
     #[arg(long = "condition", value_name = "KEY=VALUE")]
     conditions: Vec<String>,
+    /// Generate for every row of this .h5ad with that row's conditions (obs columns, obsm keys).
+    #[arg(long, value_name = "FILE.h5ad")]
+    conditions_from: Option<PathBuf>,
+    /// Override one condition for every row of --conditions-from (e.g. `condition=stim`); repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "conditions_from")]
+    set: Vec<String>,
+    /// Cells generated per row of --conditions-from.
+    #[arg(long, default_value_t = 1, requires = "conditions_from")]
+    per_row: usize,
+    /// Start each row from its own latent mapped back to noise under its original conditions
+    /// (deterministic samplers only), then generate under the new ones: a per-cell counterfactual.
+    #[arg(long, requires = "conditions_from")]
+    invert: bool,
+    /// With --invert: fill genes of the run that the file lacks with zeros instead of failing.
+    #[arg(long, requires = "invert")]
+    allow_missing_genes: bool,
     /// Classifier-free guidance scale (1 = plain conditional).
     #[arg(long)]
     cfg: Option<f32>,
@@ -192,20 +209,40 @@ fn load_run(dir: &Path) -> Result<Run> {
 }
 
 fn run_sample(args: &SampleArgs) -> Result<()> {
-    if args.n == 0 {
+    if args.n == Some(0) {
         return Err(anyhow!("--n must be at least 1"));
     }
+    if args.per_row == 0 {
+        return Err(anyhow!("--per-row must be at least 1"));
+    }
+    if args.conditions_from.is_some() && args.n.is_some() {
+        return Err(anyhow!(
+            "--n and --conditions-from exclude each other: with a file, --per-row sets cells per row"
+        ));
+    }
     let run = load_run(&args.run)?;
+    let mut fixed = parse_conditions(&args.conditions)?;
+    fixed.extend(parse_conditions(&args.set)?);
     let request = SampleRequest {
-        n: args.n,
-        fixed: parse_conditions(&args.conditions)?,
+        n: args.n.unwrap_or(0),
+        fixed,
         per_cell: None,
+        from: args.conditions_from.as_ref().map(|path| ConditionsFrom {
+            path: path.clone(),
+            per_row: args.per_row,
+            invert: args.invert,
+            allow_missing_genes: args.allow_missing_genes,
+        }),
         steps: args.steps,
         guidance: args.cfg,
         sampler: args.sampler.clone(),
         seed: args.seed,
     };
-    let adata = sample(&run, &request)?;
+    let sampled = sample(&run, &request)?;
+    for warning in &sampled.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let adata = sampled.cells;
     write_h5ad(&args.out, &adata)?;
     eprintln!(
         "wrote {} cells x {} genes to {}",
@@ -253,13 +290,14 @@ fn run_all(config_path: &Path, out: &Path, overwrite: bool) -> Result<()> {
         n: manifest.n_validation,
         fixed: BTreeMap::new(),
         per_cell,
+        from: None,
         steps: None,
         guidance: None,
         sampler: None,
         seed: config.seed,
     };
     let t = std::time::Instant::now();
-    let adata = sample(&run, &request)?;
+    let adata = sample(&run, &request)?.cells;
     let generated = out.join("generated.h5ad");
     write_h5ad(&generated, &adata)?;
     eprintln!(

@@ -106,7 +106,7 @@ pub fn condition_column(
 ) -> Result<ConditionColumn> {
     let file = path.display();
     match kind {
-        ConditionKind::Categorical => {
+        ConditionKind::Categorical | ConditionKind::Set { .. } => {
             let (categories, codes) = adata.obs.labels_for(key, path, "the conditioner's keys")?;
             if let Some(i) = codes.iter().position(|&c| c < 0) {
                 return Err(LatentError::Data(format!("{file}: obs column \"{key}\" has missing values (cell {i}); drop those cells or fill the column before training")));
@@ -216,4 +216,83 @@ pub fn load(config: &ExperimentConfig) -> Result<LoadedData> {
         labels,
         path,
     })
+}
+
+/// Expression of every cell of `adata` in a trained model's gene space: the configured matrix,
+/// genes matched to `genes` by name, then the configured normalization and log1p (gene
+/// selection steps are replaced by the name match). Returns the batch and how many genes were
+/// missing (filled with zeros, only when `allow_missing`).
+///
+/// # Errors
+/// Missing matrix, non-finite values, missing genes (naming how many and the fix), counts
+/// expected but not found.
+pub fn expression_for_genes(
+    adata: &AnnData,
+    path: &Path,
+    matrix: &str,
+    pre: &PreprocessConfig,
+    genes: &[String],
+    expect_counts: bool,
+    allow_missing: bool,
+) -> Result<(ExpressionBatch, usize)> {
+    let file = path.display();
+    let source = MatrixSource::from_str(matrix)
+        .map_err(|e| LatentError::Data(format!("{file}: data.matrix: {e}")))?;
+    let m = adata.matrix(&source, path)?;
+    require_finite(m, path, &source.to_string())?;
+    let names = adata.gene_names_for(&source);
+    let pos: std::collections::HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.as_str(), i))
+        .collect();
+    let found: Vec<Option<usize>> = genes.iter().map(|g| pos.get(g.as_str()).copied()).collect();
+    let missing = found.iter().filter(|f| f.is_none()).count();
+    if missing > 0 && !allow_missing {
+        return Err(LatentError::Data(format!(
+            "{file}: {missing} of the run's {} genes are absent from {source}'s var names (e.g. {}); use the same gene identifiers, or pass --allow-missing-genes to fill them with zeros",
+            genes.len(),
+            genes
+                .iter()
+                .zip(&found)
+                .filter(|(_, f)| f.is_none())
+                .take(5)
+                .map(|(g, _)| g.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if missing == genes.len() {
+        return Err(LatentError::Data(format!(
+            "{file}: none of the run's genes are in {source}'s var names; check the gene identifiers"
+        )));
+    }
+    if expect_counts && !m.looks_like_counts() {
+        return Err(LatentError::Data(format!(
+            "{file}: the run was trained on counts but {source} is not integer-valued; set data.matrix to the counts layer"
+        )));
+    }
+    let present: Vec<usize> = found.iter().flatten().copied().collect();
+    let mut selected = m.select_cols(&present);
+    let library_size = selected.row_sums();
+    if let Some(target) = pre.normalize_total {
+        normalize_total(&mut selected, target);
+    }
+    if pre.log1p {
+        log1p(&mut selected);
+    }
+    let (n, _) = selected.shape();
+    let dense = selected.to_dense();
+    let width = genes.len();
+    let mut x = vec![0.0f32; n * width];
+    let mut col = 0;
+    for (j, f) in found.iter().enumerate() {
+        if f.is_some() {
+            for i in 0..n {
+                x[i * width + j] = dense[i * present.len() + col];
+            }
+            col += 1;
+        }
+    }
+    Ok((ExpressionBatch { x, n, library_size }, missing))
 }

@@ -1,12 +1,15 @@
 //! Composes the plugins named in an [`ExperimentConfig`] and fits both stages:
 //! stage 1 → encode all cells → standardize latents → stage 2.
 
+use std::collections::BTreeMap;
+
 use crate::config::ExperimentConfig;
 use crate::device::Dev;
 use crate::pipeline::LatentStats;
 use crate::plugin::{
-    Autoencoder, AutoencoderContext, ConditionTable, Conditioner, ConditionerContext, Denoiser,
-    DenoiserContext, ExpressionBatch, InputKind, LatentSampler, TrainingProcess,
+    summarize, Autoencoder, AutoencoderContext, ConditionSummary, ConditionTable, Conditioner,
+    ConditionerContext, Denoiser, DenoiserContext, ExpressionBatch, InputKind, LatentSampler,
+    TrainingProcess,
 };
 use crate::rng::derive_seed;
 use crate::train::{train_autoencoder, train_denoiser, CurvePoint, LatentData, Progress, Stage2};
@@ -47,8 +50,8 @@ pub struct Models {
     pub dev: Dev,
 }
 
-/// Builds every plugin of `config` for data with `n_genes` genes and the given condition table
-/// (categories are taken from it).
+/// Builds every plugin of `config` for data with `n_genes` genes and the training cells'
+/// condition table (categories and ranges are summarized from it).
 ///
 /// # Errors
 /// Invalid configs or incompatible combinations, named by plugin and field.
@@ -59,6 +62,39 @@ pub fn build_models(
     table: &ConditionTable,
     dev: &Dev,
 ) -> Result<Models> {
+    build_models_from_summaries(
+        config,
+        n_genes,
+        input_kind,
+        &condition_summaries(config, table),
+        dev,
+    )
+}
+
+/// Summaries of the training cells' conditions under the kinds the configured conditioner declares.
+pub fn condition_summaries(
+    config: &ExperimentConfig,
+    table: &ConditionTable,
+) -> BTreeMap<String, ConditionSummary> {
+    let sources = config
+        .conditioner
+        .as_ref()
+        .map(|c| c.sources())
+        .unwrap_or_default();
+    summarize(table, &sources)
+}
+
+/// [`build_models`] from stored condition summaries (loading a run).
+///
+/// # Errors
+/// Invalid configs or incompatible combinations, named by plugin and field.
+pub fn build_models_from_summaries(
+    config: &ExperimentConfig,
+    n_genes: usize,
+    input_kind: InputKind,
+    conditions: &BTreeMap<String, ConditionSummary>,
+    dev: &Dev,
+) -> Result<Models> {
     let autoencoder = config.autoencoder.build(&AutoencoderContext {
         n_genes,
         input: input_kind,
@@ -67,7 +103,7 @@ pub fn build_models(
     })?;
     let conditioner = match &config.conditioner {
         Some(c) => Some(c.build(&ConditionerContext {
-            table: table.clone(),
+            conditions: conditions.clone(),
             seed: derive_seed(config.seed, "conditioner"),
             dev: dev.clone(),
         })?),

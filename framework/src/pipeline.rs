@@ -70,7 +70,8 @@ pub struct GenerateOptions {
     pub chunk_size: usize,
 }
 
-/// Generates standardized latents for every row of `conditions` (or `n` unconditional rows).
+/// Generates standardized latents for every row of `conditions` (or `n` unconditional rows),
+/// starting from fresh Gaussian noise.
 ///
 /// # Errors
 /// Model errors, or guidance requested without a conditioner.
@@ -86,61 +87,202 @@ pub fn generate_latents(
     rng: &mut impl Rng,
     dev: &Dev,
 ) -> Result<Vec<f32>> {
+    let parts = Parts {
+        denoiser,
+        conditioner,
+        dim,
+        dev,
+    };
+    parts.generate(sampler, conditions, n, options, None, rng)
+}
+
+/// Like [`generate_latents`] but starting from the given noise-end latents `start` (`(n, dim)`,
+/// e.g. from [`invert_latents`]) instead of fresh noise.
+///
+/// # Errors
+/// As [`generate_latents`], and a shape error when `start` is not `n · dim` long.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_latents_from(
+    denoiser: &dyn Denoiser,
+    conditioner: Option<&dyn Conditioner>,
+    sampler: &dyn LatentSampler,
+    conditions: &ConditionTable,
+    start: &[f32],
+    dim: usize,
+    options: GenerateOptions,
+    rng: &mut impl Rng,
+    dev: &Dev,
+) -> Result<Vec<f32>> {
+    let n = start.len() / dim.max(1);
+    if start.len() != n * dim {
+        return Err(LatentError::shape("start latents", n * dim, start.len()));
+    }
+    let parts = Parts {
+        denoiser,
+        conditioner,
+        dim,
+        dev,
+    };
+    parts.generate(sampler, conditions, n, options, Some(start), rng)
+}
+
+/// Maps standardized data latents `z0 (n, dim)` back to the noise end (t = 1) by running the
+/// sampler's deterministic process forwards under each row's `conditions` (conditional model,
+/// no guidance: guidance makes inversion drift). Together with [`generate_latents_from`] under a
+/// new condition this gives a per-cell counterfactual.
+///
+/// # Errors
+/// [`LatentError::Incompatible`] when the sampler cannot invert (stochastic samplers), model
+/// errors, non-finite results.
+#[allow(clippy::too_many_arguments)]
+pub fn invert_latents(
+    denoiser: &dyn Denoiser,
+    conditioner: Option<&dyn Conditioner>,
+    sampler: &dyn LatentSampler,
+    conditions: &ConditionTable,
+    z0: &[f32],
+    dim: usize,
+    options: GenerateOptions,
+    dev: &Dev,
+) -> Result<Vec<f32>> {
+    let n = z0.len() / dim.max(1);
     if conditioner.is_some() && conditions.len() != n {
         return Err(LatentError::shape(
-            "generate_latents conditions",
+            "invert_latents conditions",
             n,
             conditions.len(),
         ));
     }
-    if conditioner.is_none() && options.guidance != 1.0 {
-        return Err(LatentError::Incompatible(
-            "classifier-free guidance needs a conditioner; remove --cfg or train with one".into(),
-        ));
-    }
-    let grid = sampler.time_grid(options.steps)?;
-    let mut out = Vec::with_capacity(n * dim);
+    let parts = Parts {
+        denoiser,
+        conditioner,
+        dim,
+        dev,
+    };
+    let mut grid = sampler.time_grid(options.steps)?;
+    grid.reverse();
+    let mut out = Vec::with_capacity(z0.len());
     let rows: Vec<usize> = (0..n).collect();
     for chunk in rows.chunks(options.chunk_size.max(1)) {
-        let m = chunk.len();
-        // 1. Start from pure noise at t = 1.
-        let mut z = vec![0.0f32; m * dim];
-        fill_normal(rng, &mut z);
-        // 2. Embed the conditions once (and the null condition for guidance).
         let table = conditions.select(if conditioner.is_some() { chunk } else { &[] });
-        let mut model = |z: &[f32], t: f32| -> Result<Vec<f32>> {
-            let times = vec![t; m];
-            let input = tensor2(dev, z, m, dim)?;
-            let Some(c) = conditioner else {
-                return Ok(denoiser.forward(input, &times, None)?.as_vec());
-            };
-            let cond = c.embed(&table, &vec![false; m])?;
-            let conditional = denoiser
-                .forward(input.clone(), &times, Some(cond))?
-                .as_vec();
-            if options.guidance == 1.0 {
-                return Ok(conditional);
-            }
-            let null = c.embed(&table, &vec![true; m])?;
-            let unconditional = denoiser.forward(input, &times, Some(null))?.as_vec();
-            Ok(unconditional
-                .iter()
-                .zip(&conditional)
-                .map(|(u, c)| u + options.guidance * (c - u))
-                .collect())
-        };
-        // 3. Integrate the reverse process along the sampler's time grid.
+        let mut model = parts.model(&table, chunk.len(), 1.0);
+        let mut z = z0[chunk[0] * dim..(chunk[0] + chunk.len()) * dim].to_vec();
         for w in grid.windows(2) {
-            z = sampler.step(&mut model, &z, w[0], w[1], rng)?;
+            z = sampler.invert_step(&mut model, &z, w[0], w[1]).ok_or_else(|| {
+                LatentError::Incompatible(
+                    "--invert needs a deterministic sampler (rectified_flow, or ddim with eta = 0); pass --sampler ddim or train with rectified_flow".into(),
+                )
+            })??;
         }
         out.extend_from_slice(&z);
     }
     if out.iter().any(|v| !v.is_finite()) {
         return Err(LatentError::NonFinite(
-            "generated latents; try fewer guidance, more steps or a smaller learning rate".into(),
+            "inverted latents; try more --steps".into(),
         ));
     }
     Ok(out)
+}
+
+/// The networks one generation pass calls.
+struct Parts<'a> {
+    denoiser: &'a dyn Denoiser,
+    conditioner: Option<&'a dyn Conditioner>,
+    dim: usize,
+    dev: &'a Dev,
+}
+
+impl<'a> Parts<'a> {
+    /// The model function for `m` rows with conditions `table`, with classifier-free guidance
+    /// `out = uncond + s (cond − uncond)` (one pass when `s = 1`).
+    fn model<'b>(
+        &'b self,
+        table: &'b ConditionTable,
+        m: usize,
+        guidance: f32,
+    ) -> impl FnMut(&[f32], f32) -> Result<Vec<f32>> + 'b {
+        move |z: &[f32], t: f32| -> Result<Vec<f32>> {
+            let times = vec![t; m];
+            let input = tensor2(self.dev, z, m, self.dim)?;
+            let Some(c) = self.conditioner else {
+                return Ok(self.denoiser.forward(input, &times, None)?.as_vec());
+            };
+            let cond = c.embed(table, &vec![false; m])?;
+            let conditional = self
+                .denoiser
+                .forward(input.clone(), &times, Some(cond))?
+                .as_vec();
+            if guidance == 1.0 {
+                return Ok(conditional);
+            }
+            let null = c.embed(table, &vec![true; m])?;
+            let unconditional = self.denoiser.forward(input, &times, Some(null))?.as_vec();
+            Ok(unconditional
+                .iter()
+                .zip(&conditional)
+                .map(|(u, c)| u + guidance * (c - u))
+                .collect())
+        }
+    }
+
+    fn generate(
+        &self,
+        sampler: &dyn LatentSampler,
+        conditions: &ConditionTable,
+        n: usize,
+        options: GenerateOptions,
+        start: Option<&[f32]>,
+        rng: &mut impl Rng,
+    ) -> Result<Vec<f32>> {
+        let dim = self.dim;
+        if self.conditioner.is_some() && conditions.len() != n {
+            return Err(LatentError::shape(
+                "generate_latents conditions",
+                n,
+                conditions.len(),
+            ));
+        }
+        if self.conditioner.is_none() && options.guidance != 1.0 {
+            return Err(LatentError::Incompatible(
+                "classifier-free guidance needs a conditioner; remove --cfg or train with one"
+                    .into(),
+            ));
+        }
+        let grid = sampler.time_grid(options.steps)?;
+        let mut out = Vec::with_capacity(n * dim);
+        let rows: Vec<usize> = (0..n).collect();
+        for chunk in rows.chunks(options.chunk_size.max(1)) {
+            let m = chunk.len();
+            // 1. Start from pure noise at t = 1 (or the given noise-end latents).
+            let mut z = match start {
+                Some(s) => s[chunk[0] * dim..(chunk[0] + m) * dim].to_vec(),
+                None => {
+                    let mut z = vec![0.0f32; m * dim];
+                    fill_normal(rng, &mut z);
+                    z
+                }
+            };
+            // 2. Embed the conditions per call (and the null condition for guidance).
+            let table = conditions.select(if self.conditioner.is_some() {
+                chunk
+            } else {
+                &[]
+            });
+            let mut model = self.model(&table, m, options.guidance);
+            // 3. Integrate the reverse process along the sampler's time grid.
+            for w in grid.windows(2) {
+                z = sampler.step(&mut model, &z, w[0], w[1], rng)?;
+            }
+            out.extend_from_slice(&z);
+        }
+        if out.iter().any(|v| !v.is_finite()) {
+            return Err(LatentError::NonFinite(
+                "generated latents; try fewer guidance, more steps or a smaller learning rate"
+                    .into(),
+            ));
+        }
+        Ok(out)
+    }
 }
 
 /// Decodes standardized latents to expression: un-standardize, then the autoencoder's mean (or a

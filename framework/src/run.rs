@@ -13,77 +13,10 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint::{self, write_atomic};
 use crate::config::ExperimentConfig;
 use crate::device::Dev;
-use crate::experiment::{build_models, Models};
+use crate::experiment::{build_models_from_summaries, Models};
 use crate::pipeline::LatentStats;
-use crate::plugin::{ConditionColumn, ConditionKind, ConditionTable, InputKind, TrainingProcess};
+use crate::plugin::{ConditionSummary, InputKind, TrainingProcess};
 use crate::{LatentError, Result};
-
-/// What a condition source looked like in the training data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConditionMeta {
-    /// obs/obsm key.
-    pub key: String,
-    /// Kind of source.
-    pub kind: ConditionKind,
-    /// Category names (categorical only).
-    pub categories: Vec<String>,
-    /// Training cells per category (categorical only), used for default proportions.
-    pub counts: Vec<usize>,
-    /// Width (vector only).
-    pub dim: usize,
-}
-
-impl ConditionMeta {
-    /// Summarizes a column of the training table.
-    pub fn from_column(key: &str, column: &ConditionColumn) -> Self {
-        match column {
-            ConditionColumn::Categorical { categories, codes } => {
-                let mut counts = vec![0; categories.len()];
-                for &c in codes {
-                    if let Some(slot) = counts.get_mut(c as usize) {
-                        *slot += 1;
-                    }
-                }
-                Self {
-                    key: key.into(),
-                    kind: ConditionKind::Categorical,
-                    categories: categories.clone(),
-                    counts,
-                    dim: 1,
-                }
-            }
-            ConditionColumn::Continuous(_) => Self {
-                key: key.into(),
-                kind: ConditionKind::Continuous,
-                categories: vec![],
-                counts: vec![],
-                dim: 1,
-            },
-            ConditionColumn::Vector { dim, .. } => Self {
-                key: key.into(),
-                kind: ConditionKind::Vector,
-                categories: vec![],
-                counts: vec![],
-                dim: *dim,
-            },
-        }
-    }
-
-    /// An empty column of this shape (enough to build a conditioner).
-    pub fn empty_column(&self) -> ConditionColumn {
-        match self.kind {
-            ConditionKind::Categorical => ConditionColumn::Categorical {
-                categories: self.categories.clone(),
-                codes: vec![],
-            },
-            ConditionKind::Continuous => ConditionColumn::Continuous(vec![]),
-            ConditionKind::Vector => ConditionColumn::Vector {
-                dim: self.dim,
-                values: vec![],
-            },
-        }
-    }
-}
 
 /// Provenance and facts about a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,7 +44,7 @@ pub struct Manifest {
     /// Label column (stratification / reports).
     pub label_key: Option<String>,
     /// Condition sources.
-    pub conditions: Vec<ConditionMeta>,
+    pub conditions: Vec<ConditionSummary>,
     /// A sample of training library sizes (for count decoders at sampling time).
     pub library_sizes: Vec<f32>,
     /// Final losses by name.
@@ -310,11 +243,13 @@ pub fn load(dir: &Path, dev: &Dev) -> Result<Run> {
                 .into(),
         });
     }
-    let mut table = ConditionTable::default();
-    for c in &manifest.conditions {
-        table.columns.insert(c.key.clone(), c.empty_column());
-    }
-    let mut models = build_models(&config, genes.len(), manifest.input_kind, &table, dev)?;
+    let conditions = manifest
+        .conditions
+        .iter()
+        .map(|c| (c.key.clone(), c.clone()))
+        .collect();
+    let mut models =
+        build_models_from_summaries(&config, genes.len(), manifest.input_kind, &conditions, dev)?;
     if models.process != manifest.process {
         return Err(LatentError::Checkpoint {
             path: config_path,

@@ -1,12 +1,20 @@
 //! Sampling from a trained run: choose conditions, generate latents, decode, package as AnnData.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use rand::Rng;
 
-use crate::data::{AnnData, Column, DataFrame, Matrix, UnsValue};
-use crate::pipeline::{decode_latents, generate_latents, GenerateOptions};
-use crate::plugin::{ConditionColumn, ConditionKind, ConditionTable, SamplerConfig};
+use crate::data::{AnnData, Column, DataFrame, Matrix, ObsmEntry, UnsValue};
+use crate::dataset::{condition_column, expression_for_genes};
+use crate::experiment::encode_rows;
+use crate::pipeline::{
+    decode_latents, generate_latents, generate_latents_from, invert_latents, GenerateOptions,
+};
+use crate::plugin::{
+    set_members, ConditionColumn, ConditionKind, ConditionSummary, ConditionTable, InputKind,
+    SamplerConfig,
+};
 use crate::rng::stream;
 use crate::run::Run;
 use crate::{LatentError, Result};
@@ -14,13 +22,16 @@ use crate::{LatentError, Result};
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct SampleRequest {
-    /// Number of cells.
+    /// Number of cells (ignored with [`SampleRequest::from`]: one block of `per_row` per row).
     pub n: usize,
-    /// Fixed categorical conditions `key = value` (other categorical keys follow the training
-    /// proportions).
+    /// Conditions fixed for every cell, `key = value` (`--condition` / `--set`): a category, a
+    /// perturbation combination (`A+B`), a number, or comma-separated vector components. Keys not
+    /// fixed follow the training proportions (categorical) or come from `from`.
     pub fixed: BTreeMap<String, String>,
     /// Explicit per-cell labels for one key (overrides proportions; e.g. to mirror a reference).
     pub per_cell: Option<(String, Vec<String>)>,
+    /// Take per-row conditions (and, to invert, expression) from an `.h5ad` file.
+    pub from: Option<ConditionsFrom>,
     /// Sampler steps (None = the sampler's default or `sample.steps`).
     pub steps: Option<usize>,
     /// Guidance scale (None = `sample.guidance`).
@@ -31,102 +42,337 @@ pub struct SampleRequest {
     pub seed: u64,
 }
 
-/// Builds the per-cell condition table for a request.
-///
-/// # Errors
-/// Unknown keys or values (listing the valid ones), non-categorical conditions that need
-/// `--conditions-from`.
-pub fn conditions_for(
-    run: &Run,
-    request: &SampleRequest,
-    rng: &mut impl Rng,
-) -> Result<ConditionTable> {
-    let mut table = ConditionTable::default();
+/// `--conditions-from`: generate for every row of a file, with that row's conditions.
+#[derive(Debug, Clone)]
+pub struct ConditionsFrom {
+    /// The `.h5ad` file.
+    pub path: PathBuf,
+    /// Cells generated per row (≥ 1).
+    pub per_row: usize,
+    /// Start each row from its own latent mapped back to noise under its original conditions
+    /// (a per-cell counterfactual when combined with `fixed`).
+    pub invert: bool,
+    /// Fill genes of the run that the file lacks with zeros instead of failing.
+    pub allow_missing_genes: bool,
+}
+
+/// Generated cells and what the user should know about them.
+#[derive(Debug, Clone)]
+pub struct Sampled {
+    /// The cells (X dense, obs with conditions and `source_cell`, var = genes, uns provenance).
+    pub cells: AnnData,
+    /// Warnings (extrapolated condition values, zero-filled genes).
+    pub warnings: Vec<String>,
+}
+
+fn unknown_key_error(run: &Run, key: &str) -> LatentError {
     let known: Vec<&str> = run
         .manifest
         .conditions
         .iter()
         .map(|c| c.key.as_str())
         .collect();
+    LatentError::Data(format!(
+        "--condition/--set {key}=…: the run is not conditioned on `{key}` (conditions: {})",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    ))
+}
+
+/// The code of `value` in a categorical or set column whose categories are `categories`
+/// (extended in place by unseen combinations of known set members).
+fn category_code(
+    summary: &ConditionSummary,
+    categories: &mut Vec<String>,
+    value: &str,
+) -> Result<u32> {
+    if let Some(i) = categories.iter().position(|c| c == value) {
+        return Ok(i as u32);
+    }
+    match summary.kind {
+        ConditionKind::Set { separator } => {
+            let members = summary.members();
+            let parts = set_members(value, separator);
+            let unknown: Vec<&str> = parts
+                .iter()
+                .copied()
+                .filter(|p| !members.iter().any(|m| m == p))
+                .collect();
+            if parts.is_empty() || !unknown.is_empty() {
+                return Err(LatentError::Data(format!(
+                    "unknown perturbation {} in \"{value}\" for condition `{}`; known perturbations: {} (combine them with `{separator}`)",
+                    if unknown.is_empty() { "(empty)".to_string() } else { unknown.join(", ") },
+                    summary.key,
+                    members.join(", ")
+                )));
+            }
+            categories.push(value.to_string());
+            Ok((categories.len() - 1) as u32)
+        }
+        _ => Err(LatentError::Data(format!(
+            "unknown value \"{value}\" for condition `{}`; valid values: {}",
+            summary.key,
+            summary.categories.join(", ")
+        ))),
+    }
+}
+
+fn range_warning(summary: &ConditionSummary, values: &[f32], warnings: &mut Vec<String>) {
+    let dim = summary.dim.max(1);
+    if summary.min.len() != dim || summary.max.len() != dim {
+        return;
+    }
+    let outside = values
+        .chunks_exact(dim)
+        .filter(|row| {
+            row.iter()
+                .enumerate()
+                .any(|(j, v)| *v < summary.min[j] || *v > summary.max[j])
+        })
+        .count();
+    if outside > 0 {
+        warnings.push(format!(
+            "condition `{}`: {outside} value(s) outside the trained range [{}] → the model extrapolates there",
+            summary.key,
+            summary
+                .min
+                .iter()
+                .zip(&summary.max)
+                .map(|(lo, hi)| format!("{lo}, {hi}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+}
+
+/// One value of condition `summary` repeated for `n` cells.
+///
+/// # Errors
+/// Unknown categories or perturbations (listing the known ones), unparsable numbers, wrong
+/// vector width.
+pub fn fixed_column(
+    summary: &ConditionSummary,
+    value: &str,
+    n: usize,
+    warnings: &mut Vec<String>,
+) -> Result<ConditionColumn> {
+    let key = &summary.key;
+    match summary.kind {
+        ConditionKind::Categorical | ConditionKind::Set { .. } => {
+            let mut categories = summary.categories.clone();
+            let code = category_code(summary, &mut categories, value)?;
+            Ok(ConditionColumn::Categorical {
+                categories,
+                codes: vec![code; n],
+            })
+        }
+        ConditionKind::Continuous | ConditionKind::Vector => {
+            let parsed: Vec<f32> = value
+                .split(',')
+                .map(|v| v.trim().parse::<f32>())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| {
+                    LatentError::Data(format!(
+                        "condition `{key}` needs {} number(s) (comma-separated), got \"{value}\"",
+                        summary.dim
+                    ))
+                })?;
+            if parsed.len() != summary.dim.max(1) || parsed.iter().any(|v| !v.is_finite()) {
+                return Err(LatentError::Data(format!(
+                    "condition `{key}` needs {} finite number(s), got \"{value}\"",
+                    summary.dim
+                )));
+            }
+            range_warning(summary, &parsed, warnings);
+            let values: Vec<f32> = (0..n).flat_map(|_| parsed.iter().copied()).collect();
+            Ok(if summary.kind == ConditionKind::Continuous {
+                ConditionColumn::Continuous(values)
+            } else {
+                ConditionColumn::Vector {
+                    dim: summary.dim,
+                    values,
+                }
+            })
+        }
+    }
+}
+
+/// A column read from another file, re-expressed in the run's category codes.
+///
+/// # Errors
+/// Unknown categories or perturbations, wrong vector width.
+pub fn remap_column(
+    summary: &ConditionSummary,
+    column: ConditionColumn,
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<ConditionColumn> {
+    let file = path.display();
+    let key = &summary.key;
+    match column {
+        ConditionColumn::Categorical { categories, codes } => {
+            let mut run_categories = summary.categories.clone();
+            let map: Vec<u32> = categories
+                .iter()
+                .map(|c| {
+                    category_code(summary, &mut run_categories, c)
+                        .map_err(|e| LatentError::Data(format!("{file}: obs \"{key}\": {e}")))
+                })
+                .collect::<Result<_>>()?;
+            Ok(ConditionColumn::Categorical {
+                categories: run_categories,
+                codes: codes.iter().map(|&c| map[c as usize]).collect(),
+            })
+        }
+        ConditionColumn::Continuous(values) => {
+            range_warning(summary, &values, warnings);
+            Ok(ConditionColumn::Continuous(values))
+        }
+        ConditionColumn::Vector { dim, values } => {
+            if dim != summary.dim {
+                return Err(LatentError::Data(format!(
+                    "{file}: obsm \"{key}\" has {dim} columns; the run was trained with {}",
+                    summary.dim
+                )));
+            }
+            range_warning(summary, &values, warnings);
+            Ok(ConditionColumn::Vector { dim, values })
+        }
+    }
+}
+
+/// Categorical codes drawn with the training proportions.
+fn proportional_codes(summary: &ConditionSummary, n: usize, rng: &mut impl Rng) -> Vec<u32> {
+    let total: usize = summary.counts.iter().sum();
+    (0..n)
+        .map(|_| {
+            let mut u = rng.gen_range(0..total.max(1));
+            summary
+                .counts
+                .iter()
+                .position(|&c| {
+                    if u < c {
+                        true
+                    } else {
+                        u -= c;
+                        false
+                    }
+                })
+                .unwrap_or(0) as u32
+        })
+        .collect()
+}
+
+/// Builds the per-cell condition table for a request without a source file.
+///
+/// # Errors
+/// Unknown keys or values (listing the valid ones), continuous or vector conditions that need
+/// `--set` or `--conditions-from`.
+pub fn conditions_for(
+    run: &Run,
+    request: &SampleRequest,
+    rng: &mut impl Rng,
+    warnings: &mut Vec<String>,
+) -> Result<ConditionTable> {
     for key in request
         .fixed
         .keys()
         .chain(request.per_cell.iter().map(|(k, _)| k))
     {
-        if !known.contains(&key.as_str()) {
-            return Err(LatentError::Data(format!(
-                "--condition {key}=…: the run is not conditioned on `{key}` (conditions: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            )));
+        if !run.manifest.conditions.iter().any(|c| &c.key == key) {
+            return Err(unknown_key_error(run, key));
         }
     }
-    for meta in &run.manifest.conditions {
-        let column = match meta.kind {
-            ConditionKind::Categorical => {
-                let code_of = |value: &str| {
-                    meta.categories
-                        .iter()
-                        .position(|c| c == value)
-                        .map(|i| i as u32)
-                        .ok_or_else(|| {
-                            LatentError::Data(format!(
-                                "unknown value \"{value}\" for condition `{}`; valid values: {}",
-                                meta.key,
-                                meta.categories.join(", ")
-                            ))
-                        })
-                };
-                let codes: Vec<u32> = if let Some(value) = request.fixed.get(&meta.key) {
-                    vec![code_of(value)?; request.n]
-                } else if let Some((_, values)) =
-                    request.per_cell.as_ref().filter(|(k, _)| *k == meta.key)
-                {
-                    if values.len() != request.n {
-                        return Err(LatentError::shape(
-                            "per-cell conditions",
-                            request.n,
-                            values.len(),
-                        ));
-                    }
-                    values.iter().map(|v| code_of(v)).collect::<Result<_>>()?
-                } else {
-                    let total: usize = meta.counts.iter().sum();
-                    (0..request.n)
-                        .map(|_| {
-                            let mut u = rng.gen_range(0..total.max(1));
-                            meta.counts
-                                .iter()
-                                .position(|&c| {
-                                    if u < c {
-                                        true
-                                    } else {
-                                        u -= c;
-                                        false
-                                    }
-                                })
-                                .unwrap_or(0) as u32
-                        })
-                        .collect()
-                };
-                ConditionColumn::Categorical {
-                    categories: meta.categories.clone(),
-                    codes,
+    let mut table = ConditionTable::default();
+    for summary in &run.manifest.conditions {
+        let column = if let Some(value) = request.fixed.get(&summary.key) {
+            fixed_column(summary, value, request.n, warnings)?
+        } else if let Some((_, values)) =
+            request.per_cell.as_ref().filter(|(k, _)| *k == summary.key)
+        {
+            if values.len() != request.n {
+                return Err(LatentError::shape(
+                    "per-cell conditions",
+                    request.n,
+                    values.len(),
+                ));
+            }
+            let mut categories = summary.categories.clone();
+            let codes = values
+                .iter()
+                .map(|v| category_code(summary, &mut categories, v))
+                .collect::<Result<_>>()?;
+            ConditionColumn::Categorical { categories, codes }
+        } else {
+            match summary.kind {
+                ConditionKind::Categorical | ConditionKind::Set { .. } => ConditionColumn::Categorical {
+                    categories: summary.categories.clone(),
+                    codes: proportional_codes(summary, request.n, rng),
+                },
+                ConditionKind::Continuous | ConditionKind::Vector => {
+                    return Err(LatentError::Data(format!(
+                        "condition `{}` is {}; give a value with --condition {}=VALUE or per-cell values with --conditions-from FILE.h5ad",
+                        summary.key,
+                        if summary.kind == ConditionKind::Continuous { "numeric" } else { "a vector (obsm)" },
+                        summary.key
+                    )))
                 }
             }
-            ConditionKind::Continuous | ConditionKind::Vector => {
-                return Err(LatentError::Data(format!(
-                    "condition `{}` is {:?}; give per-cell values with --conditions-from FILE.h5ad",
-                    meta.key, meta.kind
-                )))
-            }
         };
-        table.columns.insert(meta.key.clone(), column);
+        table.columns.insert(summary.key.clone(), column);
     }
     Ok(table)
+}
+
+/// Per-row conditions of `adata` for every condition of the run: `(as in the file, with
+/// overrides applied)`. Keys in `fixed` need not exist in the file.
+///
+/// # Errors
+/// Missing keys (naming the file and the available ones), unknown categories or perturbations,
+/// wrong vector widths, unknown override keys.
+pub fn conditions_from_file(
+    run: &Run,
+    adata: &AnnData,
+    path: &Path,
+    fixed: &BTreeMap<String, String>,
+    need_original: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(ConditionTable, ConditionTable)> {
+    for key in fixed.keys() {
+        if !run.manifest.conditions.iter().any(|c| &c.key == key) {
+            return Err(unknown_key_error(run, key));
+        }
+    }
+    let n = adata.n_obs();
+    let mut original = ConditionTable::default();
+    let mut target = ConditionTable::default();
+    for summary in &run.manifest.conditions {
+        let overridden = fixed.get(&summary.key);
+        let from_file = if overridden.is_none() || need_original {
+            let column = condition_column(adata, &summary.key, &summary.kind, path)?;
+            Some(remap_column(summary, column, path, warnings)?)
+        } else {
+            None
+        };
+        let new = match overridden {
+            Some(value) => fixed_column(summary, value, n, warnings)?,
+            None => from_file.clone().ok_or_else(|| {
+                LatentError::Data(format!(
+                    "{}: condition `{}` missing",
+                    path.display(),
+                    summary.key
+                ))
+            })?,
+        };
+        if let Some(column) = from_file {
+            original.columns.insert(summary.key.clone(), column);
+        }
+        target.columns.insert(summary.key.clone(), new);
+    }
+    Ok((original, target))
 }
 
 /// Builds another sampler for the trained denoiser, keeping the training process fields.
@@ -174,13 +420,13 @@ pub fn switch_sampler(run: &Run, name: &str) -> Result<Box<dyn crate::plugin::La
 }
 
 /// Generates cells for `request` and returns them as AnnData (X dense, obs with the conditions
-/// used, var = genes, uns provenance).
+/// used and, with `from`, `source_cell`; var = genes; uns provenance) plus warnings.
 ///
 /// # Errors
-/// Condition or sampler errors, model errors.
-pub fn sample(run: &Run, request: &SampleRequest) -> Result<AnnData> {
+/// Condition, file or sampler errors, model errors.
+pub fn sample(run: &Run, request: &SampleRequest) -> Result<Sampled> {
     let mut rng = stream(request.seed, "sample");
-    let table = conditions_for(run, request, &mut rng)?;
+    let mut warnings = Vec::new();
     let replaced;
     let sampler: &dyn crate::plugin::LatentSampler = match &request.sampler {
         Some(name) => {
@@ -201,60 +447,183 @@ pub fn sample(run: &Run, request: &SampleRequest) -> Result<AnnData> {
     };
     let m = &run.models;
     let dim = m.autoencoder.latent_dim();
-    let z = generate_latents(
-        m.denoiser.as_ref(),
-        m.conditioner.as_deref(),
-        sampler,
-        &table,
-        request.n,
-        dim,
-        options,
-        &mut rng,
-        &m.dev,
-    )?;
     let libs = &run.manifest.library_sizes;
-    let library: Vec<f32> = (0..request.n)
-        .map(|_| {
-            if libs.is_empty() {
-                1.0
-            } else {
-                libs[rng.gen_range(0..libs.len())]
+    let draw_library = |rng: &mut rand::rngs::StdRng| {
+        if libs.is_empty() {
+            1.0
+        } else {
+            libs[rng.gen_range(0..libs.len())]
+        }
+    };
+    let (table, z, library, sources) = match &request.from {
+        None => {
+            let table = conditions_for(run, request, &mut rng, &mut warnings)?;
+            let z = generate_latents(
+                m.denoiser.as_ref(),
+                m.conditioner.as_deref(),
+                sampler,
+                &table,
+                request.n,
+                dim,
+                options,
+                &mut rng,
+                &m.dev,
+            )?;
+            let library: Vec<f32> = (0..request.n).map(|_| draw_library(&mut rng)).collect();
+            (table, z, library, None)
+        }
+        Some(from) => {
+            let adata = crate::dataset::read(&from.path)?;
+            if adata.n_obs() == 0 {
+                return Err(LatentError::Data(format!(
+                    "{}: no cells",
+                    from.path.display()
+                )));
             }
-        })
-        .collect();
+            let per_row = from.per_row.max(1);
+            let (original, target) = conditions_from_file(
+                run,
+                &adata,
+                &from.path,
+                &request.fixed,
+                from.invert,
+                &mut warnings,
+            )?;
+            let rows: Vec<usize> = (0..adata.n_obs())
+                .flat_map(|i| std::iter::repeat_n(i, per_row))
+                .collect();
+            let table = target.select(&rows);
+            let (start, row_library) = if from.invert {
+                let (batch, missing) = expression_for_genes(
+                    &adata,
+                    &from.path,
+                    &run.config.data.matrix,
+                    &run.config.data.preprocess,
+                    &run.genes,
+                    run.manifest.input_kind == InputKind::Counts,
+                    from.allow_missing_genes,
+                )?;
+                if missing > 0 {
+                    warnings.push(format!(
+                        "{}: {missing} of {} genes missing, filled with zeros",
+                        from.path.display(),
+                        run.genes.len()
+                    ));
+                }
+                let mut z0 = encode_rows(
+                    m.autoencoder.as_ref(),
+                    &batch,
+                    &(0..batch.n).collect::<Vec<_>>(),
+                    options.chunk_size,
+                )?;
+                m.stats.standardize(&mut z0);
+                let noise = invert_latents(
+                    m.denoiser.as_ref(),
+                    m.conditioner.as_deref(),
+                    sampler,
+                    &original,
+                    &z0,
+                    dim,
+                    options,
+                    &m.dev,
+                )?;
+                let start: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&r| noise[r * dim..(r + 1) * dim].iter().copied())
+                    .collect();
+                let library: Vec<f32> = rows.iter().map(|&r| batch.library_size[r]).collect();
+                (Some(start), Some(library))
+            } else {
+                (None, None)
+            };
+            let z = match &start {
+                Some(start) => generate_latents_from(
+                    m.denoiser.as_ref(),
+                    m.conditioner.as_deref(),
+                    sampler,
+                    &table,
+                    start,
+                    dim,
+                    options,
+                    &mut rng,
+                    &m.dev,
+                )?,
+                None => generate_latents(
+                    m.denoiser.as_ref(),
+                    m.conditioner.as_deref(),
+                    sampler,
+                    &table,
+                    rows.len(),
+                    dim,
+                    options,
+                    &mut rng,
+                    &m.dev,
+                )?,
+            };
+            let library = match row_library {
+                Some(l) if run.manifest.input_kind == InputKind::Counts => l,
+                _ => (0..rows.len()).map(|_| draw_library(&mut rng)).collect(),
+            };
+            let names: Vec<String> = rows
+                .iter()
+                .map(|&r| adata.cell_names()[r].clone())
+                .collect();
+            (table, z, library, Some(names))
+        }
+    };
+    let n = library.len();
     let mut obs_rng = stream(request.seed, "observation");
     let x = decode_latents(
         m.autoencoder.as_ref(),
         &m.stats,
         z,
-        request.n,
+        n,
         &library,
         Some(&mut obs_rng),
         options.chunk_size,
     )?;
-    let mut obs = DataFrame::from_index((0..request.n).map(|i| format!("generated_{i}")).collect());
+    let mut obs = DataFrame::from_index((0..n).map(|i| format!("generated_{i}")).collect());
+    let mut obsm = BTreeMap::new();
     for (key, column) in &table.columns {
-        if let ConditionColumn::Categorical { categories, codes } = column {
-            obs.set_column(
+        match column {
+            ConditionColumn::Categorical { categories, codes } => obs.set_column(
                 key.clone(),
                 Column::Categorical {
                     codes: codes.iter().map(|&c| c as i32).collect(),
                     categories: categories.clone(),
                     ordered: false,
                 },
-            );
+            ),
+            ConditionColumn::Continuous(values) => obs.set_column(
+                key.clone(),
+                Column::Float(values.iter().map(|&v| f64::from(v)).collect()),
+            ),
+            ConditionColumn::Vector { dim, values } => {
+                obsm.insert(
+                    key.clone(),
+                    ObsmEntry::Array {
+                        rows: n,
+                        cols: *dim,
+                        data: values.clone(),
+                    },
+                );
+            }
         }
+    }
+    if let Some(names) = sources {
+        obs.set_column("source_cell".to_string(), Column::Str(names));
     }
     let var = DataFrame::from_index(run.genes.clone());
     let mut adata = AnnData::new(
         Matrix::Dense {
-            rows: request.n,
+            rows: n,
             cols: run.genes.len(),
             data: x,
         },
         obs,
         var,
     );
+    adata.obsm = obsm;
     let mut provenance = BTreeMap::new();
     provenance.insert(
         "generator".to_string(),
@@ -276,8 +645,21 @@ pub fn sample(run: &Run, request: &SampleRequest) -> Result<AnnData> {
     provenance.insert("steps".to_string(), UnsValue::Int(steps as i64));
     provenance.insert("guidance".to_string(), UnsValue::Float(guidance as f64));
     provenance.insert("seed".to_string(), UnsValue::Int(request.seed as i64));
+    if let Some(from) = &request.from {
+        provenance.insert(
+            "conditions_from".to_string(),
+            UnsValue::Str(from.path.display().to_string()),
+        );
+        provenance.insert("inverted".to_string(), UnsValue::Bool(from.invert));
+    }
+    for (key, value) in &request.fixed {
+        provenance.insert(format!("set.{key}"), UnsValue::Str(value.clone()));
+    }
     adata
         .uns
         .insert("latentlab".to_string(), UnsValue::Map(provenance));
-    Ok(adata)
+    Ok(Sampled {
+        cells: adata,
+        warnings,
+    })
 }

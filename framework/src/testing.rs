@@ -5,7 +5,7 @@ use rand::Rng;
 
 use crate::device::{device, Dev};
 use crate::plugin::{
-    AutoencoderContext, CellSet, ConditionColumn, ConditionKind, ConditionTable,
+    summarize, AutoencoderContext, CellSet, ConditionColumn, ConditionKind, ConditionTable,
     ConditionerContext, DenoiserContext, ExpressionBatch, Injection, InputKind,
 };
 use crate::rng::stream;
@@ -81,6 +81,15 @@ pub fn condition_table(sources: &[(String, ConditionKind)], n: usize, seed: u64)
                 categories: vec!["a".into(), "b".into(), "c".into()],
                 codes: (0..n).map(|_| rng.gen_range(0..3)).collect(),
             },
+            ConditionKind::Set { separator } => ConditionColumn::Categorical {
+                categories: vec![
+                    "ctrl".into(),
+                    "A".into(),
+                    "B".into(),
+                    format!("A{separator}B"),
+                ],
+                codes: (0..n).map(|_| rng.gen_range(0..4)).collect(),
+            },
             ConditionKind::Continuous => {
                 ConditionColumn::Continuous((0..n).map(|_| rng.gen_range(0.0..72.0)).collect())
             }
@@ -102,7 +111,7 @@ pub fn conditioner_context(
     sources: &[(String, ConditionKind)],
 ) -> crate::Result<ConditionerContext> {
     Ok(ConditionerContext {
-        table: condition_table(sources, 40, 3),
+        conditions: summarize(&condition_table(sources, 40, 3), sources),
         seed: 4,
         dev: test_device()?,
     })

@@ -7,10 +7,10 @@ use std::time::Instant;
 use crate::config::ExperimentConfig;
 use crate::dataset;
 use crate::device::device;
-use crate::experiment::{build_models, fit, reconstruction_quality};
+use crate::experiment::{build_models, condition_summaries, fit, reconstruction_quality};
 use crate::plugin::InputKind;
 use crate::rng::derive_seed;
-use crate::run::{genes_digest, save, sha256_hex, ConditionMeta, Manifest, RunContents, Split};
+use crate::run::{genes_digest, save, sha256_hex, Manifest, RunContents, Split};
 use crate::train::{curves_csv, Progress};
 use crate::{LatentError, Result};
 
@@ -68,10 +68,8 @@ pub fn train_run(
         input_kind: p.input_kind,
         process: models.process.clone(),
         label_key: loaded.label_key.clone(),
-        conditions: train_table
-            .columns
-            .iter()
-            .map(|(k, c)| ConditionMeta::from_column(k, c))
+        conditions: condition_summaries(config, &train_table)
+            .into_values()
             .collect(),
         library_sizes: if p.input_kind == InputKind::Counts {
             libs

@@ -135,6 +135,15 @@ impl<P: Parameters> Parameters for Vec<P> {
     }
 }
 
+impl<P: Parameters + ?Sized> Parameters for Box<P> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
+        (**self).visit(prefix, f);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        (**self).visit_mut(prefix, f);
+    }
+}
+
 impl<P: Parameters> Parameters for Option<P> {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
         if let Some(p) = self {

@@ -115,17 +115,184 @@ impl ConditionTable {
 pub enum ConditionKind {
     /// A categorical obs column.
     Categorical,
+    /// A categorical obs column whose values are sets of members joined by `separator`
+    /// (perturbation combinations such as `IFNB+TNF`); at sampling time any combination of
+    /// members seen in training is accepted, also unseen ones.
+    Set {
+        /// Separator between members (e.g. `+`).
+        separator: char,
+    },
     /// A numeric obs column.
     Continuous,
     /// An obsm matrix.
     Vector,
 }
 
-/// What the conditioner is built against: the training data's condition table.
+/// Splits a set value into its members (trimmed, empty parts dropped).
+pub fn set_members(value: &str, separator: char) -> Vec<&str> {
+    value
+        .split(separator)
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+/// What a conditioner (and the sampler's condition checks) know about one condition source of
+/// the training cells: categories and their counts, or per-dimension range, mean and spread.
+/// Stored in the run manifest so that a loaded run rebuilds the same conditioner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConditionSummary {
+    /// obs/obsm key.
+    pub key: String,
+    /// Kind of source.
+    pub kind: ConditionKind,
+    /// Category names (categorical and set kinds).
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// Training cells per category, used for default proportions when sampling.
+    #[serde(default)]
+    pub counts: Vec<usize>,
+    /// Width (1 for categorical and continuous).
+    pub dim: usize,
+    /// Per-dimension minimum (continuous and vector kinds).
+    #[serde(default)]
+    pub min: Vec<f32>,
+    /// Per-dimension maximum.
+    #[serde(default)]
+    pub max: Vec<f32>,
+    /// Per-dimension mean.
+    #[serde(default)]
+    pub mean: Vec<f32>,
+    /// Per-dimension standard deviation (population).
+    #[serde(default)]
+    pub std: Vec<f32>,
+}
+
+impl ConditionSummary {
+    /// Summarizes the training cells' column `column` declared as `kind`.
+    pub fn of(key: &str, kind: &ConditionKind, column: &ConditionColumn) -> Self {
+        let mut summary = Self {
+            key: key.into(),
+            kind: kind.clone(),
+            categories: vec![],
+            counts: vec![],
+            dim: 1,
+            min: vec![],
+            max: vec![],
+            mean: vec![],
+            std: vec![],
+        };
+        match column {
+            ConditionColumn::Categorical { categories, codes } => {
+                let mut counts = vec![0; categories.len()];
+                for &c in codes {
+                    if let Some(slot) = counts.get_mut(c as usize) {
+                        *slot += 1;
+                    }
+                }
+                summary.categories = categories.clone();
+                summary.counts = counts;
+            }
+            ConditionColumn::Continuous(values) => summary.set_moments(values, 1),
+            ConditionColumn::Vector { dim, values } => summary.set_moments(values, *dim),
+        }
+        summary
+    }
+
+    fn set_moments(&mut self, values: &[f32], dim: usize) {
+        let dim = dim.max(1);
+        let n = values.len() / dim;
+        self.dim = dim;
+        self.min = vec![f32::INFINITY; dim];
+        self.max = vec![f32::NEG_INFINITY; dim];
+        let mut sum = vec![0.0f64; dim];
+        let mut sq = vec![0.0f64; dim];
+        for row in values.chunks_exact(dim) {
+            for (j, &v) in row.iter().enumerate() {
+                self.min[j] = self.min[j].min(v);
+                self.max[j] = self.max[j].max(v);
+                sum[j] += v as f64;
+                sq[j] += (v as f64) * (v as f64);
+            }
+        }
+        let n = n.max(1) as f64;
+        self.mean = sum.iter().map(|s| (s / n) as f32).collect();
+        self.std = sum
+            .iter()
+            .zip(&sq)
+            .map(|(s, q)| ((q / n - (s / n) * (s / n)).max(0.0).sqrt()) as f32)
+            .collect();
+        if values.is_empty() {
+            self.min = vec![0.0; dim];
+            self.max = vec![0.0; dim];
+        }
+    }
+
+    /// Members seen in training (set kind: categories split by the separator; categorical: the
+    /// categories).
+    pub fn members(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for c in &self.categories {
+            let parts = match self.kind {
+                ConditionKind::Set { separator } => set_members(c, separator),
+                _ => vec![c.as_str()],
+            };
+            for m in parts {
+                if !out.iter().any(|o| o == m) {
+                    out.push(m.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// An empty column of this shape (categories kept).
+    pub fn empty_column(&self) -> ConditionColumn {
+        match self.kind {
+            ConditionKind::Categorical | ConditionKind::Set { .. } => {
+                ConditionColumn::Categorical {
+                    categories: self.categories.clone(),
+                    codes: vec![],
+                }
+            }
+            ConditionKind::Continuous => ConditionColumn::Continuous(vec![]),
+            ConditionKind::Vector => ConditionColumn::Vector {
+                dim: self.dim,
+                values: vec![],
+            },
+        }
+    }
+}
+
+/// Summaries of every source in `table`, using the kinds declared in `sources`
+/// (columns not declared are summarized by their shape).
+pub fn summarize(
+    table: &ConditionTable,
+    sources: &[(String, ConditionKind)],
+) -> BTreeMap<String, ConditionSummary> {
+    table
+        .columns
+        .iter()
+        .map(|(key, column)| {
+            let kind = sources
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, kind)| kind.clone())
+                .unwrap_or(match column {
+                    ConditionColumn::Categorical { .. } => ConditionKind::Categorical,
+                    ConditionColumn::Continuous(_) => ConditionKind::Continuous,
+                    ConditionColumn::Vector { .. } => ConditionKind::Vector,
+                });
+            (key.clone(), ConditionSummary::of(key, &kind, column))
+        })
+        .collect()
+}
+
+/// What the conditioner is built against: summaries of the training cells' conditions.
 #[derive(Debug, Clone)]
 pub struct ConditionerContext {
-    /// The training cells' conditions (categories, ranges, widths).
-    pub table: ConditionTable,
+    /// Per source key: categories, ranges, widths of the training cells' conditions.
+    pub conditions: BTreeMap<String, ConditionSummary>,
     /// Seed for initialization.
     pub seed: u64,
     /// Device.

@@ -11,8 +11,8 @@ pub use autoencoder::{
     Autoencoder, AutoencoderConfig, AutoencoderContext, AutoencoderLoss, ExpressionBatch, InputKind,
 };
 pub use conditioner::{
-    ConditionColumn, ConditionEmbedding, ConditionKind, ConditionTable, Conditioner,
-    ConditionerConfig, ConditionerContext, Injection,
+    set_members, summarize, ConditionColumn, ConditionEmbedding, ConditionKind, ConditionSummary,
+    ConditionTable, Conditioner, ConditionerConfig, ConditionerContext, Injection,
 };
 pub use denoiser::{Denoiser, DenoiserConfig, DenoiserContext};
 pub use evaluator::{CellSet, EvalContext, Evaluator, EvaluatorConfig, Metric};

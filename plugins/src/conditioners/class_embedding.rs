@@ -78,7 +78,11 @@ impl ConditionerConfig for ClassEmbeddingConfig {
         let mut rng = stream(ctx.seed, "conditioner.class_embedding");
         let mut tables = Vec::new();
         for key in &self.keys {
-            let Some(ConditionColumn::Categorical { categories, .. }) = ctx.table.columns.get(key)
+            let Some(categories) = ctx
+                .conditions
+                .get(key)
+                .filter(|c| c.kind == ConditionKind::Categorical)
+                .map(|c| &c.categories)
             else {
                 return Err(LatentError::config(
                     "conditioner.class_embedding",

@@ -1,3 +1,7 @@
 //! Condition encoders.
 
 mod class_embedding;
+mod combined;
+mod continuous;
+mod perturbation_set;
+mod vector;
