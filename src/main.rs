@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 use latentlab::framework::config::ExperimentConfig;
+use latentlab::framework::counterfactual::evaluate_counterfactual;
 use latentlab::framework::data::{read_any, summarize, write_h5ad};
 use latentlab::framework::device::device;
 use latentlab::framework::registry::{catalog, PluginKind};
@@ -270,6 +271,26 @@ fn run_all(config_path: &Path, out: &Path, overwrite: bool) -> Result<()> {
         manifest.reconstruction
     );
     let run = load_run(&run_dir)?;
+    if let Some(cf) = &run.config.evaluate.counterfactual {
+        let t = std::time::Instant::now();
+        let (evaluation, files) = evaluate_counterfactual(&run, cf, out)?;
+        eprintln!(
+            "predicted {} → {} for the held-out cells in {:.2}s -> {}",
+            cf.source,
+            cf.target,
+            t.elapsed().as_secs_f64(),
+            files.predicted.display()
+        );
+        println!(
+            "{}",
+            latentlab::framework::report::markdown_table(&evaluation)
+        );
+        eprintln!(
+            "report: {}",
+            out.join("report").join("report.html").display()
+        );
+        return Ok(());
+    }
     // Mirror the validation split's labels so per-label metrics compare like with like.
     let loaded = latentlab::framework::dataset::load(&run.config)?;
     let per_cell = match (&loaded.label_key, &loaded.labels) {

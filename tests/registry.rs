@@ -256,6 +256,7 @@ fn evaluators_conform() {
     let train = testing::cell_set(60, 1, 0.0, 4);
     let reference = testing::cell_set(30, 2, 0.0, 4);
     let candidate = testing::cell_set(30, 3, 0.5, 4);
+    let control = testing::cell_set(30, 4, -0.3, 4);
     let names: Vec<String> = (0..GENES)
         .map(|g| {
             if g == 0 {
@@ -270,6 +271,7 @@ fn evaluators_conform() {
         pca_components: 4,
         gene_names: &names,
         seed: 0,
+        control: Some(&control),
     };
     for entry in of_kind(PluginKind::Evaluator) {
         let cfg = parse::<Box<dyn EvaluatorConfig>>(entry.example, entry.name);

@@ -161,6 +161,9 @@ pub struct EvaluateConfig {
     pub pca_components: usize,
     /// Evaluators to run (default: every registered evaluator with its default config).
     pub evaluators: Vec<Box<dyn EvaluatorConfig>>,
+    /// Evaluate counterfactual predictions instead of plain generation (perturbation response):
+    /// see [`CounterfactualConfig`]. Default none.
+    pub counterfactual: Option<CounterfactualConfig>,
 }
 
 impl Default for EvaluateConfig {
@@ -168,8 +171,25 @@ impl Default for EvaluateConfig {
         Self {
             pca_components: 30,
             evaluators: Vec::new(),
+            counterfactual: None,
         }
     }
+}
+
+/// The counterfactual protocol of `latentlab run` (`[evaluate.counterfactual]`): the held-out
+/// validation cells with `key = source` are inverted to noise under their own condition and
+/// regenerated with `key = target`; the prediction is compared with the held-out `target` cells,
+/// beside a no-change baseline (the source cells), an additive-shift baseline (source cells plus
+/// the training mean difference target − source) and real training `target` cells.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CounterfactualConfig {
+    /// The condition column that changes (e.g. `condition`). Required.
+    pub key: String,
+    /// Its value in the cells the prediction starts from (e.g. `ctrl`). Required.
+    pub source: String,
+    /// Its value to predict (e.g. `stim`). Required.
+    pub target: String,
 }
 
 impl ExperimentConfig {

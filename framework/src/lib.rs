@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod counterfactual;
 pub mod data;
 pub mod dataset;
 pub mod device;

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use crate::data::preprocess::gene_indices;
 use crate::data::{log1p, normalize_total, read_any, AnnData, MatrixSource};
-use crate::dataset;
+use crate::dataset::{self, LoadedData};
 use crate::evaluation::{
     evaluate_rows, gaussian_baseline, real_control, subset_label, Evaluation, Projection,
 };
@@ -105,6 +105,25 @@ fn labels_of(adata: &AnnData, key: &Option<String>) -> Option<Vec<String>> {
     )
 }
 
+/// The model-scale expression and labels of `rows` of a loaded data set.
+pub fn cells_of(loaded: &LoadedData, rows: &[usize]) -> CellSet {
+    let p = &loaded.prepared;
+    let g = p.gene_names.len();
+    CellSet {
+        x: rows
+            .iter()
+            .flat_map(|&r| p.expression.x[r * g..(r + 1) * g].iter().copied())
+            .collect(),
+        n: rows.len(),
+        n_genes: g,
+        labels: loaded
+            .labels
+            .as_ref()
+            .map(|l| rows.iter().map(|&r| l[r].clone()).collect()),
+        pcs: Vec::new(),
+    }
+}
+
 /// Evaluates generated cells against the run's validation split (or `reference`) and writes
 /// the report to `out`. Returns the evaluation.
 ///
@@ -123,21 +142,7 @@ pub fn evaluate_run(
     }
     let g = run.genes.len();
     let p = &loaded.prepared;
-    let cells = |rows: &[usize]| -> CellSet {
-        CellSet {
-            x: rows
-                .iter()
-                .flat_map(|&r| p.expression.x[r * g..(r + 1) * g].iter().copied())
-                .collect(),
-            n: rows.len(),
-            n_genes: g,
-            labels: loaded
-                .labels
-                .as_ref()
-                .map(|l| rows.iter().map(|&r| l[r].clone()).collect()),
-            pcs: Vec::new(),
-        }
-    };
+    let cells = |rows: &[usize]| cells_of(&loaded, rows);
     let mut train = cells(&p.train_rows);
     let (mut reference, reference_name) = match reference_path {
         None => (
@@ -229,6 +234,7 @@ pub fn evaluate_run(
         pca_components: projection.k,
         gene_names: &run.genes,
         seed,
+        control: None,
     };
     let rows = evaluate_rows(&evals, &reference, &candidates, &ctx)?;
 

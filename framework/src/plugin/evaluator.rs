@@ -30,6 +30,9 @@ pub struct EvalContext<'a> {
     pub gene_names: &'a [String],
     /// Seed for any randomness.
     pub seed: u64,
+    /// For counterfactual predictions (perturbation response): the unperturbed cells the
+    /// prediction started from, so evaluators can compare predicted and true changes.
+    pub control: Option<&'a CellSet>,
 }
 
 /// One named number with the exact protocol that produced it.

@@ -4,5 +4,6 @@ mod distribution;
 mod gene_statistics;
 mod label_fidelity;
 mod memorization;
+mod perturbation_response;
 mod quality_control;
 mod two_sample_classifier;

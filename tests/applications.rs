@@ -1,0 +1,170 @@
+//! The application configs through the CLI with few steps: `latentlab run` on each, then
+//! `sample --conditions-from` with the application's flags, and the bad inputs a user will make
+//! (one-line errors, non-zero exit, no output file).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_latentlab"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .expect("the latentlab binary runs")
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn fails(out: &Output, needle: &str, output_file: &Path) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure for `{needle}`");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected a one-line error, got:\n{err}");
+    assert!(
+        err.contains(needle),
+        "error should mention `{needle}`:\n{err}"
+    );
+    assert!(
+        !output_file.exists(),
+        "a failed command left {output_file:?}"
+    );
+}
+
+/// The shipped config with its training shortened to `steps`.
+fn short_config(name: &str, dir: &Path, steps: usize) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("configs").join(name)).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("autoencoder_steps") {
+                format!("autoencoder_steps = {steps}")
+            } else if l.starts_with("denoiser_steps") {
+                format!("denoiser_steps = {steps}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn perturbation_response_end_to_end_and_bad_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = short_config("kang_perturbation.toml", dir, 40);
+    let out = dir.join("kang");
+    ok(
+        &run(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        "run kang_perturbation",
+    );
+    let metrics = std::fs::read_to_string(out.join("report").join("metrics.json")).unwrap();
+    for needle in [
+        "delta_pearson_top_de",
+        "baseline: no change",
+        "baseline: additive mean shift",
+        "control: real training stim cells",
+    ] {
+        assert!(metrics.contains(needle), "metrics.json lacks {needle}");
+    }
+    let heldout = out.join("heldout_ctrl.h5ad");
+    assert!(heldout.exists() && out.join("predicted_stim.h5ad").exists());
+
+    // The user's own command for the same prediction, with several samples per cell.
+    let run_dir = out.join("run");
+    let pred = dir.join("pred.h5ad");
+    let (r, h, p) = (
+        run_dir.to_str().unwrap(),
+        heldout.to_str().unwrap(),
+        pred.to_str().unwrap(),
+    );
+    ok(
+        &run(&[
+            "sample",
+            "--run",
+            r,
+            "--conditions-from",
+            h,
+            "--set",
+            "condition=stim",
+            "--invert",
+            "--per-row",
+            "2",
+            "--out",
+            p,
+        ]),
+        "sample --invert",
+    );
+    let inspect = String::from_utf8_lossy(&run(&["inspect", p]).stdout).into_owned();
+    assert!(inspect.contains("source_cell"), "{inspect}");
+
+    // Bad inputs: unknown perturbation, condition column missing in the file, --n with a file.
+    let bad = dir.join("bad.h5ad");
+    let b = bad.to_str().unwrap();
+    fails(
+        &run(&[
+            "sample",
+            "--run",
+            r,
+            "--conditions-from",
+            h,
+            "--set",
+            "condition=TNF",
+            "--out",
+            b,
+        ]),
+        "known perturbations: ctrl, stim",
+        &bad,
+    );
+    let pbmc = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pbmc68k_reduced/train.h5ad");
+    fails(
+        &run(&[
+            "sample",
+            "--run",
+            r,
+            "--conditions-from",
+            pbmc.to_str().unwrap(),
+            "--out",
+            b,
+        ]),
+        "\"condition\" not found",
+        &bad,
+    );
+    fails(
+        &run(&[
+            "sample",
+            "--run",
+            r,
+            "--conditions-from",
+            h,
+            "--n",
+            "5",
+            "--out",
+            b,
+        ]),
+        "exclude each other",
+        &bad,
+    );
+    // Argument errors come from clap (usage text), still non-zero and naming the flag.
+    let out = run(&["sample", "--run", r, "--set", "condition=stim", "--out", b]);
+    assert!(!out.status.success() && !bad.exists());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--conditions-from"));
+}
