@@ -11,6 +11,7 @@ use latentlab::framework::config::ExperimentConfig;
 use latentlab::framework::counterfactual::evaluate_counterfactual;
 use latentlab::framework::data::{read_any, summarize, write_h5ad};
 use latentlab::framework::device::device;
+use latentlab::framework::held_out::evaluate_held_out;
 use latentlab::framework::registry::{catalog, PluginKind};
 use latentlab::framework::run::{load, Run};
 use latentlab::framework::run_evaluation::evaluate_run;
@@ -271,6 +272,25 @@ fn run_all(config_path: &Path, out: &Path, overwrite: bool) -> Result<()> {
         manifest.reconstruction
     );
     let run = load_run(&run_dir)?;
+    if let Some(hold) = &run.config.data.hold_out {
+        let t = std::time::Instant::now();
+        let (evaluation, files) = evaluate_held_out(&run, hold, out)?;
+        eprintln!(
+            "generated the held-out {} cells in {:.2}s -> {}",
+            hold.key,
+            t.elapsed().as_secs_f64(),
+            files.generated.display()
+        );
+        println!(
+            "{}",
+            latentlab::framework::report::markdown_table(&evaluation)
+        );
+        eprintln!(
+            "report: {}",
+            out.join("report").join("report.html").display()
+        );
+        return Ok(());
+    }
     if let Some(cf) = &run.config.evaluate.counterfactual {
         let t = std::time::Instant::now();
         let (evaluation, files) = evaluate_counterfactual(&run, cf, out)?;

@@ -168,3 +168,69 @@ fn perturbation_response_end_to_end_and_bad_inputs() {
     assert!(!out.status.success() && !bad.exists());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--conditions-from"));
 }
+
+#[test]
+fn time_course_held_out_time_end_to_end_and_extrapolation_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = short_config("hsmm_time_course.toml", dir, 30);
+    let out = dir.join("hsmm");
+    ok(
+        &run(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        "run hsmm_time_course",
+    );
+    let metrics = std::fs::read_to_string(out.join("report").join("metrics.json")).unwrap();
+    for needle in [
+        "control: other half of the held-out cells",
+        "baseline: nearest observed Hours = 24",
+        "baseline: nearest observed Hours = 72",
+        "pooled",
+        "linearly interpolated mean",
+    ] {
+        assert!(metrics.contains(needle), "metrics.json lacks {needle}");
+    }
+    let manifest = std::fs::read_to_string(out.join("run").join("manifest.json")).unwrap();
+    assert!(
+        manifest.contains("\"n_train\": 162"),
+        "48 h cells must not be trained on"
+    );
+    // A time outside the trained range is generated with a warning, not an error.
+    let r = out.join("run");
+    let late = dir.join("late.h5ad");
+    let log = ok(
+        &run(&[
+            "sample",
+            "--run",
+            r.to_str().unwrap(),
+            "--n",
+            "5",
+            "--condition",
+            "Hours=96",
+            "--out",
+            late.to_str().unwrap(),
+        ]),
+        "sample Hours=96",
+    );
+    assert!(log.contains("extrapolates"), "{log}");
+    // A numeric condition without a value is an error naming the fix.
+    let bad = dir.join("bad.h5ad");
+    fails(
+        &run(&[
+            "sample",
+            "--run",
+            r.to_str().unwrap(),
+            "--n",
+            "5",
+            "--out",
+            bad.to_str().unwrap(),
+        ]),
+        "--condition Hours=VALUE",
+        &bad,
+    );
+}

@@ -59,6 +59,20 @@ pub struct DataConfig {
     /// Preprocessing steps applied in order (normalize → log1p → HVG → scaling).
     #[serde(default)]
     pub preprocess: PreprocessConfig,
+    /// Cells left out of training and validation entirely (e.g. one time point), kept as the
+    /// reference of the held-out-condition protocol of `latentlab run`. Default none.
+    #[serde(default)]
+    pub hold_out: Option<HoldOutConfig>,
+}
+
+/// `[data.hold_out]`: the cells whose obs `key` has one of `values` are never trained on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldOutConfig {
+    /// obs column (categorical or numeric), e.g. `Hours`.
+    pub key: String,
+    /// Values to hold out, as written (numbers are compared numerically), e.g. `["48"]`.
+    pub values: Vec<String>,
 }
 
 fn default_matrix() -> String {

@@ -28,6 +28,68 @@ pub struct LoadedData {
     pub labels: Option<Vec<String>>,
     /// The file it came from.
     pub path: PathBuf,
+    /// Cells excluded from training and validation by `data.hold_out` (empty without it).
+    pub held_out_rows: Vec<usize>,
+}
+
+/// Rows of `adata` whose obs `key` equals one of `values` (numeric columns compare numerically).
+///
+/// # Errors
+/// Missing column, unparsable numbers, no matching cells (listing the values present).
+pub fn rows_matching(
+    adata: &AnnData,
+    key: &str,
+    values: &[String],
+    path: &Path,
+) -> Result<Vec<usize>> {
+    let file = path.display();
+    let column = adata.obs.column(key).ok_or_else(|| {
+        LatentError::Data(format!(
+            "{file}: obs column \"{key}\" not found (available: {}); fix data.hold_out.key",
+            adata.obs.column_names().join(", ")
+        ))
+    })?;
+    let numeric: Option<Vec<f64>> = match column {
+        Column::Float(v) => Some(v.clone()),
+        Column::Int(v) => Some(v.iter().map(|&x| x as f64).collect()),
+        _ => None,
+    };
+    let rows: Vec<usize> = match numeric {
+        Some(v) => {
+            let wanted: Vec<f64> = values
+                .iter()
+                .map(|s| {
+                    s.trim().parse::<f64>().map_err(|_| {
+                        LatentError::Data(format!("{file}: obs \"{key}\" is numeric; data.hold_out.values must be numbers, got \"{s}\""))
+                    })
+                })
+                .collect::<Result<_>>()?;
+            (0..v.len())
+                .filter(|&i| {
+                    wanted
+                        .iter()
+                        .any(|w| (v[i] - w).abs() <= 1e-9 * w.abs().max(1.0))
+                })
+                .collect()
+        }
+        None => {
+            let strings = column.to_strings();
+            (0..strings.len())
+                .filter(|&i| strings[i].as_ref().is_some_and(|s| values.contains(s)))
+                .collect()
+        }
+    };
+    if rows.is_empty() {
+        let mut present: Vec<String> = column.to_strings().into_iter().flatten().collect();
+        present.sort();
+        present.dedup();
+        present.truncate(20);
+        return Err(LatentError::Data(format!(
+            "{file}: no cell has obs \"{key}\" in {values:?} (values present: {}); fix data.hold_out.values",
+            present.join(", ")
+        )));
+    }
+    Ok(rows)
 }
 
 /// Reads `path` and checks it is usable.
@@ -73,15 +135,18 @@ pub fn select_matrix(
     } else {
         InputKind::Continuous
     };
-    if let Some(n_top) = pre.highly_variable_genes {
-        let flavor = if kind == InputKind::Counts {
-            HvgFlavor::SeuratV3
-        } else {
-            HvgFlavor::Seurat
-        };
-        let idx = highly_variable_genes(&m, n_top.min(genes.len()), flavor);
-        m = m.select_cols(&idx);
-        genes = idx.iter().map(|&i| genes[i].clone()).collect();
+    // Counts: Seurat v3 selection on the raw counts, before normalization (as scanpy). Other
+    // input: Seurat dispersion on the log-normalized values, after normalization (as scanpy).
+    let select_hvg = |m: &mut Matrix, genes: &mut Vec<String>, flavor: HvgFlavor| {
+        if let Some(n_top) = pre.highly_variable_genes {
+            let idx = highly_variable_genes(m, n_top.min(genes.len()), flavor);
+            *m = m.select_cols(&idx);
+            *genes = idx.iter().map(|&i| genes[i].clone()).collect();
+        }
+    };
+    let counts = kind == InputKind::Counts;
+    if counts {
+        select_hvg(&mut m, &mut genes, HvgFlavor::SeuratV3);
     }
     if let Some(target) = pre.normalize_total {
         normalize_total(&mut m, target);
@@ -90,6 +155,9 @@ pub fn select_matrix(
     if pre.log1p {
         log1p(&mut m);
         kind = InputKind::Continuous;
+    }
+    if !counts {
+        select_hvg(&mut m, &mut genes, HvgFlavor::Seurat);
     }
     Ok((m, genes, kind, library_size))
 }
@@ -197,6 +265,27 @@ pub fn load(config: &ExperimentConfig) -> Result<LoadedData> {
         derive_seed(config.seed, "split"),
     );
     let (n, _) = matrix.shape();
+    let held_out_rows = match &config.data.hold_out {
+        Some(h) => rows_matching(&adata, &h.key, &h.values, &path)?,
+        None => Vec::new(),
+    };
+    let (train_rows, validation_rows) = if held_out_rows.is_empty() {
+        (train_rows, validation_rows)
+    } else {
+        let mut held = vec![false; n];
+        for &r in &held_out_rows {
+            held[r] = true;
+        }
+        let keep =
+            |rows: Vec<usize>| -> Vec<usize> { rows.into_iter().filter(|&r| !held[r]).collect() };
+        (keep(train_rows), keep(validation_rows))
+    };
+    if train_rows.is_empty() {
+        return Err(LatentError::Data(format!(
+            "{}: data.hold_out leaves no training cells",
+            path.display()
+        )));
+    }
     let prepared = PreparedData {
         expression: ExpressionBatch {
             x: matrix.to_dense(),
@@ -215,6 +304,7 @@ pub fn load(config: &ExperimentConfig) -> Result<LoadedData> {
         label_key,
         labels,
         path,
+        held_out_rows,
     })
 }
 

@@ -145,6 +145,75 @@ pub fn gaussian_baseline(
     })
 }
 
+/// A Gaussian in PCA space whose mean is interpolated linearly between the means of `lo` and
+/// `hi` (`(1 − w)·mean(lo) + w·mean(hi)`) and whose covariance is the pooled within-group
+/// covariance of both; `n` draws mapped back to gene space. `lo` and `hi` need their `pcs`.
+///
+/// # Errors
+/// Shape errors; fewer than 2 cells in a group.
+pub fn interpolated_gaussian_baseline(
+    lo: &CellSet,
+    hi: &CellSet,
+    w: f64,
+    projection: &Projection,
+    n: usize,
+    seed: u64,
+) -> Result<CellSet> {
+    let k = projection.k;
+    if lo.n < 2 || hi.n < 2 || lo.pcs.len() != lo.n * k || hi.pcs.len() != hi.n * k {
+        return Err(LatentError::Evaluation(
+            "interpolated Gaussian baseline: need ≥ 2 projected cells on each side".into(),
+        ));
+    }
+    let group_mean = |c: &CellSet| -> Vec<f64> {
+        let mut m = vec![0.0f64; k];
+        for row in c.pcs.chunks_exact(k) {
+            for (a, &v) in m.iter_mut().zip(row) {
+                *a += f64::from(v) / c.n as f64;
+            }
+        }
+        m
+    };
+    let (m_lo, m_hi) = (group_mean(lo), group_mean(hi));
+    let mut centred = Vec::with_capacity((lo.n + hi.n) * k);
+    for (c, m) in [(lo, &m_lo), (hi, &m_hi)] {
+        for row in c.pcs.chunks_exact(k) {
+            centred.extend(
+                row.iter()
+                    .zip(m.iter())
+                    .map(|(v, m)| (f64::from(*v) - m) as f32),
+            );
+        }
+    }
+    let rows: Vec<usize> = (0..lo.n + hi.n).collect();
+    let (_, chol) = gaussian_fit(&centred, &rows, k);
+    let mean: Vec<f64> = m_lo
+        .iter()
+        .zip(&m_hi)
+        .map(|(a, b)| (1.0 - w) * a + w * b)
+        .collect();
+    let mut rng = stream(seed, "baseline.interpolated");
+    let mut scores = vec![0.0f32; n * k];
+    for i in 0..n {
+        let mut z = vec![0.0f32; k];
+        fill_normal(&mut rng, &mut z);
+        for a in 0..k {
+            let mut v = mean[a];
+            for b in 0..=a {
+                v += chol[a * k + b] * f64::from(z[b]);
+            }
+            scores[i * k + a] = v as f32;
+        }
+    }
+    Ok(CellSet {
+        x: projection.inverse(&scores, n),
+        n,
+        n_genes: lo.n_genes,
+        labels: None,
+        pcs: scores,
+    })
+}
+
 /// Mean and lower Cholesky factor of the covariance of `rows` (shrunk towards its diagonal so it
 /// stays positive definite for small groups).
 fn gaussian_fit(pcs: &[f32], rows: &[usize], k: usize) -> (Vec<f64>, Vec<f64>) {
@@ -267,4 +336,33 @@ pub fn subset_label(cells: &CellSet, label: &str) -> Option<CellSet> {
             .flat_map(|&r| cells.pcs[r * k..(r + 1) * k].iter().copied())
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::cell_set;
+
+    #[test]
+    fn interpolated_gaussian_mean_lies_between_the_groups() {
+        let mut lo = cell_set(200, 1, 0.0, 4);
+        let mut hi = cell_set(200, 2, 2.0, 4);
+        let mut both = lo.clone();
+        both.x.extend_from_slice(&hi.x);
+        both.n += hi.n;
+        let projection = Projection::fit(&both, 4, 0).unwrap();
+        projection.project(&mut lo).unwrap();
+        projection.project(&mut hi).unwrap();
+        let mid = interpolated_gaussian_baseline(&lo, &hi, 0.25, &projection, 2000, 3).unwrap();
+        let g = mid.n_genes;
+        let mean = |c: &CellSet| -> f64 {
+            c.x.iter().map(|&v| f64::from(v)).sum::<f64>() / (c.n * g) as f64
+        };
+        let expected = 0.75 * mean(&lo) + 0.25 * mean(&hi);
+        assert!(
+            (mean(&mid) - expected).abs() < 0.05,
+            "{} vs {expected}",
+            mean(&mid)
+        );
+    }
 }

@@ -14,6 +14,7 @@ pub mod diffusion;
 pub mod error;
 pub mod evaluation;
 pub mod experiment;
+pub mod held_out;
 pub mod likelihood;
 pub mod metrics;
 pub mod nn;
