@@ -12,6 +12,7 @@ use latentlab::framework::counterfactual::evaluate_counterfactual;
 use latentlab::framework::data::{read_any, summarize, write_h5ad};
 use latentlab::framework::device::device;
 use latentlab::framework::held_out::evaluate_held_out;
+use latentlab::framework::prediction::evaluate_prediction;
 use latentlab::framework::registry::{catalog, PluginKind};
 use latentlab::framework::run::{load, Run};
 use latentlab::framework::run_evaluation::evaluate_run;
@@ -96,6 +97,15 @@ enum Command {
     Inspect {
         /// .h5ad file, 10x MTX folder, 10x .h5 or CSV/TSV.
         file: PathBuf,
+    },
+    /// Convert a Space Ranger output folder (10x HDF5 matrix + spatial/tissue positions) into an
+    /// .h5ad with obsm["spatial"] (pixel coordinates of in-tissue spots).
+    ImportVisium {
+        /// Space Ranger output folder (with filtered_feature_bc_matrix.h5 and spatial/).
+        dir: PathBuf,
+        /// Output .h5ad.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -291,6 +301,24 @@ fn run_all(config_path: &Path, out: &Path, overwrite: bool) -> Result<()> {
         );
         return Ok(());
     }
+    if let Some(cfg) = &run.config.evaluate.prediction {
+        let t = std::time::Instant::now();
+        let (evaluation, files) = evaluate_prediction(&run, cfg, out)?;
+        eprintln!(
+            "predicted the held-out rows in {:.2}s -> {}",
+            t.elapsed().as_secs_f64(),
+            files.predicted.display()
+        );
+        println!(
+            "{}",
+            latentlab::framework::report::markdown_table(&evaluation)
+        );
+        eprintln!(
+            "report: {}",
+            out.join("report").join("report.html").display()
+        );
+        return Ok(());
+    }
     if let Some(cf) = &run.config.evaluate.counterfactual {
         let t = std::time::Instant::now();
         let (evaluation, files) = evaluate_counterfactual(&run, cf, out)?;
@@ -458,6 +486,22 @@ fn execute(cli: Cli) -> Result<()> {
         Command::Inspect { file } => {
             let adata = read_any(&file)?;
             println!("{}", summarize(&adata, &file));
+        }
+        Command::ImportVisium { dir, out } => {
+            let adata = latentlab::framework::data::read_visium(&dir)?;
+            if !adata.obsm.contains_key("spatial") {
+                return Err(anyhow!(
+                    "{}: no spatial/tissue_positions_list.csv (or tissue_positions.csv) with the barcodes; point at the Space Ranger output folder",
+                    dir.display()
+                ));
+            }
+            write_h5ad(&out, &adata)?;
+            eprintln!(
+                "wrote {} spots x {} genes with obsm[\"spatial\"] to {}",
+                adata.n_obs(),
+                adata.n_vars(),
+                out.display()
+            );
         }
     }
     Ok(())

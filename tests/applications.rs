@@ -234,3 +234,76 @@ fn time_course_held_out_time_end_to_end_and_extrapolation_warning() {
         &bad,
     );
 }
+
+#[test]
+fn spatial_prediction_end_to_end_and_visium_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = short_config("visium_spatial.toml", dir, 30);
+    let out = dir.join("visium");
+    ok(
+        &run(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        "run visium_spatial",
+    );
+    let metrics = std::fs::read_to_string(out.join("report").join("metrics.json")).unwrap();
+    for needle in [
+        "per_feature_pearson",
+        "interval_coverage_80",
+        "baseline: mean of 6 nearest training rows",
+        "baseline: ridge regression",
+        "baseline: training mean",
+    ] {
+        assert!(metrics.contains(needle), "metrics.json lacks {needle}");
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let spots = dir.join("spots.h5ad");
+    ok(
+        &run(&[
+            "import-visium",
+            root.join("data/visium_spaceranger_sample")
+                .to_str()
+                .unwrap(),
+            "--out",
+            spots.to_str().unwrap(),
+        ]),
+        "import-visium",
+    );
+    let inspect =
+        String::from_utf8_lossy(&run(&["inspect", spots.to_str().unwrap()]).stdout).into_owned();
+    assert!(inspect.contains("obsm/spatial: array 100 × 2"), "{inspect}");
+    // Sampling a spatial run without coordinates names the fix; a file without obsm["spatial"] too.
+    let r = out.join("run");
+    let bad = dir.join("bad.h5ad");
+    fails(
+        &run(&[
+            "sample",
+            "--run",
+            r.to_str().unwrap(),
+            "--n",
+            "3",
+            "--out",
+            bad.to_str().unwrap(),
+        ]),
+        "--conditions-from",
+        &bad,
+    );
+    fails(
+        &run(&[
+            "sample",
+            "--run",
+            r.to_str().unwrap(),
+            "--conditions-from",
+            root.join("data/hsmm_myoblast/cells.h5ad").to_str().unwrap(),
+            "--out",
+            bad.to_str().unwrap(),
+        ]),
+        "obsm key \"spatial\" not found",
+        &bad,
+    );
+}

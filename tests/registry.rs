@@ -272,6 +272,7 @@ fn evaluators_conform() {
         gene_names: &names,
         seed: 0,
         control: Some(&control),
+        paired: Some(1),
     };
     for entry in of_kind(PluginKind::Evaluator) {
         let cfg = parse::<Box<dyn EvaluatorConfig>>(entry.example, entry.name);

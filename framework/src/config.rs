@@ -178,6 +178,9 @@ pub struct EvaluateConfig {
     /// Evaluate counterfactual predictions instead of plain generation (perturbation response):
     /// see [`CounterfactualConfig`]. Default none.
     pub counterfactual: Option<CounterfactualConfig>,
+    /// Evaluate per-row predictions of the held-out validation rows from their conditions
+    /// (spatial expression at held-out spots, …): see [`PredictionConfig`]. Default none.
+    pub prediction: Option<PredictionConfig>,
 }
 
 impl Default for EvaluateConfig {
@@ -186,6 +189,33 @@ impl Default for EvaluateConfig {
             pca_components: 30,
             evaluators: Vec::new(),
             counterfactual: None,
+            prediction: None,
+        }
+    }
+}
+
+/// The per-row prediction protocol of `latentlab run` (`[evaluate.prediction]`): every held-out
+/// validation row gets `samples_per_row` generated samples from its own conditions; their mean
+/// is compared with the row's measured values beside k-nearest-neighbour regression in condition
+/// space (mean of the `neighbors` nearest training rows), ridge regression on the condition
+/// features and the training mean.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictionConfig {
+    /// Generated samples per held-out row (≥ 5 also reports interval calibration). Default 10.
+    pub samples_per_row: usize,
+    /// Neighbours of the kNN baseline. Default 6.
+    pub neighbors: usize,
+    /// Ridge penalty of the ridge baseline (on standardized condition features). Default 1.0.
+    pub ridge_lambda: f64,
+}
+
+impl Default for PredictionConfig {
+    fn default() -> Self {
+        Self {
+            samples_per_row: 10,
+            neighbors: 6,
+            ridge_lambda: 1.0,
         }
     }
 }

@@ -213,6 +213,7 @@ pub fn evaluate_counterfactual(
         gene_names: &run.genes,
         seed,
         control: Some(&control),
+        paired: None,
     };
     let rows = evaluate_rows(&evals, &reference, &candidates, &ctx)?;
     let evaluation = Evaluation {

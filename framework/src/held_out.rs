@@ -189,6 +189,7 @@ pub fn evaluate_held_out(
         gene_names: &run.genes,
         seed,
         control: None,
+        paired: None,
     };
     let rows = evaluate_rows(&evals, &reference, &candidates, &ctx)?;
     let evaluation = Evaluation {

@@ -22,6 +22,7 @@ pub mod optim;
 pub mod pipeline;
 pub mod plots;
 pub mod plugin;
+pub mod prediction;
 pub mod registry;
 pub mod report;
 pub mod rng;

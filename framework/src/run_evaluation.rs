@@ -235,6 +235,7 @@ pub fn evaluate_run(
         gene_names: &run.genes,
         seed,
         control: None,
+        paired: None,
     };
     let rows = evaluate_rows(&evals, &reference, &candidates, &ctx)?;
 

@@ -34,6 +34,7 @@ pub mod mmd;
 pub mod neighbors;
 pub mod pca;
 pub mod qc;
+pub mod ridge;
 mod util;
 pub mod wasserstein;
 
@@ -53,6 +54,7 @@ pub use mmd::{mmd2_unbiased, MmdConfig, MmdResult};
 pub use neighbors::{knn, KnnResult};
 pub use pca::{Pca, PcaMethod};
 pub use qc::{genes_detected, ks_distance, library_size, mito_fraction};
+pub use ridge::ridge_predict;
 pub use wasserstein::{
     sliced_wasserstein, wasserstein_1d, wasserstein_per_component, SlicedWassersteinResult,
     WassersteinResult,

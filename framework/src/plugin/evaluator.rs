@@ -33,6 +33,9 @@ pub struct EvalContext<'a> {
     /// For counterfactual predictions (perturbation response): the unperturbed cells the
     /// prediction started from, so evaluators can compare predicted and true changes.
     pub control: Option<&'a CellSet>,
+    /// For per-row predictions: candidate rows come in blocks of this many samples, block `i`
+    /// predicting reference row `i` (`None` when the sets are unpaired).
+    pub paired: Option<usize>,
 }
 
 /// One named number with the exact protocol that produced it.

@@ -1,0 +1,275 @@
+//! The per-row prediction protocol (spatial expression at held-out spots, …): each held-out
+//! validation row is generated `K` times from its own conditions and the sample mean is compared
+//! with the row's measured values, beside kNN regression in condition space, ridge regression on
+//! the condition features and the training mean (see [`crate::config::PredictionConfig`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::config::PredictionConfig;
+use crate::data::{read_any, write_h5ad};
+use crate::dataset;
+use crate::evaluation::{evaluate_rows, Evaluation, Projection};
+use crate::metrics::{knn, ridge_predict};
+use crate::plugin::{CellSet, ConditionColumn, ConditionSummary, ConditionTable, EvalContext};
+use crate::report::{write_report, Figures};
+use crate::rng::derive_seed;
+use crate::run::Run;
+use crate::run_evaluation::{cells_of, evaluators, like_run};
+use crate::sampling::{sample, ConditionsFrom, SampleRequest};
+use crate::{LatentError, Result};
+
+/// Numeric features of conditions for the regression baselines: categories one-hot, numbers and
+/// vectors standardized with the training statistics. Returns `(features, width)`.
+pub fn condition_features(
+    table: &ConditionTable,
+    summaries: &[ConditionSummary],
+) -> (Vec<f32>, usize) {
+    let n = table.len();
+    let mut width = 0;
+    let mut blocks: Vec<(usize, Vec<f32>)> = Vec::new();
+    for s in summaries {
+        let Some(column) = table.columns.get(&s.key) else {
+            continue;
+        };
+        let block = match column {
+            ConditionColumn::Categorical { categories, codes } => {
+                let w = s.categories.len();
+                let mut b = vec![0.0f32; n * w];
+                for (i, &c) in codes.iter().enumerate() {
+                    if let Some(j) = categories
+                        .get(c as usize)
+                        .and_then(|name| s.categories.iter().position(|x| x == name))
+                    {
+                        b[i * w + j] = 1.0;
+                    }
+                }
+                (w, b)
+            }
+            ConditionColumn::Continuous(values) => (1, standardize(values, 1, s)),
+            ConditionColumn::Vector { dim, values } => (*dim, standardize(values, *dim, s)),
+        };
+        width += block.0;
+        blocks.push(block);
+    }
+    let mut out = vec![0.0f32; n * width];
+    let mut offset = 0;
+    for (w, b) in blocks {
+        for i in 0..n {
+            out[i * width + offset..i * width + offset + w].copy_from_slice(&b[i * w..(i + 1) * w]);
+        }
+        offset += w;
+    }
+    (out, width)
+}
+
+fn standardize(values: &[f32], dim: usize, s: &ConditionSummary) -> Vec<f32> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let j = i % dim.max(1);
+            let mean = s.mean.get(j).copied().unwrap_or(0.0);
+            let std = s.std.get(j).copied().unwrap_or(1.0).max(1e-6);
+            (v - mean) / std
+        })
+        .collect()
+}
+
+/// Files the protocol wrote next to the report.
+#[derive(Debug, Clone)]
+pub struct PredictionOutputs {
+    /// The held-out rows (their conditions drive generation).
+    pub heldout: PathBuf,
+    /// The generated samples (`samples_per_row` per held-out row, `obs["source_cell"]`).
+    pub predicted: PathBuf,
+}
+
+/// Runs the protocol on the run's validation split and writes predictions and the report under
+/// `out`.
+///
+/// # Errors
+/// Invalid settings, a run without conditions, too few rows, data mismatches.
+pub fn evaluate_prediction(
+    run: &Run,
+    cfg: &PredictionConfig,
+    out: &Path,
+) -> Result<(Evaluation, PredictionOutputs)> {
+    let seed = derive_seed(run.config.seed, "evaluate");
+    if cfg.samples_per_row == 0 || cfg.neighbors == 0 {
+        return Err(LatentError::config(
+            "evaluate.prediction",
+            "samples_per_row/neighbors",
+            "≥ 1",
+            format!("{}/{}", cfg.samples_per_row, cfg.neighbors),
+        ));
+    }
+    if run.manifest.conditions.is_empty() {
+        return Err(LatentError::Evaluation(
+            "evaluate.prediction needs a conditioned run: rows are predicted from their conditions"
+                .into(),
+        ));
+    }
+    let loaded = dataset::load(&run.config)?;
+    let adata = dataset::read(&loaded.path)?;
+    let p = &loaded.prepared;
+    if p.validation_rows.len() < 2 || p.train_rows.len() < cfg.neighbors {
+        return Err(LatentError::Evaluation(format!(
+            "{}: {} held-out and {} training rows; need ≥ 2 held-out and ≥ {} training rows",
+            loaded.path.display(),
+            p.validation_rows.len(),
+            p.train_rows.len(),
+            cfg.neighbors
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| LatentError::io(out, e))?;
+    let outputs = PredictionOutputs {
+        heldout: out.join("heldout.h5ad"),
+        predicted: out.join("predicted.h5ad"),
+    };
+    write_h5ad(&outputs.heldout, &adata.select_obs(&p.validation_rows))?;
+    let k = cfg.samples_per_row;
+    let predicted = sample(
+        run,
+        &SampleRequest {
+            n: 0,
+            fixed: BTreeMap::new(),
+            per_cell: None,
+            from: Some(ConditionsFrom {
+                path: outputs.heldout.clone(),
+                per_row: k,
+                invert: false,
+                allow_missing_genes: false,
+            }),
+            steps: None,
+            guidance: None,
+            sampler: None,
+            seed: run.config.seed,
+        },
+    )?
+    .cells;
+    write_h5ad(&outputs.predicted, &predicted)?;
+
+    let g = run.genes.len();
+    let mut train = cells_of(&loaded, &p.train_rows);
+    let mut reference = cells_of(&loaded, &p.validation_rows);
+    let a = read_any(&outputs.predicted)?;
+    let mut generated = CellSet {
+        x: like_run(&a, run, &outputs.predicted, true)?,
+        n: a.n_obs(),
+        n_genes: g,
+        labels: None,
+        pcs: Vec::new(),
+    };
+    // Baselines from the condition features.
+    let (f_train, width) = condition_features(
+        &p.conditions.select(&p.train_rows),
+        &run.manifest.conditions,
+    );
+    let (f_held, _) = condition_features(
+        &p.conditions.select(&p.validation_rows),
+        &run.manifest.conditions,
+    );
+    let (n_train, n_held) = (p.train_rows.len(), p.validation_rows.len());
+    let neighbours = knn(&f_held, n_held, &f_train, n_train, width, cfg.neighbors)
+        .map_err(|e| LatentError::Evaluation(e.to_string()))?;
+    let mut knn_x = vec![0.0f32; n_held * g];
+    for i in 0..n_held {
+        for &j in neighbours.neighbors(i) {
+            for c in 0..g {
+                knn_x[i * g + c] += train.x[j * g + c] / cfg.neighbors as f32;
+            }
+        }
+    }
+    let ridge_x = ridge_predict(
+        &f_train,
+        &train.x,
+        n_train,
+        width,
+        g,
+        &f_held,
+        cfg.ridge_lambda,
+    )
+    .map_err(|e| LatentError::Evaluation(e.to_string()))?;
+    let mut mean = vec![0.0f32; g];
+    for row in train.x.chunks_exact(g) {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += v / n_train as f32;
+        }
+    }
+    let set = |x: Vec<f32>| CellSet {
+        x,
+        n: n_held,
+        n_genes: g,
+        labels: None,
+        pcs: Vec::new(),
+    };
+    let mut baselines = vec![
+        (
+            format!(
+                "baseline: mean of {} nearest training rows (condition space)",
+                cfg.neighbors
+            ),
+            set(knn_x),
+        ),
+        (
+            format!(
+                "baseline: ridge regression on condition features (λ = {})",
+                cfg.ridge_lambda
+            ),
+            set(ridge_x),
+        ),
+        (
+            "baseline: training mean".to_string(),
+            set(mean.repeat(n_held)),
+        ),
+    ];
+    let projection = Projection::fit(&train, run.config.evaluate.pca_components, seed)?;
+    for c in [&mut train, &mut reference, &mut generated] {
+        c.labels = None;
+        projection.project(c)?;
+    }
+    for (_, c) in &mut baselines {
+        projection.project(c)?;
+    }
+    let evals = evaluators(run)?;
+    let ctx_for = |paired: usize| EvalContext {
+        train: &train,
+        pca_components: projection.k,
+        gene_names: &run.genes,
+        seed,
+        control: None,
+        paired: Some(paired),
+    };
+    let mut rows = evaluate_rows(
+        &evals,
+        &reference,
+        &[(
+            format!("generated: mean of {k} samples per row"),
+            generated.clone(),
+        )],
+        &ctx_for(k),
+    )?;
+    rows.extend(evaluate_rows(&evals, &reference, &baselines, &ctx_for(1))?);
+    let evaluation = Evaluation {
+        rows,
+        reference: format!(
+            "measured values of the {n_held} held-out validation rows of {}",
+            loaded.path.display()
+        ),
+        pca_components: projection.k,
+        per_label: BTreeMap::new(),
+    };
+    let curves = std::fs::read_to_string(run.dir.join("curves.csv")).ok();
+    write_report(
+        &out.join("report"),
+        &evaluation,
+        &Figures {
+            reference: &reference,
+            generated: &generated,
+            curves_csv: curves.as_deref(),
+        },
+        "latentlab per-row prediction evaluation",
+    )?;
+    Ok((evaluation, outputs))
+}
