@@ -375,3 +375,83 @@ fn plugins_and_inspect() {
     let out = run(&["inspect", &data("README.md")]);
     assert!(!out.status.success());
 }
+
+/// The shipped VQ-GAN config with short stages, the adversary switched on after 3 steps, and
+/// `edit` applied to the parsed config.
+fn short_vq_gan(dir: &Path, name: &str, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/vq_gan_rectified_flow.toml");
+    let mut config: toml::Table = std::fs::read_to_string(shipped).unwrap().parse().unwrap();
+    config["data"]["path"] = data("pbmc68k_reduced/train.h5ad").into();
+    let train = config["train"].as_table_mut().unwrap();
+    for (key, value) in [
+        ("autoencoder_steps", 6),
+        ("denoiser_steps", 4),
+        ("batch_size", 64),
+        ("validate_every", 3),
+    ] {
+        train.insert(key.into(), value.into());
+    }
+    config["autoencoder"]["adversarial_start"] = 3.into();
+    edit(&mut config);
+    let path = dir.join(name);
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn vq_gan_config_trains_a_few_steps_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = short_vq_gan(dir, "vq_gan.toml", |_| {});
+    let run_dir = dir.join("run");
+    let out = run(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "train failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let curves = std::fs::read_to_string(run_dir.join("curves.csv")).unwrap();
+    for name in [
+        "train_perplexity",
+        "train_codes_used",
+        "train_adversarial",
+        "train_adaptive_weight",
+        "train_adversary_loss",
+    ] {
+        assert!(curves.contains(name), "curves.csv lacks {name}");
+    }
+    let out = run(&[
+        "sample",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--n",
+        "5",
+        "--out",
+        dir.join("cells.h5ad").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "sample failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A warm-up at or beyond the stage-1 steps is refused in one line, before anything is written.
+    let bad = short_vq_gan(dir, "bad.toml", |c| {
+        c["autoencoder"]["adversarial_start"] = 6.into();
+    });
+    let out = run(&[
+        "train",
+        "--config",
+        bad.to_str().unwrap(),
+        "--out",
+        dir.join("bad").to_str().unwrap(),
+    ]);
+    assert_one_line_failure(&out, "adversarial_start");
+    assert!(!dir.join("bad").exists());
+}

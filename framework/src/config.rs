@@ -313,6 +313,7 @@ impl ExperimentConfig {
                 format!("{}/{}", self.sample.guidance, self.sample.chunk_size),
             ));
         }
+        self.autoencoder.check_training(t)?;
         Ok(())
     }
 }

@@ -94,7 +94,8 @@ impl EarlyStopping {
     }
 }
 
-/// Trains a stage-1 model on `train` cells, validating on `validation` cells.
+/// Trains a stage-1 model on `train` cells, validating on `validation` cells. Each step: loss,
+/// backward, clip, AdamW, [`Autoencoder::after_step`], then the adversary's updates (if any).
 ///
 /// # Errors
 /// Non-finite losses (with the step), shape errors.
@@ -113,6 +114,13 @@ pub fn train_autoencoder(
     let mut batches =
         Minibatches::new(train.n, cfg.batch_size, stream(seed, "autoencoder.batches"));
     let mut noise = stream(seed, "autoencoder.noise");
+    // The adversary (if any) has its own optimizer state and noise stream, so models without one
+    // train exactly as before.
+    let mut adversary_optimizer = AdamW::new(AdamWConfig {
+        weight_decay: cfg.weight_decay,
+        ..Default::default()
+    })?;
+    let mut adversary_noise = stream(seed, "autoencoder.adversary");
     let mut curves = Vec::new();
     let mut stopper = EarlyStopping {
         best: f64::INFINITY,
@@ -131,6 +139,34 @@ pub fn train_autoencoder(
         let lr = cfg.lr_schedule.rate(cfg.autoencoder_lr, step, total);
         optimizer.apply(&mut *model, "autoencoder", &grads, lr)?;
         model.after_step(&batch, &mut noise)?;
+        for _ in 0..model.adversary_updates(step) {
+            let adv = model.adversary_loss(&batch, step, &mut adversary_noise)?;
+            let Some(params) = model.adversary_mut() else {
+                return Err(LatentError::Incompatible(
+                    "the autoencoder asked for adversary updates but has no adversary".into(),
+                ));
+            };
+            let (v, mut g) = NamedGradients::backward(adv.total, &*params, "adversary")
+                .map_err(|e| at_step(e, "adversary", step))?;
+            if cfg.grad_clip > 0.0 {
+                g.clip_global_norm(cfg.grad_clip);
+            }
+            adversary_optimizer.apply(params, "adversary", &g, lr)?;
+            curves.push(CurvePoint {
+                stage: "autoencoder",
+                step,
+                name: "train_adversary_loss".into(),
+                value: v as f64,
+            });
+            for (name, v) in &adv.components {
+                curves.push(CurvePoint {
+                    stage: "autoencoder",
+                    step,
+                    name: format!("train_adversary_{name}"),
+                    value: *v as f64,
+                });
+            }
+        }
         curves.push(CurvePoint {
             stage: "autoencoder",
             step,

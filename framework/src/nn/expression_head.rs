@@ -4,7 +4,7 @@
 use rand::{Rng, RngCore};
 
 use super::{fork, Init, Linear};
-use crate::device::{tensor1, Dev, Tensor1, Tensor2, TrainTape};
+use crate::device::{tensor1, Dev, Taped, Tensor1, Tensor2, TrainTape};
 use crate::likelihood::{gaussian_nll, hurdle_gaussian_nll, sample_hurdle_gaussian};
 use crate::Result;
 
@@ -108,6 +108,21 @@ impl ExpressionHead {
                 .map(|(m, p)| (1.0 - p) * m.max(0.0))
                 .collect(),
             None => mean,
+        })
+    }
+
+    /// Differentiable expected expression `(1 − π) relu(μ)` (or μ without zero inflation) for
+    /// hidden states `h`: what an adversarial critic sees of a reconstruction.
+    ///
+    /// # Errors
+    /// Shape errors.
+    pub fn expected_taped<T: Taped>(&self, h: Tensor2<T>) -> Result<Tensor2<T>> {
+        Ok(match &self.zero_logits {
+            Some(zl) => {
+                let (h1, h2) = fork(h);
+                self.mean.forward(h1)?.relu() * zl.forward(h2)?.negate().sigmoid()
+            }
+            None => self.mean.forward(h)?,
         })
     }
 

@@ -6,6 +6,7 @@
 //! [`crate::LatentError::Shape`], never panics.
 
 mod activation;
+mod adversarial;
 mod attention;
 mod dropout;
 mod embedding;
@@ -21,8 +22,10 @@ mod null_embedding;
 mod params;
 mod residual_block;
 mod sinusoidal;
+mod vector_quantizer;
 
 pub use activation::Activation;
+pub use adversarial::{adaptive_weight, gradient_of, softplus, AdversarialLoss};
 pub use attention::MultiHeadAttention;
 pub use dropout::dropout;
 pub use embedding::Embedding;
@@ -38,3 +41,6 @@ pub use null_embedding::NullEmbedding;
 pub use params::{join, ParamMut, ParamRef, Parameters};
 pub use residual_block::{Modulation, ResidualBlock};
 pub use sinusoidal::{sinusoidal_embedding, sinusoidal_tensor};
+pub use vector_quantizer::{
+    CodebookUpdate, CodebookUsage, Quantized, QuantizerLosses, QuantizerSettings, VectorQuantizer,
+};

@@ -121,6 +121,35 @@ pub trait Autoencoder: Parameters + Send {
         let _ = (batch, rng);
         Ok(())
     }
+
+    /// Adversary (e.g. GAN critic) updates to run after autoencoder step `step`; 0, the default,
+    /// for models without one. The trainer then calls [`Autoencoder::adversary_loss`] that many
+    /// times, each followed by its own backward pass, gradient clipping and AdamW step (a second
+    /// optimizer, same learning-rate schedule) on [`Autoencoder::adversary_mut`].
+    fn adversary_updates(&self, step: u64) -> usize {
+        let _ = step;
+        0
+    }
+    /// The adversary's objective (to minimize) on `batch` after autoencoder step `step`.
+    ///
+    /// # Errors
+    /// [`crate::LatentError::Incompatible`] by default (the model has no adversary).
+    fn adversary_loss(
+        &mut self,
+        batch: &ExpressionBatch,
+        step: u64,
+        rng: &mut dyn RngCore,
+    ) -> Result<AutoencoderLoss> {
+        let _ = (batch, step, rng);
+        Err(crate::LatentError::Incompatible(
+            "this autoencoder has no adversary to train".into(),
+        ))
+    }
+    /// The adversary's parameters. They are not part of the model's [`Parameters`] (so the
+    /// autoencoder's optimizer never moves them, and checkpoints hold only what sampling needs).
+    fn adversary_mut(&mut self) -> Option<&mut dyn Parameters> {
+        None
+    }
 }
 
 /// Serializable description of an autoencoder; `type = "<name>"` selects the plugin.
@@ -131,4 +160,14 @@ pub trait AutoencoderConfig: std::fmt::Debug + Send + Sync {
     /// # Errors
     /// [`crate::LatentError::InvalidConfig`] for invalid fields or input kinds.
     fn build(&self, ctx: &AutoencoderContext) -> Result<Box<dyn Autoencoder>>;
+
+    /// Checks the config against the training settings (e.g. a warm-up longer than training),
+    /// run when an experiment config is loaded. Default: nothing to check.
+    ///
+    /// # Errors
+    /// [`crate::LatentError::InvalidConfig`] naming the field.
+    fn check_training(&self, train: &crate::config::TrainConfig) -> Result<()> {
+        let _ = train;
+        Ok(())
+    }
 }

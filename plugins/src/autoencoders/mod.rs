@@ -3,4 +3,5 @@
 mod count_vae;
 mod identity;
 mod vae;
+mod vq_gan;
 mod vq_vae;
