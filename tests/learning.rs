@@ -121,7 +121,7 @@ fn conditional_generation_recovers_per_label_means() {
     );
 
     let n = 300;
-    for label in 0..2u32 {
+    let samples_for = |label: u32| -> Vec<f32> {
         let mut table = ConditionTable::default();
         table.columns.insert(
             "cell_type".into(),
@@ -157,9 +157,16 @@ fn conditional_generation_recovers_per_label_means() {
             256,
         )
         .unwrap();
-        let mean: Vec<f32> = (0..GENES)
+        x
+    };
+    let mean_of = |x: &[f32]| -> Vec<f32> {
+        (0..GENES)
             .map(|g| (0..n).map(|i| x[i * GENES + g]).sum::<f32>() / n as f32)
-            .collect();
+            .collect()
+    };
+    let mean_for = |label: u32| mean_of(&samples_for(label));
+    for label in 0..2u32 {
+        let mean = mean_for(label);
         let err_own: f32 = (0..GENES)
             .map(|g| (mean[g] - profile(label as usize, g)).abs())
             .sum::<f32>()
