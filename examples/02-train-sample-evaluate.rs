@@ -36,6 +36,7 @@ fn main() -> Result<()> {
             steps: Some(20),
             guidance: Some(2.0),
             sampler: None,
+            sampler_options: BTreeMap::new(),
             seed: 1,
         },
     )?

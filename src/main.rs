@@ -146,6 +146,10 @@ struct SampleArgs {
     /// Use another sampler with the trained denoiser (e.g. `ddim` for a `ddpm` run).
     #[arg(long)]
     sampler: Option<String>,
+    /// Override a sampler config field, e.g. `--sampler-option solver=heun` or
+    /// `--sampler-option eta=1` (repeatable).
+    #[arg(long = "sampler-option", value_name = "KEY=VALUE")]
+    sampler_options: Vec<String>,
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -202,12 +206,12 @@ impl Progress for Bar {
     }
 }
 
-fn parse_conditions(items: &[String]) -> Result<BTreeMap<String, String>> {
+fn parse_pairs(flag: &str, items: &[String]) -> Result<BTreeMap<String, String>> {
     items
         .iter()
         .map(|s| {
             let (k, v) = s.split_once('=').ok_or_else(|| {
-                anyhow!("--condition {s}: expected KEY=VALUE, e.g. bulk_labels=\"CD14+ Monocyte\"")
+                anyhow!("{flag} {s}: expected KEY=VALUE, e.g. bulk_labels=\"CD14+ Monocyte\" or solver=heun")
             })?;
             Ok((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
         })
@@ -233,8 +237,8 @@ fn run_sample(args: &SampleArgs) -> Result<()> {
         ));
     }
     let run = load_run(&args.run)?;
-    let mut fixed = parse_conditions(&args.conditions)?;
-    fixed.extend(parse_conditions(&args.set)?);
+    let mut fixed = parse_pairs("--condition", &args.conditions)?;
+    fixed.extend(parse_pairs("--set", &args.set)?);
     let request = SampleRequest {
         n: args.n.unwrap_or(0),
         fixed,
@@ -248,6 +252,7 @@ fn run_sample(args: &SampleArgs) -> Result<()> {
         steps: args.steps,
         guidance: args.cfg,
         sampler: args.sampler.clone(),
+        sampler_options: parse_pairs("--sampler-option", &args.sampler_options)?,
         seed: args.seed,
     };
     let sampled = sample(&run, &request)?;
@@ -282,52 +287,40 @@ fn run_all(config_path: &Path, out: &Path, overwrite: bool) -> Result<()> {
         manifest.reconstruction
     );
     let run = load_run(&run_dir)?;
-    if let Some(hold) = &run.config.data.hold_out {
-        let t = std::time::Instant::now();
+    // Application protocols replace plain generation (docs/applications.md).
+    let t = std::time::Instant::now();
+    let protocol = if let Some(hold) = &run.config.data.hold_out {
         let (evaluation, files) = evaluate_held_out(&run, hold, out)?;
-        eprintln!(
-            "generated the held-out {} cells in {:.2}s -> {}",
-            hold.key,
-            t.elapsed().as_secs_f64(),
-            files.generated.display()
-        );
-        println!(
-            "{}",
-            latentlab::framework::report::markdown_table(&evaluation)
-        );
-        eprintln!(
-            "report: {}",
-            out.join("report").join("report.html").display()
-        );
-        return Ok(());
-    }
-    if let Some(cfg) = &run.config.evaluate.prediction {
-        let t = std::time::Instant::now();
+        Some((
+            evaluation,
+            format!("generated the held-out {} cells", hold.key),
+            files.generated,
+        ))
+    } else if let Some(cfg) = &run.config.evaluate.prediction {
         let (evaluation, files) = evaluate_prediction(&run, cfg, out)?;
-        eprintln!(
-            "predicted the held-out rows in {:.2}s -> {}",
-            t.elapsed().as_secs_f64(),
-            files.predicted.display()
-        );
-        println!(
-            "{}",
-            latentlab::framework::report::markdown_table(&evaluation)
-        );
-        eprintln!(
-            "report: {}",
-            out.join("report").join("report.html").display()
-        );
-        return Ok(());
-    }
-    if let Some(cf) = &run.config.evaluate.counterfactual {
-        let t = std::time::Instant::now();
+        Some((
+            evaluation,
+            "predicted the held-out rows".to_string(),
+            files.predicted,
+        ))
+    } else if let Some(cf) = &run.config.evaluate.counterfactual {
         let (evaluation, files) = evaluate_counterfactual(&run, cf, out)?;
+        Some((
+            evaluation,
+            format!(
+                "predicted {} → {} for the held-out cells",
+                cf.source, cf.target
+            ),
+            files.predicted,
+        ))
+    } else {
+        None
+    };
+    if let Some((evaluation, what, file)) = protocol {
         eprintln!(
-            "predicted {} → {} for the held-out cells in {:.2}s -> {}",
-            cf.source,
-            cf.target,
+            "{what} in {:.2}s -> {}",
             t.elapsed().as_secs_f64(),
-            files.predicted.display()
+            file.display()
         );
         println!(
             "{}",
@@ -363,6 +356,7 @@ fn run_all(config_path: &Path, out: &Path, overwrite: bool) -> Result<()> {
         steps: None,
         guidance: None,
         sampler: None,
+        sampler_options: BTreeMap::new(),
         seed: config.seed,
     };
     let t = std::time::Instant::now();

@@ -60,31 +60,46 @@ fn short_config(name: &str, dir: &Path, steps: usize) -> PathBuf {
     path
 }
 
-#[test]
-fn perturbation_response_end_to_end_and_bad_inputs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let config = short_config("kang_perturbation.toml", dir, 40);
-    let out = dir.join("kang");
+/// `latentlab run` on the shortened config into `dir/name`; checks that metrics.json names every
+/// row or metric in `expected`. Returns the output directory.
+fn run_application(config: &str, dir: &Path, steps: usize, expected: &[&str]) -> PathBuf {
+    let path = short_config(config, dir, steps);
+    let out = dir.join(config.trim_end_matches(".toml"));
     ok(
         &run(&[
             "run",
             "--config",
-            config.to_str().unwrap(),
+            path.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
         ]),
-        "run kang_perturbation",
+        config,
     );
     let metrics = std::fs::read_to_string(out.join("report").join("metrics.json")).unwrap();
-    for needle in [
-        "delta_pearson_top_de",
-        "baseline: no change",
-        "baseline: additive mean shift",
-        "control: real training stim cells",
-    ] {
-        assert!(metrics.contains(needle), "metrics.json lacks {needle}");
+    for needle in expected {
+        assert!(
+            metrics.contains(needle),
+            "{config}: metrics.json lacks {needle}"
+        );
     }
+    out
+}
+
+#[test]
+fn perturbation_response_end_to_end_and_bad_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = run_application(
+        "kang_perturbation.toml",
+        dir,
+        40,
+        &[
+            "delta_pearson_top_de",
+            "baseline: no change",
+            "baseline: additive mean shift",
+            "control: real training stim cells",
+        ],
+    );
     let heldout = out.join("heldout_ctrl.h5ad");
     assert!(heldout.exists() && out.join("predicted_stim.h5ad").exists());
 
@@ -173,28 +188,18 @@ fn perturbation_response_end_to_end_and_bad_inputs() {
 fn time_course_held_out_time_end_to_end_and_extrapolation_warning() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let config = short_config("hsmm_time_course.toml", dir, 30);
-    let out = dir.join("hsmm");
-    ok(
-        &run(&[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]),
-        "run hsmm_time_course",
+    let out = run_application(
+        "hsmm_time_course.toml",
+        dir,
+        30,
+        &[
+            "control: other half of the held-out cells",
+            "baseline: nearest observed Hours = 24",
+            "baseline: nearest observed Hours = 72",
+            "pooled",
+            "linearly interpolated mean",
+        ],
     );
-    let metrics = std::fs::read_to_string(out.join("report").join("metrics.json")).unwrap();
-    for needle in [
-        "control: other half of the held-out cells",
-        "baseline: nearest observed Hours = 24",
-        "baseline: nearest observed Hours = 72",
-        "pooled",
-        "linearly interpolated mean",
-    ] {
-        assert!(metrics.contains(needle), "metrics.json lacks {needle}");
-    }
     let manifest = std::fs::read_to_string(out.join("run").join("manifest.json")).unwrap();
     assert!(
         manifest.contains("\"n_train\": 162"),
@@ -239,28 +244,18 @@ fn time_course_held_out_time_end_to_end_and_extrapolation_warning() {
 fn spatial_prediction_end_to_end_and_visium_import() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let config = short_config("visium_spatial.toml", dir, 30);
-    let out = dir.join("visium");
-    ok(
-        &run(&[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]),
-        "run visium_spatial",
+    let out = run_application(
+        "visium_spatial.toml",
+        dir,
+        30,
+        &[
+            "per_feature_pearson",
+            "interval_coverage_80",
+            "baseline: mean of 6 nearest training rows",
+            "baseline: ridge regression",
+            "baseline: training mean",
+        ],
     );
-    let metrics = std::fs::read_to_string(out.join("report").join("metrics.json")).unwrap();
-    for needle in [
-        "per_feature_pearson",
-        "interval_coverage_80",
-        "baseline: mean of 6 nearest training rows",
-        "baseline: ridge regression",
-        "baseline: training mean",
-    ] {
-        assert!(metrics.contains(needle), "metrics.json lacks {needle}");
-    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let spots = dir.join("spots.h5ad");
     ok(

@@ -166,8 +166,38 @@ fn train_sample_evaluate_and_bad_invocations() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // A flow sampler on a diffusion-trained denoiser is refused.
+    // Sampler fields switch at sampling time (DDIM with eta = 1); unknown fields are refused.
     let bad = dir.join("bad.h5ad");
+    for (option, ok) in [("eta=1", true), ("nonsense=1", false)] {
+        let out = run(&[
+            "sample",
+            "--run",
+            run_dir.to_str().unwrap(),
+            "--n",
+            "5",
+            "--sampler",
+            "ddim",
+            "--sampler-option",
+            option,
+            "--steps",
+            "5",
+            "--out",
+            bad.to_str().unwrap(),
+        ]);
+        if ok {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::remove_file(&bad).unwrap();
+        } else {
+            assert_one_line_failure(&out, "nonsense");
+            assert!(!bad.exists());
+        }
+    }
+
+    // A flow sampler on a diffusion-trained denoiser is refused.
     let out = run(&[
         "sample",
         "--run",

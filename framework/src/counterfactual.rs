@@ -7,15 +7,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::CounterfactualConfig;
-use crate::data::{read_any, write_h5ad};
+use crate::data::write_h5ad;
 use crate::dataset;
 use crate::evaluation::{evaluate_rows, real_control, Evaluation, Projection};
 use crate::plugin::{CellSet, EvalContext};
-use crate::report::{write_report, Figures};
+use crate::protocol::{generate_for_rows, generated_cells, write_protocol_report};
 use crate::rng::derive_seed;
 use crate::run::Run;
-use crate::run_evaluation::{cells_of, evaluators, like_run};
-use crate::sampling::{sample, ConditionsFrom, SampleRequest};
+use crate::run_evaluation::{cells_of, evaluators};
 use crate::{LatentError, Result};
 
 /// Files the protocol wrote next to the report.
@@ -122,44 +121,31 @@ pub fn evaluate_counterfactual(
     };
     write_h5ad(&outputs.heldout_source, &adata.select_obs(&val_source))?;
     let fixed = BTreeMap::from([(cf.key.clone(), cf.target.clone())]);
-    let request = |invert: bool| SampleRequest {
-        n: 0,
-        fixed: fixed.clone(),
-        per_cell: None,
-        from: Some(ConditionsFrom {
-            path: outputs.heldout_source.clone(),
-            per_row: 1,
-            invert,
-            allow_missing_genes: false,
-        }),
-        steps: None,
-        guidance: None,
-        sampler: None,
-        seed: run.config.seed,
-    };
-    let predicted = sample(run, &request(true))?.cells;
-    write_h5ad(&outputs.predicted, &predicted)?;
-    let sampled = sample(run, &request(false))?.cells;
-    write_h5ad(&outputs.sampled, &sampled)?;
+    generate_for_rows(
+        run,
+        &outputs.heldout_source,
+        &fixed,
+        1,
+        true,
+        &outputs.predicted,
+    )?;
+    generate_for_rows(
+        run,
+        &outputs.heldout_source,
+        &fixed,
+        1,
+        false,
+        &outputs.sampled,
+    )?;
 
     let g = run.genes.len();
-    let model_cells = |path: &Path| -> Result<CellSet> {
-        let a = read_any(path)?;
-        Ok(CellSet {
-            x: like_run(&a, run, path, true)?,
-            n: a.n_obs(),
-            n_genes: g,
-            labels: None,
-            pcs: Vec::new(),
-        })
-    };
     let mut train = cells_of(&loaded, &p.train_rows);
     let mut control = cells_of(&loaded, &val_source);
     let mut reference = cells_of(&loaded, &val_target);
     let train_src = cells_of(&loaded, &train_source);
     let train_tgt = cells_of(&loaded, &train_target);
-    let mut generated = model_cells(&outputs.predicted)?;
-    let mut plain = model_cells(&outputs.sampled)?;
+    let mut generated = generated_cells(run, &outputs.predicted)?;
+    let mut plain = generated_cells(run, &outputs.sampled)?;
     let shift = mean_shift(&train_src, &train_tgt);
     let mut additive = control.clone();
     for row in additive.x.chunks_exact_mut(g) {
@@ -230,15 +216,12 @@ pub fn evaluate_counterfactual(
         pca_components: projection.k,
         per_label: BTreeMap::new(),
     };
-    let curves = std::fs::read_to_string(run.dir.join("curves.csv")).ok();
-    write_report(
-        &out.join("report"),
+    write_protocol_report(
+        run,
+        out,
         &evaluation,
-        &Figures {
-            reference: &reference,
-            generated: &generated,
-            curves_csv: curves.as_deref(),
-        },
+        &reference,
+        &generated,
         "latentlab counterfactual evaluation",
     )?;
     Ok((evaluation, outputs))

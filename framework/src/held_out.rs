@@ -9,17 +9,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::HoldOutConfig;
-use crate::data::{read_any, write_h5ad, Column};
+use crate::data::{write_h5ad, Column};
 use crate::dataset;
 use crate::evaluation::{
     evaluate_rows, interpolated_gaussian_baseline, real_control, Evaluation, Projection,
 };
-use crate::plugin::{CellSet, EvalContext};
-use crate::report::{write_report, Figures};
+use crate::plugin::EvalContext;
+use crate::protocol::{generate_for_rows, generated_cells, write_protocol_report};
 use crate::rng::{derive_seed, stream};
 use crate::run::Run;
-use crate::run_evaluation::{cells_of, evaluators, like_run};
-use crate::sampling::{sample, ConditionsFrom, SampleRequest};
+use crate::run_evaluation::{cells_of, evaluators};
 use crate::{LatentError, Result};
 
 /// Files the protocol wrote next to the report.
@@ -71,28 +70,15 @@ pub fn evaluate_held_out(
         generated: out.join("generated.h5ad"),
     };
     write_h5ad(&outputs.conditions, &adata.select_obs(floor_rows))?;
-    let generated_adata = sample(
+    generate_for_rows(
         run,
-        &SampleRequest {
-            n: 0,
-            fixed: BTreeMap::new(),
-            per_cell: None,
-            from: Some(ConditionsFrom {
-                path: outputs.conditions.clone(),
-                per_row: 1,
-                invert: false,
-                allow_missing_genes: false,
-            }),
-            steps: None,
-            guidance: None,
-            sampler: None,
-            seed: run.config.seed,
-        },
-    )?
-    .cells;
-    write_h5ad(&outputs.generated, &generated_adata)?;
+        &outputs.conditions,
+        &BTreeMap::new(),
+        1,
+        false,
+        &outputs.generated,
+    )?;
 
-    let g = run.genes.len();
     let p = &loaded.prepared;
     let observed: Vec<usize> = p
         .train_rows
@@ -103,14 +89,7 @@ pub fn evaluate_held_out(
     let mut train = cells_of(&loaded, &p.train_rows);
     let mut reference = cells_of(&loaded, reference_rows);
     let mut floor = cells_of(&loaded, floor_rows);
-    let a = read_any(&outputs.generated)?;
-    let mut generated = CellSet {
-        x: like_run(&a, run, &outputs.generated, true)?,
-        n: a.n_obs(),
-        n_genes: g,
-        labels: None,
-        pcs: Vec::new(),
-    };
+    let mut generated = generated_cells(run, &outputs.generated)?;
     let projection = Projection::fit(&train, run.config.evaluate.pca_components, seed)?;
     for c in [&mut train, &mut reference, &mut floor, &mut generated] {
         c.labels = None;
@@ -204,15 +183,12 @@ pub fn evaluate_held_out(
         pca_components: projection.k,
         per_label: BTreeMap::new(),
     };
-    let curves = std::fs::read_to_string(run.dir.join("curves.csv")).ok();
-    write_report(
-        &out.join("report"),
+    write_protocol_report(
+        run,
+        out,
         &evaluation,
-        &Figures {
-            reference: &reference,
-            generated: &generated,
-            curves_csv: curves.as_deref(),
-        },
+        &reference,
+        &generated,
         "latentlab held-out condition evaluation",
     )?;
     Ok((evaluation, outputs))

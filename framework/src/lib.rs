@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod plots;
 pub mod plugin;
 pub mod prediction;
+pub mod protocol;
 pub mod registry;
 pub mod report;
 pub mod rng;

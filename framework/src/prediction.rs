@@ -7,16 +7,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::PredictionConfig;
-use crate::data::{read_any, write_h5ad};
+use crate::data::write_h5ad;
 use crate::dataset;
 use crate::evaluation::{evaluate_rows, Evaluation, Projection};
 use crate::metrics::{knn, ridge_predict};
 use crate::plugin::{CellSet, ConditionColumn, ConditionSummary, ConditionTable, EvalContext};
-use crate::report::{write_report, Figures};
+use crate::protocol::{generate_for_rows, generated_cells, write_protocol_report};
 use crate::rng::derive_seed;
 use crate::run::Run;
-use crate::run_evaluation::{cells_of, evaluators, like_run};
-use crate::sampling::{sample, ConditionsFrom, SampleRequest};
+use crate::run_evaluation::{cells_of, evaluators};
 use crate::{LatentError, Result};
 
 /// Numeric features of conditions for the regression baselines: categories one-hot, numbers and
@@ -129,38 +128,19 @@ pub fn evaluate_prediction(
     };
     write_h5ad(&outputs.heldout, &adata.select_obs(&p.validation_rows))?;
     let k = cfg.samples_per_row;
-    let predicted = sample(
+    generate_for_rows(
         run,
-        &SampleRequest {
-            n: 0,
-            fixed: BTreeMap::new(),
-            per_cell: None,
-            from: Some(ConditionsFrom {
-                path: outputs.heldout.clone(),
-                per_row: k,
-                invert: false,
-                allow_missing_genes: false,
-            }),
-            steps: None,
-            guidance: None,
-            sampler: None,
-            seed: run.config.seed,
-        },
-    )?
-    .cells;
-    write_h5ad(&outputs.predicted, &predicted)?;
+        &outputs.heldout,
+        &BTreeMap::new(),
+        k,
+        false,
+        &outputs.predicted,
+    )?;
 
     let g = run.genes.len();
     let mut train = cells_of(&loaded, &p.train_rows);
     let mut reference = cells_of(&loaded, &p.validation_rows);
-    let a = read_any(&outputs.predicted)?;
-    let mut generated = CellSet {
-        x: like_run(&a, run, &outputs.predicted, true)?,
-        n: a.n_obs(),
-        n_genes: g,
-        labels: None,
-        pcs: Vec::new(),
-    };
+    let mut generated = generated_cells(run, &outputs.predicted)?;
     // Baselines from the condition features.
     let (f_train, width) = condition_features(
         &p.conditions.select(&p.train_rows),
@@ -260,15 +240,12 @@ pub fn evaluate_prediction(
         pca_components: projection.k,
         per_label: BTreeMap::new(),
     };
-    let curves = std::fs::read_to_string(run.dir.join("curves.csv")).ok();
-    write_report(
-        &out.join("report"),
+    write_protocol_report(
+        run,
+        out,
         &evaluation,
-        &Figures {
-            reference: &reference,
-            generated: &generated,
-            curves_csv: curves.as_deref(),
-        },
+        &reference,
+        &generated,
         "latentlab per-row prediction evaluation",
     )?;
     Ok((evaluation, outputs))

@@ -38,6 +38,8 @@ pub struct SampleRequest {
     pub guidance: Option<f32>,
     /// Another sampler type to use with the trained denoiser (must follow the same process).
     pub sampler: Option<String>,
+    /// Sampler config fields to override (`solver = heun`, `eta = 1`, …).
+    pub sampler_options: BTreeMap<String, String>,
     /// Seed.
     pub seed: u64,
 }
@@ -375,43 +377,69 @@ pub fn conditions_from_file(
     Ok((original, target))
 }
 
-/// Builds another sampler for the trained denoiser, keeping the training process fields.
+/// Builds the sampler for a request: the run's own, or another type (`name`) keeping the training
+/// process fields, with sampler config fields overridden by `options` (`solver = heun`,
+/// `eta = 1`, `timestep_spacing = leading`; values parsed as JSON where possible, else strings).
 ///
 /// # Errors
-/// Unknown sampler type, or a process that differs from the training one (with both named).
-pub fn switch_sampler(run: &Run, name: &str) -> Result<Box<dyn crate::plugin::LatentSampler>> {
+/// Unknown sampler type or field, or a process that differs from the training one (with both
+/// named).
+pub fn switch_sampler(
+    run: &Run,
+    name: Option<&str>,
+    options: &BTreeMap<String, String>,
+) -> Result<Box<dyn crate::plugin::LatentSampler>> {
     let original =
         serde_json::to_value(&run.config.sampler).map_err(|e| LatentError::Data(e.to_string()))?;
     let mut fields = serde_json::Map::new();
-    fields.insert("type".into(), serde_json::Value::String(name.to_string()));
-    for key in [
-        "train_steps",
-        "schedule",
-        "beta_start",
-        "beta_end",
-        "prediction",
-        "timestep_spacing",
-    ] {
-        if let Some(v) = original.get(key) {
-            fields.insert(key.into(), v.clone());
+    match name {
+        Some(name) => {
+            fields.insert("type".into(), serde_json::Value::String(name.to_string()));
+            for key in [
+                "train_steps",
+                "schedule",
+                "beta_start",
+                "beta_end",
+                "prediction",
+                "timestep_spacing",
+            ] {
+                if let Some(v) = original.get(key) {
+                    fields.insert(key.into(), v.clone());
+                }
+            }
+        }
+        None => {
+            if let serde_json::Value::Object(o) = original {
+                fields = o;
+            }
         }
     }
+    for (key, value) in options {
+        let parsed = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.clone()));
+        fields.insert(key.clone(), parsed);
+    }
+    let shown = fields
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("?")
+        .to_string();
     let config: Box<dyn SamplerConfig> = serde_json::from_value(serde_json::Value::Object(fields))
         .map_err(|e| {
             LatentError::config(
                 "sample",
-                "--sampler",
+                "--sampler/--sampler-option",
                 format!(
-                    "a registered sampler ({})",
+                    "a registered sampler ({}) and its fields (`latentlab plugins` lists them)",
                     crate::registry::names(crate::registry::PluginKind::Sampler).join(", ")
                 ),
-                format!("{name} ({e})"),
+                format!("{shown} ({e})"),
             )
         })?;
     let sampler = config.build()?;
     if sampler.process() != run.manifest.process {
         return Err(LatentError::Incompatible(format!(
-            "the denoiser was trained under {:?}; sampler `{name}` follows {:?}; pick a sampler of the same family, schedule and prediction",
+            "the denoiser was trained under {:?}; sampler `{shown}` follows {:?}; pick a sampler of the same family, schedule and prediction",
             run.manifest.process,
             sampler.process()
         )));
@@ -428,13 +456,13 @@ pub fn sample(run: &Run, request: &SampleRequest) -> Result<Sampled> {
     let mut rng = stream(request.seed, "sample");
     let mut warnings = Vec::new();
     let replaced;
-    let sampler: &dyn crate::plugin::LatentSampler = match &request.sampler {
-        Some(name) => {
-            replaced = switch_sampler(run, name)?;
+    let sampler: &dyn crate::plugin::LatentSampler =
+        if request.sampler.is_none() && request.sampler_options.is_empty() {
+            run.models.sampler.as_ref()
+        } else {
+            replaced = switch_sampler(run, request.sampler.as_deref(), &request.sampler_options)?;
             replaced.as_ref()
-        }
-        None => run.models.sampler.as_ref(),
-    };
+        };
     let steps = request
         .steps
         .or(run.config.sample.steps)
