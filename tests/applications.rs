@@ -200,6 +200,12 @@ fn time_course_held_out_time_end_to_end_and_extrapolation_warning() {
             "linearly interpolated mean",
         ],
     );
+    for plot in ["time_grid_real.png", "time_grid_generated.svg"] {
+        assert!(
+            out.join("report").join(plot).exists(),
+            "report lacks {plot}"
+        );
+    }
     let manifest = std::fs::read_to_string(out.join("run").join("manifest.json")).unwrap();
     assert!(
         manifest.contains("\"n_train\": 162"),
@@ -256,6 +262,19 @@ fn spatial_prediction_end_to_end_and_visium_import() {
             "baseline: training mean",
         ],
     );
+    let tissue_svgs = std::fs::read_dir(out.join("report"))
+        .unwrap()
+        .filter(|e| {
+            let name = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            name.starts_with("tissue_") && name.ends_with("_predicted.svg")
+        })
+        .count();
+    assert_eq!(tissue_svgs, 3, "three predicted tissue maps expected");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let spots = dir.join("spots.h5ad");
     ok(

@@ -222,6 +222,7 @@ pub fn evaluate_counterfactual(
         &evaluation,
         &reference,
         &generated,
+        Vec::new(),
         "latentlab counterfactual evaluation",
     )?;
     Ok((evaluation, outputs))

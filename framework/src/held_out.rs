@@ -14,11 +14,14 @@ use crate::dataset;
 use crate::evaluation::{
     evaluate_rows, interpolated_gaussian_baseline, real_control, Evaluation, Projection,
 };
-use crate::plugin::EvalContext;
+use crate::plots::ScatterGroup;
+use crate::plugin::{CellSet, ConditionColumn, EvalContext};
 use crate::protocol::{generate_for_rows, generated_cells, write_protocol_report};
+use crate::report::ExtraScatter;
 use crate::rng::{derive_seed, stream};
 use crate::run::Run;
 use crate::run_evaluation::{cells_of, evaluators};
+use crate::sampling::{sample, SampleRequest};
 use crate::{LatentError, Result};
 
 /// Files the protocol wrote next to the report.
@@ -161,6 +164,7 @@ pub fn evaluate_held_out(
             ));
         }
     }
+    let extra = time_grid_plots(run, hold, &loaded, &observed, &projection)?;
     let evals = evaluators(run)?;
     let ctx = EvalContext {
         train: &train,
@@ -189,7 +193,108 @@ pub fn evaluate_held_out(
         &evaluation,
         &reference,
         &generated,
+        extra,
         "latentlab held-out condition evaluation",
     )?;
     Ok((evaluation, outputs))
+}
+
+/// PCA maps of real observed cells coloured by their value of the held-out key, and of cells
+/// generated along an even grid of values spanning the training range (numeric keys whose run has
+/// no other condition that needs per-cell values; otherwise no plots).
+fn time_grid_plots(
+    run: &Run,
+    hold: &HoldOutConfig,
+    loaded: &dataset::LoadedData,
+    observed: &[usize],
+    projection: &Projection,
+) -> Result<Vec<ExtraScatter>> {
+    let Some(summary) = run.manifest.conditions.iter().find(|c| c.key == hold.key) else {
+        return Ok(Vec::new());
+    };
+    let (Some(&lo), Some(&hi)) = (summary.min.first(), summary.max.first()) else {
+        return Ok(Vec::new());
+    };
+    let Some(ConditionColumn::Continuous(values)) =
+        loaded.prepared.conditions.columns.get(&hold.key)
+    else {
+        return Ok(Vec::new());
+    };
+    let pc = |c: &CellSet| -> Vec<(f32, f32)> {
+        let k = projection.k;
+        (0..c.n)
+            .map(|i| (c.pcs[i * k], c.pcs[i * k + k.min(2) - 1]))
+            .collect()
+    };
+    let mut distinct: Vec<f32> = observed.iter().map(|&r| values[r]).collect();
+    distinct.sort_by(f32::total_cmp);
+    distinct.dedup();
+    let mut real_groups = Vec::new();
+    for v in distinct.iter().take(20) {
+        let rows: Vec<usize> = observed
+            .iter()
+            .copied()
+            .filter(|&r| values[r] == *v)
+            .collect();
+        let mut cells = cells_of(loaded, &rows);
+        projection.project(&mut cells)?;
+        real_groups.push(ScatterGroup {
+            label: format!("real {} = {v}", hold.key),
+            points: pc(&cells),
+            color: None,
+        });
+    }
+    let mut generated_groups = Vec::new();
+    let steps = 7;
+    for i in 0..steps {
+        let v = lo + (hi - lo) * i as f32 / (steps - 1) as f32;
+        let request = SampleRequest {
+            n: 40,
+            fixed: BTreeMap::from([(hold.key.clone(), v.to_string())]),
+            per_cell: None,
+            from: None,
+            steps: None,
+            guidance: None,
+            sampler: None,
+            sampler_options: BTreeMap::new(),
+            seed: run.config.seed,
+        };
+        let Ok(sampled) = sample(run, &request) else {
+            return Ok(Vec::new());
+        };
+        let mut cells = CellSet {
+            x: sampled.cells.x.to_dense(),
+            n: 40,
+            n_genes: run.genes.len(),
+            labels: None,
+            pcs: Vec::new(),
+        };
+        projection.project(&mut cells)?;
+        generated_groups.push(ScatterGroup {
+            label: format!("generated {} = {v:.1}", hold.key),
+            points: pc(&cells),
+            color: None,
+        });
+    }
+    let axes = ("PC1".to_string(), "PC2".to_string());
+    Ok(vec![
+        ExtraScatter {
+            stem: "time_grid_real".into(),
+            caption: format!(
+                "Real observed cells by {} (PCA of training cells; held-out value absent)",
+                hold.key
+            ),
+            groups: real_groups,
+            axes: axes.clone(),
+        },
+        ExtraScatter {
+            stem: "time_grid_generated".into(),
+            caption: format!(
+                "Cells generated along a grid of {} values over the training range",
+                hold.key
+            ),
+            groups: generated_groups,
+            axes,
+        },
+    ])
 }

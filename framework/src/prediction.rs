@@ -13,6 +13,7 @@ use crate::evaluation::{evaluate_rows, Evaluation, Projection};
 use crate::metrics::{knn, ridge_predict};
 use crate::plugin::{CellSet, ConditionColumn, ConditionSummary, ConditionTable, EvalContext};
 use crate::protocol::{generate_for_rows, generated_cells, write_protocol_report};
+use crate::report::{binned_groups, ExtraScatter};
 use crate::rng::derive_seed;
 use crate::run::Run;
 use crate::run_evaluation::{cells_of, evaluators};
@@ -212,6 +213,7 @@ pub fn evaluate_prediction(
     for (_, c) in &mut baselines {
         projection.project(c)?;
     }
+    let extra = tissue_maps(&loaded, &train, &reference, &generated, k)?;
     let evals = evaluators(run)?;
     let ctx_for = |paired: usize| EvalContext {
         train: &train,
@@ -246,7 +248,70 @@ pub fn evaluate_prediction(
         &evaluation,
         &reference,
         &generated,
+        extra,
         "latentlab per-row prediction evaluation",
     )?;
     Ok((evaluation, outputs))
+}
+
+/// For runs conditioned on 2-D coordinates: maps of the three most variable held-out genes over
+/// the coordinates, measured at every spot, and with the held-out spots replaced by the model's
+/// mean prediction (5 quantile colour bins each).
+fn tissue_maps(
+    loaded: &dataset::LoadedData,
+    train: &CellSet,
+    reference: &CellSet,
+    generated: &CellSet,
+    k: usize,
+) -> Result<Vec<ExtraScatter>> {
+    let p = &loaded.prepared;
+    let Some((key, values)) = p.conditions.columns.iter().find_map(|(key, c)| match c {
+        ConditionColumn::Vector { dim: 2, values } => Some((key, values)),
+        _ => None,
+    }) else {
+        return Ok(Vec::new());
+    };
+    let g = reference.n_genes;
+    let coords = |rows: &[usize]| -> Vec<(f32, f32)> {
+        rows.iter()
+            .map(|&r| (values[2 * r], -values[2 * r + 1]))
+            .collect()
+    };
+    let mut variance: Vec<(usize, f32)> = (0..g)
+        .map(|j| {
+            let col: Vec<f32> = (0..reference.n).map(|i| reference.x[i * g + j]).collect();
+            let m = col.iter().sum::<f32>() / col.len() as f32;
+            (j, col.iter().map(|v| (v - m).powi(2)).sum::<f32>())
+        })
+        .collect();
+    variance.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut points = coords(&p.train_rows);
+    points.extend(coords(&p.validation_rows));
+    let mut out = Vec::new();
+    for &(j, _) in variance.iter().take(3) {
+        let gene = &p.gene_names[j];
+        let mut measured: Vec<f32> = (0..train.n).map(|i| train.x[i * g + j]).collect();
+        let mut predicted = measured.clone();
+        measured.extend((0..reference.n).map(|i| reference.x[i * g + j]));
+        predicted.extend((0..reference.n).map(|i| {
+            (0..k)
+                .map(|s| generated.x[(i * k + s) * g + j])
+                .sum::<f32>()
+                / k as f32
+        }));
+        let axes = (format!("{key} x"), format!("{key} y (flipped)"));
+        out.push(ExtraScatter {
+            stem: format!("tissue_{j}_measured"),
+            caption: format!("{gene}: measured expression at every spot"),
+            groups: binned_groups(&points, &measured, gene),
+            axes: axes.clone(),
+        });
+        out.push(ExtraScatter {
+            stem: format!("tissue_{j}_predicted"),
+            caption: format!("{gene}: training spots measured, {} held-out spots predicted (mean of {k} samples)", reference.n),
+            groups: binned_groups(&points, &predicted, gene),
+            axes,
+        });
+    }
+    Ok(out)
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::data::{read_any, write_h5ad};
 use crate::evaluation::Evaluation;
 use crate::plugin::CellSet;
-use crate::report::{write_report, Figures};
+use crate::report::{write_report, ExtraScatter, Figures};
 use crate::run::Run;
 use crate::run_evaluation::like_run;
 use crate::sampling::{sample, ConditionsFrom, SampleRequest};
@@ -63,8 +63,8 @@ pub fn generated_cells(run: &Run, path: &Path) -> Result<CellSet> {
     })
 }
 
-/// Writes the protocol's report (tables, plots of `reference` vs `generated`, the run's training
-/// curves) to `out/report`.
+/// Writes the protocol's report (tables, plots of `reference` vs `generated`, the protocol's
+/// `extra` plots, the run's training curves) to `out/report`.
 ///
 /// # Errors
 /// File errors.
@@ -74,6 +74,7 @@ pub fn write_protocol_report(
     evaluation: &Evaluation,
     reference: &CellSet,
     generated: &CellSet,
+    extra: Vec<ExtraScatter>,
     title: &str,
 ) -> Result<()> {
     let curves = std::fs::read_to_string(run.dir.join("curves.csv")).ok();
@@ -84,6 +85,7 @@ pub fn write_protocol_report(
             reference,
             generated,
             curves_csv: curves.as_deref(),
+            extra,
         },
         title,
     )

@@ -22,6 +22,55 @@ pub struct Figures<'a> {
     pub generated: &'a CellSet,
     /// Training curves CSV text (`stage,step,name,value`), if available.
     pub curves_csv: Option<&'a str>,
+    /// Protocol-specific scatter plots (time grids, tissue maps), drawn as PNG and SVG.
+    pub extra: Vec<ExtraScatter>,
+}
+
+/// One protocol-specific scatter plot of a report.
+#[derive(Debug, Clone)]
+pub struct ExtraScatter {
+    /// File stem (`time_grid` → `time_grid.png` and `time_grid.svg`).
+    pub stem: String,
+    /// Title and caption.
+    pub caption: String,
+    /// Point groups.
+    pub groups: Vec<ScatterGroup>,
+    /// Axis labels.
+    pub axes: (String, String),
+}
+
+/// Groups of points coloured by quantile bins of `values` (5 bins, light → dark blue), for
+/// maps of a continuous quantity such as one gene's expression over tissue coordinates.
+pub fn binned_groups(points: &[(f32, f32)], values: &[f32], label: &str) -> Vec<ScatterGroup> {
+    let mut sorted: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    sorted.sort_by(f32::total_cmp);
+    let q = |p: f64| -> f32 {
+        if sorted.is_empty() {
+            0.0
+        } else {
+            sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    let edges = [q(0.2), q(0.4), q(0.6), q(0.8)];
+    let colors = [
+        [222, 235, 247],
+        [158, 202, 225],
+        [66, 146, 198],
+        [8, 81, 156],
+        [8, 48, 107],
+    ];
+    (0..5)
+        .map(|b| ScatterGroup {
+            label: format!("{label} bin {} of 5", b + 1),
+            points: points
+                .iter()
+                .zip(values)
+                .filter(|(_, v)| edges.iter().filter(|e| **v > **e).count() == b)
+                .map(|(p, _)| *p)
+                .collect(),
+            color: Some(colors[b]),
+        })
+        .collect()
 }
 
 fn plot_err(e: crate::plots::PlotError) -> LatentError {
@@ -283,6 +332,22 @@ fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(Str
             scatter_overlay(file(file_name), caption, &groups, "PC1", "PC2").map_err(plot_err)?;
             images.push((file_name.into(), caption.into()));
         }
+    }
+    for extra in &f.extra {
+        for ext in ["png", "svg"] {
+            scatter_overlay(
+                file(&format!("{}.{ext}", extra.stem)),
+                &extra.caption,
+                &extra.groups,
+                &extra.axes.0,
+                &extra.axes.1,
+            )
+            .map_err(plot_err)?;
+        }
+        images.push((
+            format!("{}.png", extra.stem),
+            format!("{} (also {}.svg)", extra.caption, extra.stem),
+        ));
     }
     let g = f.reference.n_genes;
     let err = |e: crate::metrics::MetricsError| LatentError::Evaluation(e.to_string());

@@ -284,6 +284,7 @@ pub fn evaluate_run(
             reference: &reference,
             generated: &generated,
             curves_csv: curves.as_deref(),
+            extra: Vec::new(),
         },
         "latentlab evaluation",
     )?;
