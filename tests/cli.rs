@@ -113,6 +113,10 @@ fn train_sample_evaluate_and_bad_invocations() {
         .as_f64()
         .expect("stage-1 reconstruction quality in the manifest");
     assert!(r.is_finite() && r <= 1.0, "{r}");
+    let nll = manifest["reconstruction"]["validation_reconstruction"]
+        .as_f64()
+        .expect("held-out reconstruction loss in the manifest");
+    assert!(nll.is_finite(), "{nll}");
 
     // Training into an existing run directory without --overwrite is refused.
     let again = run(&[
@@ -259,6 +263,8 @@ fn train_sample_evaluate_and_bad_invocations() {
         "report.md",
         "report.html",
         "pca_real_vs_generated.png",
+        "latent_pca_by_label.png",
+        "latent_pca_by_label.svg",
     ] {
         assert!(report.join(f).exists(), "report is missing {f}");
     }

@@ -10,9 +10,10 @@ use crate::dataset::{self, LoadedData};
 use crate::evaluation::{
     evaluate_rows, gaussian_baseline, real_control, subset_label, Evaluation, Projection,
 };
+use crate::plots::ScatterGroup;
 use crate::plugin::{CellSet, EvalContext, Evaluator, EvaluatorConfig};
 use crate::registry::{names, PluginKind};
-use crate::report::{write_report, Figures};
+use crate::report::{write_report, ExtraScatter, Figures};
 use crate::rng::{derive_seed, stream};
 use crate::run::Run;
 use crate::{LatentError, Result};
@@ -276,6 +277,7 @@ pub fn evaluate_run(
         pca_components: projection.k,
         per_label,
     };
+    let extra = latent_plot(run, &loaded, seed)?;
     let curves = std::fs::read_to_string(run.dir.join("curves.csv")).ok();
     write_report(
         out,
@@ -284,9 +286,66 @@ pub fn evaluate_run(
             reference: &reference,
             generated: &generated,
             curves_csv: curves.as_deref(),
-            extra: Vec::new(),
+            extra,
         },
         "latentlab evaluation",
     )?;
     Ok(evaluation)
+}
+
+/// The stage-1 latents (posterior means / codes) of the validation cells on their first two
+/// principal components, coloured by the label column (no plot without labels).
+///
+/// # Errors
+/// Model or PCA errors.
+pub fn latent_plot(run: &Run, loaded: &LoadedData, seed: u64) -> Result<Vec<ExtraScatter>> {
+    let p = &loaded.prepared;
+    let (Some(labels), Some(key)) = (&loaded.labels, &loaded.label_key) else {
+        return Ok(Vec::new());
+    };
+    if p.validation_rows.len() < 3 {
+        return Ok(Vec::new());
+    }
+    let dim = run.models.autoencoder.latent_dim();
+    let z = crate::experiment::encode_rows(
+        run.models.autoencoder.as_ref(),
+        &p.expression,
+        &p.validation_rows,
+        1024,
+    )?;
+    let mut latents = CellSet {
+        x: z,
+        n: p.validation_rows.len(),
+        n_genes: dim,
+        labels: None,
+        pcs: Vec::new(),
+    };
+    let projection = Projection::fit(&latents, 2, seed)?;
+    projection.project(&mut latents)?;
+    let k = projection.k;
+    let mut names: Vec<&String> = p.validation_rows.iter().map(|&r| &labels[r]).collect();
+    names.sort();
+    names.dedup();
+    let groups = names
+        .iter()
+        .map(|name| ScatterGroup {
+            label: (*name).clone(),
+            points: p
+                .validation_rows
+                .iter()
+                .enumerate()
+                .filter(|(_, &r)| labels[r] == **name)
+                .map(|(i, _)| (latents.pcs[i * k], latents.pcs[i * k + k.min(2) - 1]))
+                .collect(),
+            color: None,
+        })
+        .collect();
+    Ok(vec![ExtraScatter {
+        stem: "latent_pca_by_label".into(),
+        caption: format!(
+            "Stage-1 latents of the validation cells (PCA of the {dim}-d codes) coloured by {key}"
+        ),
+        groups,
+        axes: ("latent PC1".into(), "latent PC2".into()),
+    }])
 }

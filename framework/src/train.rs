@@ -3,6 +3,7 @@
 
 use rand::seq::SliceRandom;
 use rand::Rng;
+use std::collections::BTreeMap;
 
 use crate::config::TrainConfig;
 use crate::device::{tensor2, Dev, Scalar, TrainTape};
@@ -208,16 +209,39 @@ pub fn autoencoder_validation_loss(
     batch: usize,
     seed: u64,
 ) -> Result<f64> {
+    Ok(autoencoder_validation_terms(model, validation, batch, seed)?["total"])
+}
+
+/// Mean loss and mean of every named loss component (`reconstruction`: the held-out negative
+/// log-likelihood per cell for likelihood models, `kl`, …) over the validation cells, with the
+/// same fixed noise stream as [`autoencoder_validation_loss`]. Keys: `total` and the component
+/// names.
+///
+/// # Errors
+/// Propagates model errors.
+pub fn autoencoder_validation_terms(
+    model: &mut dyn Autoencoder,
+    validation: &ExpressionBatch,
+    batch: usize,
+    seed: u64,
+) -> Result<BTreeMap<String, f64>> {
     let mut rng = stream(seed, "autoencoder.validation");
-    let (mut sum, mut count) = (0.0, 0usize);
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    let mut count = 0usize;
     let rows: Vec<usize> = (0..validation.n).collect();
     for chunk in rows.chunks(batch.max(1)) {
         let b = validation.select(chunk);
         let loss = model.loss(&b, u64::MAX / 2, &mut rng)?;
-        sum += loss.total.array() as f64 * chunk.len() as f64;
+        let w = chunk.len() as f64;
+        *sums.entry("total".into()).or_default() += loss.total.array() as f64 * w;
+        for (name, value) in &loss.components {
+            *sums.entry(name.clone()).or_default() += f64::from(*value) * w;
+        }
         count += chunk.len();
     }
-    Ok(sum / count.max(1) as f64)
+    let n = count.max(1) as f64;
+    sums.entry("total".into()).or_default();
+    Ok(sums.into_iter().map(|(k, v)| (k, v / n)).collect())
 }
 
 /// Latents (standardized) with their conditions: what stage 2 trains on.

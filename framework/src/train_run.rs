@@ -11,7 +11,7 @@ use crate::experiment::{build_models, condition_summaries, fit, reconstruction_q
 use crate::plugin::InputKind;
 use crate::rng::derive_seed;
 use crate::run::{genes_digest, save, sha256_hex, Manifest, RunContents, Split};
-use crate::train::{curves_csv, Progress};
+use crate::train::{autoencoder_validation_terms, curves_csv, Progress};
 use crate::{LatentError, Result};
 
 /// Trains the experiment of `config` and writes the run directory `out`.
@@ -44,11 +44,24 @@ pub fn train_run(
     for c in &curves {
         final_losses.insert(format!("{}.{}", c.stage, c.name), c.value);
     }
-    let reconstruction = reconstruction_quality(
+    let mut reconstruction = reconstruction_quality(
         models.autoencoder.as_ref(),
         &p.expression,
         &p.validation_rows,
     )?;
+    if !p.validation_rows.is_empty() {
+        // Held-out loss terms: `validation_reconstruction` is the held-out negative
+        // log-likelihood per cell for likelihood models (NB/ZINB: counts).
+        let terms = autoencoder_validation_terms(
+            models.autoencoder.as_mut(),
+            &p.expression.select(&p.validation_rows),
+            config.train.batch_size,
+            derive_seed(config.seed, "reconstruction"),
+        )?;
+        for (name, value) in terms {
+            reconstruction.insert(format!("validation_{name}"), value);
+        }
+    }
     let file_bytes = std::fs::read(&loaded.path).unwrap_or_default();
     let libs: Vec<f32> = p
         .train_rows
