@@ -126,6 +126,52 @@ fn autoencoders_conform() {
             "{}: checkpoint round trip",
             entry.name
         );
+        // A checkpoint for another gene list does not load.
+        let mut other = testing::autoencoder_context(input).unwrap();
+        other.n_genes = GENES + 3;
+        let mut d = cfg.build(&other).unwrap();
+        if a.num_params() > 0 {
+            assert!(
+                checkpoint::restore(
+                    &tensors,
+                    d.as_mut(),
+                    "autoencoder",
+                    std::path::Path::new("mem")
+                )
+                .is_err(),
+                "{}: a checkpoint for {GENES} genes must not load into a {}-gene model",
+                entry.name,
+                GENES + 3
+            );
+        }
+        // The loss decreases over a few optimizer steps (same noise stream for each evaluation).
+        if a.num_params() > 0 {
+            let eval = |m: &mut Box<dyn latentlab::framework::plugin::Autoencoder>| {
+                m.loss(&batch, 0, &mut stream(5, "eval"))
+                    .unwrap()
+                    .total
+                    .array()
+            };
+            let before = eval(&mut a);
+            let mut opt = latentlab::framework::optim::AdamW::new(Default::default()).unwrap();
+            let mut rng = stream(6, "steps");
+            for step in 0..40 {
+                let loss = a.loss(&batch, step, &mut rng).unwrap();
+                let (_, grads) = latentlab::framework::optim::NamedGradients::backward(
+                    loss.total,
+                    a.as_ref(),
+                    "autoencoder",
+                )
+                .unwrap();
+                opt.apply(a.as_mut(), "autoencoder", &grads, 1e-2).unwrap();
+            }
+            let after = eval(&mut a);
+            assert!(
+                after.is_finite() && after < before,
+                "{}: loss did not decrease over 40 steps: {before} -> {after}",
+                entry.name
+            );
+        }
         // A wrong input width is an error, not a panic.
         let mut wrong = testing::expression(4, 2, false);
         wrong.x.truncate(4 * (GENES - 1));
