@@ -265,6 +265,7 @@ fn train_sample_evaluate_and_bad_invocations() {
         "pca_real_vs_generated.png",
         "latent_pca_by_label.png",
         "latent_pca_by_label.svg",
+        "mean_variance.png",
     ] {
         assert!(report.join(f).exists(), "report is missing {f}");
     }

@@ -277,7 +277,8 @@ pub fn evaluate_run(
         pca_components: projection.k,
         per_label,
     };
-    let extra = latent_plot(run, &loaded, seed)?;
+    let mut extra = latent_plot(run, &loaded, seed)?;
+    extra.push(mean_variance_plot(&reference, &generated)?);
     let curves = std::fs::read_to_string(run.dir.join("curves.csv")).ok();
     write_report(
         out,
@@ -348,4 +349,39 @@ pub fn latent_plot(run: &Run, loaded: &LoadedData, seed: u64) -> Result<Vec<Extr
         groups,
         axes: ("latent PC1".into(), "latent PC2".into()),
     }])
+}
+
+/// Per-gene mean–variance relationship, real reference vs generated (log1p of both axes).
+///
+/// # Errors
+/// Shape errors.
+pub fn mean_variance_plot(reference: &CellSet, generated: &CellSet) -> Result<ExtraScatter> {
+    let err = |e: crate::metrics::MetricsError| LatentError::Evaluation(e.to_string());
+    let g = reference.n_genes;
+    let points = |c: &CellSet| -> Result<Vec<(f32, f32)>> {
+        let s = crate::metrics::gene_stats(&c.x, c.n, g, 1e-3).map_err(err)?;
+        Ok(s.mean
+            .iter()
+            .zip(&s.variance)
+            .map(|(m, v)| (m.max(0.0).ln_1p() as f32, v.max(0.0).ln_1p() as f32))
+            .collect())
+    };
+    Ok(ExtraScatter {
+        stem: "mean_variance".into(),
+        caption: "Per-gene mean vs variance (log1p), real reference (grey) and generated (red)"
+            .into(),
+        groups: vec![
+            ScatterGroup {
+                label: "real (reference)".into(),
+                points: points(reference)?,
+                color: Some([120, 120, 120]),
+            },
+            ScatterGroup {
+                label: "generated".into(),
+                points: points(generated)?,
+                color: Some([214, 39, 40]),
+            },
+        ],
+        axes: ("log1p(mean)".into(), "log1p(variance)".into()),
+    })
 }

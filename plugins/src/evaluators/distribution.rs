@@ -2,7 +2,8 @@
 //! (multi-scale median heuristic), energy distance, and mean 1-D Wasserstein over components.
 
 use latentlab_framework::metrics::{
-    energy_distance, mmd2_unbiased, wasserstein_per_component, Bandwidth, MmdConfig,
+    energy_distance, mmd2_unbiased, sliced_wasserstein, wasserstein_per_component, Bandwidth,
+    MmdConfig,
 };
 use latentlab_framework::plugin::{CellSet, EvalContext, Evaluator, EvaluatorConfig, Metric};
 use latentlab_framework::{register_plugin, LatentError, Result};
@@ -100,6 +101,17 @@ impl Evaluator for Distribution {
             &space,
         )
         .map_err(metrics_error)?;
+        let sliced = sliced_wasserstein(
+            &reference.pcs,
+            reference.n,
+            &candidate.pcs,
+            candidate.n,
+            k,
+            128,
+            ctx.seed,
+            &space,
+        )
+        .map_err(metrics_error)?;
         Ok(vec![
             Metric {
                 name: "mmd2_rbf".into(),
@@ -117,6 +129,12 @@ impl Evaluator for Distribution {
                 name: "wasserstein_pc_mean".into(),
                 value: w.mean,
                 protocol: w.protocol,
+                lower_is_better: true,
+            },
+            Metric {
+                name: "sliced_wasserstein".into(),
+                value: sliced.value,
+                protocol: sliced.protocol,
                 lower_is_better: true,
             },
         ])
