@@ -266,6 +266,8 @@ fn train_sample_evaluate_and_bad_invocations() {
         "latent_pca_by_label.png",
         "latent_pca_by_label.svg",
         "mean_variance.png",
+        "pca_real_vs_generated.svg",
+        "gene_mean.svg",
     ] {
         assert!(report.join(f).exists(), "report is missing {f}");
     }

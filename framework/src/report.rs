@@ -29,7 +29,7 @@ pub struct Figures<'a> {
 /// One protocol-specific scatter plot of a report.
 #[derive(Debug, Clone)]
 pub struct ExtraScatter {
-    /// File stem (`time_grid` → `time_grid.png` and `time_grid.svg`).
+    /// File stem (`time_grid` → `time_grid.png` and `time_grid.svg`, like every report figure).
     pub stem: String,
     /// Title and caption.
     pub caption: String,
@@ -175,7 +175,9 @@ fn write_into(
     let json = serde_json::to_vec_pretty(evaluation)
         .map_err(|e| LatentError::Evaluation(e.to_string()))?;
     write_atomic(&dir.join("metrics.json"), &json)?;
-    let images = draw(dir, evaluation, figures)?;
+    // Every figure as SVG too (same drawing, vector output); the PNGs are embedded.
+    draw(dir, evaluation, figures, "svg")?;
+    let images = draw(dir, evaluation, figures, "png")?;
     let table = markdown_table(evaluation);
     let mut md = format!(
         "# {title}\n\nReference: {}. PCA: {} components fit on real training cells.\n\n",
@@ -266,7 +268,12 @@ fn html(title: &str, md: &str, images: &[(String, String)]) -> String {
     )
 }
 
-fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(String, String)>> {
+fn draw(
+    dir: &Path,
+    evaluation: &Evaluation,
+    f: &Figures<'_>,
+    ext: &str,
+) -> Result<Vec<(String, String)>> {
     let mut images = Vec::new();
     let pc = |c: &CellSet| -> Vec<(f32, f32)> {
         let k = c.pcs.len().checked_div(c.n).unwrap_or(0);
@@ -277,7 +284,7 @@ fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(Str
     };
     let file = |name: &str| -> PathBuf { dir.join(name) };
     scatter_overlay(
-        file("pca_real_vs_generated.png"),
+        file(&format!("pca_real_vs_generated.{ext}")),
         "Real reference vs generated cells (PCA of real training cells)",
         &[
             ScatterGroup {
@@ -296,7 +303,7 @@ fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(Str
     )
     .map_err(plot_err)?;
     images.push((
-        "pca_real_vs_generated.png".into(),
+        format!("pca_real_vs_generated.{ext}"),
         "PC1/PC2: real reference (grey) vs generated (red)".into(),
     ));
     if let (Some(gl), Some(rl)) = (&f.generated.labels, &f.reference.labels) {
@@ -307,13 +314,13 @@ fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(Str
             (
                 f.generated,
                 gl,
-                "pca_generated_by_label.png",
+                "pca_generated_by_label",
                 "Generated cells coloured by conditioned label",
             ),
             (
                 f.reference,
                 rl,
-                "pca_real_by_label.png",
+                "pca_real_by_label",
                 "Real reference cells coloured by label",
             ),
         ] {
@@ -329,25 +336,21 @@ fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(Str
                     color: None,
                 })
                 .collect();
-            scatter_overlay(file(file_name), caption, &groups, "PC1", "PC2").map_err(plot_err)?;
-            images.push((file_name.into(), caption.into()));
+            let file_name = format!("{file_name}.{ext}");
+            scatter_overlay(file(&file_name), caption, &groups, "PC1", "PC2").map_err(plot_err)?;
+            images.push((file_name, caption.into()));
         }
     }
     for extra in &f.extra {
-        for ext in ["png", "svg"] {
-            scatter_overlay(
-                file(&format!("{}.{ext}", extra.stem)),
-                &extra.caption,
-                &extra.groups,
-                &extra.axes.0,
-                &extra.axes.1,
-            )
-            .map_err(plot_err)?;
-        }
-        images.push((
-            format!("{}.png", extra.stem),
-            format!("{} (also {}.svg)", extra.caption, extra.stem),
-        ));
+        scatter_overlay(
+            file(&format!("{}.{ext}", extra.stem)),
+            &extra.caption,
+            &extra.groups,
+            &extra.axes.0,
+            &extra.axes.1,
+        )
+        .map_err(plot_err)?;
+        images.push((format!("{}.{ext}", extra.stem), extra.caption.clone()));
     }
     let g = f.reference.n_genes;
     let err = |e: crate::metrics::MetricsError| LatentError::Evaluation(e.to_string());
@@ -366,7 +369,7 @@ fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(Str
         let r = crate::metrics::pearson(a, b)
             .map(|r| format!("Pearson r = {r:.3}"))
             .unwrap_or_else(|_| "Pearson r undefined".into());
-        let name = format!("gene_{stat}.png");
+        let name = format!("gene_{stat}.{ext}");
         scatter_xy_with_diagonal(
             file(&name),
             &format!("Per-gene {stat}: real vs generated"),
@@ -387,7 +390,7 @@ fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(Str
             .collect()
     };
     histograms_overlay(
-        file("qc_total_expression.png"),
+        file(&format!("qc_total_expression.{ext}")),
         "Per-cell total expression (model scale)",
         "row sum",
         &[
@@ -398,7 +401,7 @@ fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(Str
     )
     .map_err(plot_err)?;
     images.push((
-        "qc_total_expression.png".into(),
+        format!("qc_total_expression.{ext}"),
         "Distribution of per-cell total expression".into(),
     ));
     if let Some(csv) = f.curves_csv {
@@ -420,17 +423,11 @@ fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(Str
         let (ae, den): (Vec<_>, Vec<_>) = smoothed
             .into_iter()
             .partition(|(k, _)| k.starts_with("autoencoder"));
-        for (name, group, log) in [
-            ("loss_autoencoder.png", ae, true),
-            ("loss_denoiser.png", den, false),
-        ] {
+        for (name, group, log) in [("autoencoder", ae, true), ("denoiser", den, false)] {
             if !group.is_empty() {
                 line_curves(
-                    file(name),
-                    &format!(
-                        "Training curves ({})",
-                        name.trim_start_matches("loss_").trim_end_matches(".png")
-                    ),
+                    file(&format!("loss_{name}.{ext}")),
+                    &format!("Training curves ({name})"),
                     "step",
                     "loss",
                     &group,
@@ -438,11 +435,8 @@ fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(Str
                 )
                 .map_err(plot_err)?;
                 images.push((
-                    name.into(),
-                    format!(
-                        "Training and validation loss, {}",
-                        name.trim_start_matches("loss_").trim_end_matches(".png")
-                    ),
+                    format!("loss_{name}.{ext}"),
+                    format!("Training and validation loss, {name}"),
                 ));
             }
         }
@@ -468,7 +462,7 @@ fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(Str
             .collect();
         if !names.is_empty() {
             heatmap(
-                file("per_label_metrics.png"),
+                file(&format!("per_label_metrics.{ext}")),
                 "Generated vs real, per label",
                 &labels,
                 &names,
@@ -477,7 +471,7 @@ fn draw(dir: &Path, evaluation: &Evaluation, f: &Figures<'_>) -> Result<Vec<(Str
             )
             .map_err(plot_err)?;
             images.push((
-                "per_label_metrics.png".into(),
+                format!("per_label_metrics.{ext}"),
                 "Per-label metrics (generated vs real cells of the label)".into(),
             ));
         }
