@@ -29,21 +29,9 @@ pub struct CounterfactualOutputs {
 }
 
 fn mean_shift(from: &CellSet, to: &CellSet) -> Vec<f32> {
-    let g = from.n_genes;
-    let mean = |c: &CellSet| {
-        let mut m = vec![0.0f64; g];
-        for row in c.x.chunks_exact(g) {
-            for (a, &v) in m.iter_mut().zip(row) {
-                *a += f64::from(v);
-            }
-        }
-        m.into_iter()
-            .map(|v| v / c.n.max(1) as f64)
-            .collect::<Vec<f64>>()
-    };
-    mean(to)
+    to.gene_means()
         .iter()
-        .zip(mean(from))
+        .zip(from.gene_means())
         .map(|(t, f)| (t - f) as f32)
         .collect()
 }

@@ -172,12 +172,7 @@ pub fn evaluate_prediction(
         cfg.ridge_lambda,
     )
     .map_err(|e| LatentError::Evaluation(e.to_string()))?;
-    let mut mean = vec![0.0f32; g];
-    for row in train.x.chunks_exact(g) {
-        for (m, v) in mean.iter_mut().zip(row) {
-            *m += v / n_train as f32;
-        }
-    }
+    let mean: Vec<f32> = train.gene_means().iter().map(|&m| m as f32).collect();
     let set = |x: Vec<f32>| CellSet {
         x,
         n: n_held,

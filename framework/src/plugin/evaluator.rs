@@ -20,6 +20,24 @@ pub struct CellSet {
     pub pcs: Vec<f32>,
 }
 
+impl CellSet {
+    /// Mean expression of each gene over the cells (`n_genes` values; zeros when empty).
+    pub fn gene_means(&self) -> Vec<f64> {
+        let g = self.n_genes;
+        let mut m = vec![0.0f64; g];
+        if g == 0 {
+            return m;
+        }
+        for row in self.x.chunks_exact(g) {
+            for (a, &v) in m.iter_mut().zip(row) {
+                *a += f64::from(v);
+            }
+        }
+        let n = self.n.max(1) as f64;
+        m.iter().map(|v| v / n).collect()
+    }
+}
+
 /// Shared inputs of one evaluation run.
 pub struct EvalContext<'a> {
     /// Real training cells (PCA and classifiers are fit on them), with their `pcs`.

@@ -58,18 +58,6 @@ pub struct PerturbationResponse {
     config: PerturbationResponseConfig,
 }
 
-fn gene_means(cells: &CellSet) -> Vec<f64> {
-    let g = cells.n_genes;
-    let mut m = vec![0.0f64; g];
-    for row in cells.x.chunks_exact(g) {
-        for (a, &v) in m.iter_mut().zip(row) {
-            *a += f64::from(v);
-        }
-    }
-    let n = cells.n.max(1) as f64;
-    m.iter().map(|v| v / n).collect()
-}
-
 fn r_or_zero(a: &[f64], b: &[f64]) -> f64 {
     pearson(a, b).unwrap_or(0.0)
 }
@@ -128,9 +116,9 @@ impl Evaluator for PerturbationResponse {
         }
         let k = self.config.top_genes.min(g);
         let [r_all, r_top, direction, r2, mae] = response_metrics(
-            &gene_means(control),
-            &gene_means(reference),
-            &gene_means(candidate),
+            &control.gene_means(),
+            &reference.gene_means(),
+            &candidate.gene_means(),
             k,
         );
         let setting = format!(
