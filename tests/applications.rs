@@ -38,14 +38,14 @@ fn fails(out: &Output, needle: &str, output_file: &Path) {
     );
 }
 
-/// The shipped config with its training shortened to `steps`.
+/// The shipped config with its training shortened to `steps` (an untrained stage 1 stays so).
 fn short_config(name: &str, dir: &Path, steps: usize) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("configs").join(name)).unwrap();
     let text: String = text
         .lines()
         .map(|l| {
-            if l.starts_with("autoencoder_steps") {
+            if l.starts_with("autoencoder_steps") && l.trim() != "autoencoder_steps = 0" {
                 format!("autoencoder_steps = {steps}")
             } else if l.starts_with("denoiser_steps") {
                 format!("denoiser_steps = {steps}")
@@ -318,6 +318,109 @@ fn spatial_prediction_end_to_end_and_visium_import() {
             bad.to_str().unwrap(),
         ]),
         "obsm key \"spatial\" not found",
+        &bad,
+    );
+}
+
+#[test]
+fn rna_to_protein_end_to_end_and_bad_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = run_application(
+        "cite_rna_to_protein.toml",
+        dir,
+        30,
+        &[
+            "per_feature_pearson",
+            "interval_coverage_80",
+            "baseline: mean of 10 nearest training rows",
+            "baseline: ridge regression",
+        ],
+    );
+    // The user's own command: 3 protein panels per held-out cell, from its RNA.
+    let r = out.join("run");
+    let heldout = out.join("heldout.h5ad");
+    let pred = dir.join("proteins.h5ad");
+    let (r, h, p) = (
+        r.to_str().unwrap(),
+        heldout.to_str().unwrap(),
+        pred.to_str().unwrap(),
+    );
+    ok(
+        &run(&[
+            "sample",
+            "--run",
+            r,
+            "--conditions-from",
+            h,
+            "--per-row",
+            "3",
+            "--out",
+            p,
+        ]),
+        "sample --per-row",
+    );
+    let inspect = String::from_utf8_lossy(&run(&["inspect", p]).stdout).into_owned();
+    assert!(
+        inspect.contains("obsm/protein_expression: dataframe 120 × 14")
+            && inspect.contains("CD3_TotalSeqB")
+            && inspect.contains("source_cell"),
+        "{inspect}"
+    );
+
+    // Bad inputs: cells with other gene identifiers, no cells given, a fixed RNA value, and
+    // inverting cells whose protein panel is absent.
+    let bad = dir.join("bad.h5ad");
+    let b = bad.to_str().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let hsmm = root.join("data/hsmm_myoblast/cells.h5ad");
+    fails(
+        &run(&[
+            "sample",
+            "--run",
+            r,
+            "--conditions-from",
+            hsmm.to_str().unwrap(),
+            "--out",
+            b,
+        ]),
+        "--allow-missing-genes",
+        &bad,
+    );
+    fails(
+        &run(&["sample", "--run", r, "--n", "3", "--out", b]),
+        "--conditions-from",
+        &bad,
+    );
+    fails(
+        &run(&[
+            "sample",
+            "--run",
+            r,
+            "--conditions-from",
+            h,
+            "--set",
+            "rna=1",
+            "--out",
+            b,
+        ]),
+        "another modality",
+        &bad,
+    );
+    let pbmc = root.join("data/pbmc68k_reduced/train.h5ad");
+    fails(
+        &run(&[
+            "sample",
+            "--run",
+            r,
+            "--conditions-from",
+            pbmc.to_str().unwrap(),
+            "--allow-missing-genes",
+            "--invert",
+            "--out",
+            b,
+        ]),
+        "obsm \"protein_expression\" not found",
         &bad,
     );
 }

@@ -83,7 +83,7 @@ fn default_validation_fraction() -> f64 {
 }
 
 /// Preprocessing as config.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PreprocessConfig {
     /// Library-size normalization to this total per cell (e.g. 1e4). Default off.

@@ -11,6 +11,7 @@ use crate::data::{
     HvgFlavor, Matrix, MatrixSource,
 };
 use crate::experiment::PreparedData;
+use crate::modality::fit_condition;
 use crate::plugin::{ConditionColumn, ConditionKind, ConditionTable, ExpressionBatch, InputKind};
 use crate::rng::derive_seed;
 use crate::{LatentError, Result};
@@ -117,7 +118,7 @@ pub fn select_matrix(
 ) -> Result<(Matrix, Vec<String>, InputKind, Vec<f32>)> {
     let source = MatrixSource::from_str(matrix)
         .map_err(|e| LatentError::Data(format!("{}: data.matrix: {e}", path.display())))?;
-    let mut m = adata.matrix(&source, path)?.clone();
+    let mut m = adata.matrix(&source, path)?.into_owned();
     let mut genes: Vec<String> = adata.gene_names_for(&source).to_vec();
     require_finite(&m, path, &source.to_string())?;
     let (rows, cols) = m.shape();
@@ -213,6 +214,10 @@ pub fn condition_column(
             }
             Ok(ConditionColumn::Vector { dim, values })
         }
+        ConditionKind::Modality(source) => Err(LatentError::Data(format!(
+            "{file}: condition `{key}` is the modality {}; it is encoded with a fitted encoder (modality::fit_condition / encode_condition), not read as a column",
+            source.matrix
+        ))),
     }
 }
 
@@ -225,17 +230,11 @@ pub fn load(config: &ExperimentConfig) -> Result<LoadedData> {
     let adata = read(&path)?;
     let (matrix, genes, input_kind, library_size) =
         select_matrix(&adata, &config.data.matrix, &config.data.preprocess, &path)?;
-    let mut table = ConditionTable::default();
     let sources = config
         .conditioner
         .as_ref()
         .map(|c| c.sources())
         .unwrap_or_default();
-    for (key, kind) in &sources {
-        table
-            .columns
-            .insert(key.clone(), condition_column(&adata, key, kind, &path)?);
-    }
     let label_key = config.data.label_key.clone().or_else(|| {
         sources
             .iter()
@@ -286,6 +285,18 @@ pub fn load(config: &ExperimentConfig) -> Result<LoadedData> {
             path.display()
         )));
     }
+    let mut table = ConditionTable::default();
+    for (key, kind) in &sources {
+        let column = match kind {
+            ConditionKind::Modality(source) => {
+                let (column, encoder) = fit_condition(&adata, source, &train_rows, &path)?;
+                table.encoders.insert(key.clone(), encoder);
+                column
+            }
+            kind => condition_column(&adata, key, kind, &path)?,
+        };
+        table.columns.insert(key.clone(), column);
+    }
     let prepared = PreparedData {
         expression: ExpressionBatch {
             x: matrix.to_dense(),
@@ -329,7 +340,7 @@ pub fn expression_for_genes(
     let source = MatrixSource::from_str(matrix)
         .map_err(|e| LatentError::Data(format!("{file}: data.matrix: {e}")))?;
     let m = adata.matrix(&source, path)?;
-    require_finite(m, path, &source.to_string())?;
+    require_finite(&m, path, &source.to_string())?;
     let names = adata.gene_names_for(&source);
     let pos: std::collections::HashMap<&str, usize> = names
         .iter()

@@ -17,6 +17,7 @@ pub mod experiment;
 pub mod held_out;
 pub mod likelihood;
 pub mod metrics;
+pub mod modality;
 pub mod nn;
 pub mod optim;
 pub mod pipeline;

@@ -11,7 +11,9 @@ use crate::data::write_h5ad;
 use crate::dataset;
 use crate::evaluation::{evaluate_rows, Evaluation, Projection};
 use crate::metrics::{knn, ridge_predict};
-use crate::plugin::{CellSet, ConditionColumn, ConditionSummary, ConditionTable, EvalContext};
+use crate::plugin::{
+    CellSet, ConditionColumn, ConditionKind, ConditionSummary, ConditionTable, EvalContext,
+};
 use crate::protocol::{generate_for_rows, generated_cells, write_protocol_report};
 use crate::report::{binned_groups, ExtraScatter};
 use crate::rng::derive_seed;
@@ -20,7 +22,9 @@ use crate::run_evaluation::{cells_of, evaluators};
 use crate::{LatentError, Result};
 
 /// Numeric features of conditions for the regression baselines: categories one-hot, numbers and
-/// vectors standardized with the training statistics. Returns `(features, width)`.
+/// vectors standardized with the training statistics; principal-component scores of another
+/// modality centred and divided by the first component's spread (keeping the PCA geometry, as
+/// kNN on a PCA usually does). Returns `(features, width)`.
 pub fn condition_features(
     table: &ConditionTable,
     summaries: &[ConditionSummary],
@@ -47,7 +51,18 @@ pub fn condition_features(
                 (w, b)
             }
             ConditionColumn::Continuous(values) => (1, standardize(values, 1, s)),
-            ConditionColumn::Vector { dim, values } => (*dim, standardize(values, *dim, s)),
+            ConditionColumn::Vector { dim, values } => match s.kind {
+                ConditionKind::Modality(_) => {
+                    let spread = s.std.first().copied().unwrap_or(1.0).max(1e-6);
+                    let scaled = values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (v - s.mean.get(i % dim).copied().unwrap_or(0.0)) / spread)
+                        .collect();
+                    (*dim, scaled)
+                }
+                _ => (*dim, standardize(values, *dim, s)),
+            },
         };
         width += block.0;
         blocks.push(block);
@@ -208,7 +223,7 @@ pub fn evaluate_prediction(
     for (_, c) in &mut baselines {
         projection.project(c)?;
     }
-    let extra = tissue_maps(&loaded, &train, &reference, &generated, k)?;
+    let extra = tissue_maps(run, &loaded, &train, &reference, &generated, k)?;
     let evals = evaluators(run)?;
     let ctx_for = |paired: usize| EvalContext {
         train: &train,
@@ -253,6 +268,7 @@ pub fn evaluate_prediction(
 /// the coordinates, measured at every spot, and with the held-out spots replaced by the model's
 /// mean prediction (5 quantile colour bins each).
 fn tissue_maps(
+    run: &Run,
     loaded: &dataset::LoadedData,
     train: &CellSet,
     reference: &CellSet,
@@ -260,8 +276,14 @@ fn tissue_maps(
     k: usize,
 ) -> Result<Vec<ExtraScatter>> {
     let p = &loaded.prepared;
+    let coordinates = |key: &String| {
+        run.manifest
+            .conditions
+            .iter()
+            .any(|s| &s.key == key && s.kind == ConditionKind::Vector)
+    };
     let Some((key, values)) = p.conditions.columns.iter().find_map(|(key, c)| match c {
-        ConditionColumn::Vector { dim: 2, values } => Some((key, values)),
+        ConditionColumn::Vector { dim: 2, values } if coordinates(key) => Some((key, values)),
         _ => None,
     }) else {
         return Ok(Vec::new());

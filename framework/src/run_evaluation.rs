@@ -68,7 +68,7 @@ pub fn like_run(
     };
     let m = adata.matrix(&source, path)?;
     let genes = adata.gene_names_for(&source);
-    let idx = gene_indices(genes, &run.genes, path).map_err(|e| {
+    let idx = gene_indices(&genes, &run.genes, path).map_err(|e| {
         LatentError::Data(format!("{e} (gene mismatch between the run and this file)"))
     })?;
     let mut m = m.select_cols(&idx);

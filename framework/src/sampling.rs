@@ -2,12 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use rand::Rng;
 
-use crate::data::{AnnData, Column, DataFrame, Matrix, ObsmEntry, UnsValue};
+use crate::data::{AnnData, Column, DataFrame, Matrix, MatrixSource, ObsmEntry, UnsValue};
 use crate::dataset::{condition_column, expression_for_genes};
 use crate::experiment::encode_rows;
+use crate::modality::encode_condition;
 use crate::pipeline::{
     decode_latents, generate_latents, generate_latents_from, invert_latents, GenerateOptions,
 };
@@ -163,6 +165,10 @@ pub fn fixed_column(
 ) -> Result<ConditionColumn> {
     let key = &summary.key;
     match summary.kind {
+        ConditionKind::Modality(ref source) => Err(LatentError::Data(format!(
+            "condition `{key}` is each cell's measured {} (another modality); it cannot be set to one value — give the cells with --conditions-from FILE.h5ad",
+            source.matrix
+        ))),
         ConditionKind::Categorical | ConditionKind::Set { .. } => {
             let mut categories = summary.categories.clone();
             let code = category_code(summary, &mut categories, value)?;
@@ -314,6 +320,12 @@ pub fn conditions_for(
                     categories: summary.categories.clone(),
                     codes: proportional_codes(summary, request.n, rng),
                 },
+                ConditionKind::Modality(ref source) => {
+                    return Err(LatentError::Data(format!(
+                        "condition `{}` is each cell's measured {} (another modality); give the cells with --conditions-from FILE.h5ad",
+                        summary.key, source.matrix
+                    )))
+                }
                 ConditionKind::Continuous | ConditionKind::Vector => {
                     return Err(LatentError::Data(format!(
                         "condition `{}` is {}; give a value with --condition {}=VALUE or per-cell values with --conditions-from FILE.h5ad",
@@ -341,6 +353,7 @@ pub fn conditions_from_file(
     path: &Path,
     fixed: &BTreeMap<String, String>,
     need_original: bool,
+    allow_missing_genes: bool,
     warnings: &mut Vec<String>,
 ) -> Result<(ConditionTable, ConditionTable)> {
     for key in fixed.keys() {
@@ -354,7 +367,23 @@ pub fn conditions_from_file(
     for summary in &run.manifest.conditions {
         let overridden = fixed.get(&summary.key);
         let from_file = if overridden.is_none() || need_original {
-            let column = condition_column(adata, &summary.key, &summary.kind, path)?;
+            let column = match (&summary.kind, &summary.encoder) {
+                (ConditionKind::Modality(source), Some(encoder)) => {
+                    let (column, missing) =
+                        encode_condition(adata, source, encoder, allow_missing_genes, path)?;
+                    if missing > 0 {
+                        warnings.push(format!(
+                            "{}: {missing} of the {} {} features of condition `{}` missing, filled with zeros",
+                            path.display(),
+                            encoder.features.len(),
+                            source.matrix,
+                            summary.key
+                        ));
+                    }
+                    column
+                }
+                (kind, _) => condition_column(adata, &summary.key, kind, path)?,
+            };
             Some(remap_column(summary, column, path, warnings)?)
         } else {
             None
@@ -515,6 +544,7 @@ pub fn sample(run: &Run, request: &SampleRequest) -> Result<Sampled> {
                 &from.path,
                 &request.fixed,
                 from.invert,
+                from.allow_missing_genes,
                 &mut warnings,
             )?;
             let rows: Vec<usize> = (0..adata.n_obs())
@@ -640,6 +670,16 @@ pub fn sample(run: &Run, request: &SampleRequest) -> Result<Sampled> {
     }
     if let Some(names) = sources {
         obs.set_column("source_cell".to_string(), Column::Str(names));
+    }
+    // A run trained on an obsm panel (proteins) also returns the panel there, named as in training.
+    if let Ok(MatrixSource::Obsm(key)) = MatrixSource::from_str(&run.config.data.matrix) {
+        let width = run.genes.len();
+        let mut panel = DataFrame::from_index(obs.index.clone());
+        for (j, name) in run.genes.iter().enumerate() {
+            let values = x.chunks_exact(width).map(|row| f64::from(row[j])).collect();
+            panel.set_column(name.clone(), Column::Float(values));
+        }
+        obsm.insert(key, ObsmEntry::Frame(panel));
     }
     let var = DataFrame::from_index(run.genes.clone());
     let mut adata = AnnData::new(

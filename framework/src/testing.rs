@@ -93,7 +93,7 @@ pub fn condition_table(sources: &[(String, ConditionKind)], n: usize, seed: u64)
             ConditionKind::Continuous => {
                 ConditionColumn::Continuous((0..n).map(|_| rng.gen_range(0.0..72.0)).collect())
             }
-            ConditionKind::Vector => ConditionColumn::Vector {
+            ConditionKind::Vector | ConditionKind::Modality(_) => ConditionColumn::Vector {
                 dim: 3,
                 values: (0..n * 3).map(|_| rng.gen::<f32>()).collect(),
             },

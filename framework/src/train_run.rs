@@ -49,7 +49,7 @@ pub fn train_run(
         &p.expression,
         &p.validation_rows,
     )?;
-    if !p.validation_rows.is_empty() {
+    if !p.validation_rows.is_empty() && config.train.autoencoder_steps > 0 {
         // Held-out loss terms: `validation_reconstruction` is the held-out negative
         // log-likelihood per cell for likelihood models (NB/ZINB: counts).
         let terms = autoencoder_validation_terms(

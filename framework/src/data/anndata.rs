@@ -1,6 +1,7 @@
 //! The in-memory annotated data matrix (the anndata model): `X`, `obs`, `var`, `layers`,
 //! `obsm`, `raw`, `uns`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -188,37 +189,57 @@ impl AnnData {
     }
 
     /// The matrix selected by `source`. For [`MatrixSource::Raw`] the genes are those of
-    /// `raw.var`, which may differ from [`AnnData::gene_names`].
+    /// `raw.var`, which may differ from [`AnnData::gene_names`]; an `obsm` source is copied into
+    /// a dense matrix (non-numeric dataframe columns skipped).
     ///
     /// # Errors
-    /// [`DataError::Missing`] naming what is available when the layer or `.raw` is absent.
-    pub fn matrix(&self, source: &MatrixSource, file: &Path) -> Result<&Matrix, DataError> {
+    /// [`DataError::Missing`] naming what is available when the layer, `.raw` or obsm key is
+    /// absent or has no numeric column.
+    pub fn matrix(&self, source: &MatrixSource, file: &Path) -> Result<Cow<'_, Matrix>, DataError> {
+        let missing = |what: String| {
+            DataError::missing(
+                file,
+                what,
+                self.available_sources(),
+                "set the matrix source in your config (e.g. data.matrix) to one of them",
+            )
+        };
         match source {
-            MatrixSource::X => Ok(&self.x),
-            MatrixSource::Layer(name) => self.layers.get(name).ok_or_else(|| {
-                DataError::missing(
-                    file,
-                    format!("layer \"{name}\""),
-                    self.available_sources(),
-                    "set the matrix source in your config (e.g. data.matrix) to one of them",
-                )
-            }),
-            MatrixSource::Raw => self.raw.as_ref().map(|r| &r.x).ok_or_else(|| {
-                DataError::missing(
-                    file,
-                    "raw (.raw/X)",
-                    self.available_sources(),
-                    "set the matrix source in your config (e.g. data.matrix) to one of them",
-                )
-            }),
+            MatrixSource::X => Ok(Cow::Borrowed(&self.x)),
+            MatrixSource::Layer(name) => self
+                .layers
+                .get(name)
+                .map(Cow::Borrowed)
+                .ok_or_else(|| missing(format!("layer \"{name}\""))),
+            MatrixSource::Raw => self
+                .raw
+                .as_ref()
+                .map(|r| Cow::Borrowed(&r.x))
+                .ok_or_else(|| missing("raw (.raw/X)".into())),
+            MatrixSource::Obsm(key) => {
+                let (rows, cols, data, _) = self
+                    .obsm
+                    .get(key)
+                    .ok_or_else(|| missing(format!("obsm \"{key}\"")))?
+                    .to_dense();
+                if cols == 0 {
+                    return Err(missing(format!("a numeric column in obsm \"{key}\"")));
+                }
+                Ok(Cow::Owned(Matrix::Dense { rows, cols, data }))
+            }
         }
     }
 
-    /// Gene names of the matrix selected by `source` (`raw.var` for raw).
-    pub fn gene_names_for(&self, source: &MatrixSource) -> &[String] {
+    /// Feature names of the matrix selected by `source`: `raw.var` for raw, the dataframe's
+    /// numeric columns for an obsm frame, `var` otherwise.
+    pub fn gene_names_for(&self, source: &MatrixSource) -> Cow<'_, [String]> {
         match (source, &self.raw) {
-            (MatrixSource::Raw, Some(raw)) => &raw.var.index,
-            _ => &self.var.index,
+            (MatrixSource::Raw, Some(raw)) => Cow::Borrowed(&raw.var.index),
+            (MatrixSource::Obsm(key), _) => match self.obsm.get(key) {
+                Some(entry) => Cow::Owned(entry.to_dense().3),
+                None => Cow::Owned(Vec::new()),
+            },
+            _ => Cow::Borrowed(&self.var.index),
         }
     }
 
@@ -229,6 +250,7 @@ impl AnnData {
         if self.raw.is_some() {
             out.push("raw".into());
         }
+        out.extend(self.obsm.keys().map(|k| format!("obsm/{k}")));
         out
     }
 
@@ -353,6 +375,9 @@ pub enum MatrixSource {
     Layer(String),
     /// `.raw/X`.
     Raw,
+    /// A per-cell array or numeric dataframe in `obsm` (e.g. a CITE-seq protein panel); its
+    /// feature names are the dataframe's columns (`0..cols` for arrays).
+    Obsm(String),
 }
 
 impl FromStr for MatrixSource {
@@ -362,15 +387,19 @@ impl FromStr for MatrixSource {
         match s {
             "X" | "x" => Ok(MatrixSource::X),
             "raw" | "raw/X" | "raw.X" => Ok(MatrixSource::Raw),
-            _ => match s
-                .strip_prefix("layers/")
-                .or_else(|| s.strip_prefix("layers."))
-            {
-                Some(name) if !name.is_empty() => Ok(MatrixSource::Layer(name.to_string())),
-                _ => Err(format!(
-                    "invalid matrix source \"{s}\": expected \"X\", \"raw\" or \"layers/<name>\" (e.g. \"layers/counts\")"
-                )),
-            },
+            _ => {
+                let layer = s
+                    .strip_prefix("layers/")
+                    .or_else(|| s.strip_prefix("layers."));
+                let obsm = s.strip_prefix("obsm/").or_else(|| s.strip_prefix("obsm."));
+                match (layer, obsm) {
+                    (Some(name), _) if !name.is_empty() => Ok(MatrixSource::Layer(name.to_string())),
+                    (_, Some(key)) if !key.is_empty() => Ok(MatrixSource::Obsm(key.to_string())),
+                    _ => Err(format!(
+                        "invalid matrix source \"{s}\": expected \"X\", \"raw\", \"layers/<name>\" or \"obsm/<key>\" (e.g. \"layers/counts\", \"obsm/protein_expression\")"
+                    )),
+                }
+            }
         }
     }
 }
@@ -395,6 +424,7 @@ impl fmt::Display for MatrixSource {
             MatrixSource::X => write!(f, "X"),
             MatrixSource::Layer(n) => write!(f, "layers/{n}"),
             MatrixSource::Raw => write!(f, "raw"),
+            MatrixSource::Obsm(k) => write!(f, "obsm/{k}"),
         }
     }
 }
@@ -409,6 +439,10 @@ mod tests {
             ("\"X\"", MatrixSource::X),
             ("\"raw\"", MatrixSource::Raw),
             ("\"layers/counts\"", MatrixSource::Layer("counts".into())),
+            (
+                "\"obsm/protein_expression\"",
+                MatrixSource::Obsm("protein_expression".into()),
+            ),
         ] {
             let got: MatrixSource = serde_json::from_str(s).unwrap();
             assert_eq!(got, v);

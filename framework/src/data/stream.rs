@@ -55,6 +55,7 @@ impl CsrRowChunks {
             MatrixSource::X => "X".to_string(),
             MatrixSource::Raw => "raw/X".to_string(),
             MatrixSource::Layer(name) => format!("layers/{name}"),
+            MatrixSource::Obsm(key) => format!("obsm/{key}"),
         };
         let fix = "re-create the file with anndata";
         let node = h5.node(&element)?.ok_or_else(|| {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::device::{Dev, Taped, Tensor2};
+use crate::modality::{ModalityEncoder, ModalitySource};
 use crate::nn::Parameters;
 use crate::Result;
 
@@ -87,6 +88,9 @@ impl ConditionColumn {
 pub struct ConditionTable {
     /// Key -> column.
     pub columns: BTreeMap<String, ConditionColumn>,
+    /// Key -> the fitted encoder of a modality condition (training data only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub encoders: BTreeMap<String, ModalityEncoder>,
 }
 
 impl ConditionTable {
@@ -98,6 +102,7 @@ impl ConditionTable {
                 .iter()
                 .map(|(k, c)| (k.clone(), c.select(rows)))
                 .collect(),
+            encoders: self.encoders.clone(),
         }
     }
     /// Number of cells (0 when there are no columns).
@@ -111,7 +116,7 @@ impl ConditionTable {
 }
 
 /// What a condition source must look like (declared by a conditioner config).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ConditionKind {
     /// A categorical obs column.
     Categorical,
@@ -126,6 +131,10 @@ pub enum ConditionKind {
     Continuous,
     /// An obsm matrix.
     Vector,
+    /// Another measured modality of the same cells (e.g. RNA for a protein model): a matrix of
+    /// the data file, preprocessed and projected by a [`ModalityEncoder`] fitted on the training
+    /// cells; arrives as a vector of principal-component scores.
+    Modality(ModalitySource),
 }
 
 /// Splits a set value into its members (trimmed, empty parts dropped).
@@ -166,6 +175,9 @@ pub struct ConditionSummary {
     /// Per-dimension standard deviation (population).
     #[serde(default)]
     pub std: Vec<f32>,
+    /// The encoder of a modality condition (features, centre, axes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<ModalityEncoder>,
 }
 
 impl ConditionSummary {
@@ -181,6 +193,7 @@ impl ConditionSummary {
             max: vec![],
             mean: vec![],
             std: vec![],
+            encoder: None,
         };
         match column {
             ConditionColumn::Categorical { categories, codes } => {
@@ -256,7 +269,7 @@ impl ConditionSummary {
                 }
             }
             ConditionKind::Continuous => ConditionColumn::Continuous(vec![]),
-            ConditionKind::Vector => ConditionColumn::Vector {
+            ConditionKind::Vector | ConditionKind::Modality(_) => ConditionColumn::Vector {
                 dim: self.dim,
                 values: vec![],
             },
@@ -283,7 +296,9 @@ pub fn summarize(
                     ConditionColumn::Continuous(_) => ConditionKind::Continuous,
                     ConditionColumn::Vector { .. } => ConditionKind::Vector,
                 });
-            (key.clone(), ConditionSummary::of(key, &kind, column))
+            let mut summary = ConditionSummary::of(key, &kind, column);
+            summary.encoder = table.encoders.get(key).cloned();
+            (key.clone(), summary)
         })
         .collect()
 }

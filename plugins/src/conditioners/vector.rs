@@ -1,10 +1,14 @@
-//! A vector condition from `obsm` (spatial coordinates, another modality's representation such
-//! as an RNA PCA or latent): standardized per dimension with the training mean and spread, then
-//! either used as is or expanded into random Fourier features (fixed Gaussian frequencies drawn
-//! from the seed; suited to 2-D/3-D coordinates), and projected by a two-layer MLP.
+//! A vector condition: an `obsm` matrix (spatial coordinates, a precomputed representation), or
+//! with `[conditioner.modality]` another measured modality of the same cells (the RNA of an
+//! RNA → protein model: a matrix of the data file, preprocessed and projected on principal
+//! components fitted on the training cells, see `latentlab_framework::modality`). Standardized
+//! per dimension with the training mean and spread, then either used as is or expanded into
+//! random Fourier features (fixed Gaussian frequencies drawn from the seed; suited to 2-D/3-D
+//! coordinates), and projected by a two-layer MLP.
 
 use dfdx::prelude::*;
 use latentlab_framework::device::{Taped, TrainTape};
+use latentlab_framework::modality::ModalitySource;
 use latentlab_framework::nn::{Activation, FourierFeatures, Init, Linear, Mlp, NullEmbedding};
 use latentlab_framework::plugin::{
     ConditionColumn, ConditionEmbedding, ConditionKind, ConditionTable, Conditioner,
@@ -12,7 +16,11 @@ use latentlab_framework::plugin::{
 };
 use latentlab_framework::rng::{derive_seed, stream};
 use latentlab_framework::{parameters, register_plugin, LatentError, Result};
+use rand::rngs::StdRng;
+use rand::Rng;
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
 
 /// How the standardized vector is featurized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -29,8 +37,12 @@ pub enum VectorFeatures {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VectorConfig {
-    /// obsm key (e.g. `spatial`, `X_pca`). Required.
+    /// obsm key (e.g. `spatial`, `X_pca`); with `modality`, the condition's name (e.g. `rna`).
+    /// Required.
     pub key: String,
+    /// Encode another modality of the data file instead of reading an obsm key: its `matrix`,
+    /// `preprocess` and number of principal `components`. Default none.
+    pub modality: Option<ModalitySource>,
     /// Featurization. Default `standardized`.
     pub features: VectorFeatures,
     /// Number of Fourier frequencies (output width 2×). Default 32.
@@ -44,18 +56,26 @@ pub struct VectorConfig {
     pub injection: Injection,
     /// Probability of the null (unconditional) embedding while training. Default 0.1.
     pub drop_prob: f32,
+    /// Standard deviation of Gaussian noise added to the standardized condition while training
+    /// (not when sampling). A per-cell condition such as another modality is unique to each
+    /// training cell, so a network trained long enough learns a near-deterministic output per
+    /// cell and its samples understate the uncertainty on new cells; noise on the condition makes
+    /// it learn the spread of nearby cells instead. Default 0 (off).
+    pub condition_noise: f32,
 }
 
 impl Default for VectorConfig {
     fn default() -> Self {
         Self {
             key: String::new(),
+            modality: None,
             features: VectorFeatures::Standardized,
             fourier_features: 32,
             fourier_scale: 1.0,
             dim: 64,
             injection: Injection::Adaln,
             drop_prob: 0.1,
+            condition_noise: 0.0,
         }
     }
 }
@@ -65,7 +85,11 @@ const PLUGIN: &str = "conditioner.vector";
 #[typetag::serde(name = "vector")]
 impl ConditionerConfig for VectorConfig {
     fn sources(&self) -> Vec<(String, ConditionKind)> {
-        vec![(self.key.clone(), ConditionKind::Vector)]
+        let kind = match &self.modality {
+            Some(source) => ConditionKind::Modality(source.clone()),
+            None => ConditionKind::Vector,
+        };
+        vec![(self.key.clone(), kind)]
     }
     fn drop_prob(&self) -> f32 {
         self.drop_prob
@@ -85,10 +109,22 @@ impl ConditionerConfig for VectorConfig {
                 self.drop_prob,
             ));
         }
+        if !(self.condition_noise >= 0.0 && self.condition_noise.is_finite()) {
+            return Err(LatentError::config(
+                PLUGIN,
+                "condition_noise",
+                "a finite value ≥ 0",
+                self.condition_noise,
+            ));
+        }
+        if self.modality.as_ref().is_some_and(|m| m.components == 0) {
+            return Err(LatentError::config(PLUGIN, "modality.components", "> 0", 0));
+        }
+        let declared = &self.sources()[0].1;
         let summary = ctx
             .conditions
             .get(&self.key)
-            .filter(|s| s.kind == ConditionKind::Vector)
+            .filter(|s| &s.kind == declared)
             .ok_or_else(|| {
                 LatentError::config(PLUGIN, "key", "an obsm key present in the data", &self.key)
             })?;
@@ -121,6 +157,7 @@ impl ConditionerConfig for VectorConfig {
             )?,
             out: Linear::new(&ctx.dev, self.dim, self.dim, Init::XavierUniform, &mut rng)?,
             null: NullEmbedding::new(&ctx.dev, self.dim),
+            noise: Mutex::new(stream(ctx.seed, "conditioner.vector.noise")),
         }))
     }
 }
@@ -128,7 +165,7 @@ impl ConditionerConfig for VectorConfig {
 register_plugin!(
     Conditioner,
     "vector",
-    "An obsm vector (spatial coordinates via random Fourier features, or another modality's representation) → standardized → MLP",
+    "An obsm vector (spatial coordinates via random Fourier features) or another measured modality (RNA → principal components fitted on the training cells) → standardized → MLP",
     "type = \"vector\"\nkey = \"spatial\"\nfeatures = \"fourier\"\nfourier_features = 16\nfourier_scale = 1.0\ndim = 32\ninjection = \"adaln\"\ndrop_prob = 0.1"
 );
 
@@ -142,6 +179,7 @@ pub struct Vector {
     hidden: Mlp,
     out: Linear,
     null: NullEmbedding,
+    noise: Mutex<StdRng>,
 }
 parameters!(Vector { hidden, out, null });
 
@@ -150,6 +188,7 @@ impl Vector {
         &self,
         batch: &ConditionTable,
         null: &[bool],
+        training: bool,
     ) -> Result<ConditionEmbedding<T>> {
         let key = &self.config.key;
         let Some(ConditionColumn::Vector { dim, values }) = batch.columns.get(key) else {
@@ -164,11 +203,21 @@ impl Vector {
                 format!("{} values of width {dim}", values.len()),
             ));
         }
-        let standardized: Vec<f32> = values
+        let mut standardized: Vec<f32> = values
             .iter()
             .enumerate()
             .map(|(i, v)| (v - self.mean[i % self.width]) * self.scale[i % self.width])
             .collect();
+        let sigma = self.config.condition_noise;
+        if training && sigma > 0.0 {
+            let mut rng = self
+                .noise
+                .lock()
+                .map_err(|_| LatentError::Data("condition noise generator poisoned".into()))?;
+            for v in &mut standardized {
+                *v += sigma * rng.sample::<f32, _>(StandardNormal);
+            }
+        }
         let dev = self.null.vector.device().clone();
         let features = match &self.fourier {
             Some(f) => f.tensor(&dev, &standardized)?,
@@ -195,9 +244,9 @@ impl Conditioner for Vector {
         batch: &ConditionTable,
         null: &[bool],
     ) -> Result<ConditionEmbedding<TrainTape>> {
-        self.run(batch, null)
+        self.run(batch, null, true)
     }
     fn embed(&self, batch: &ConditionTable, null: &[bool]) -> Result<ConditionEmbedding<NoneTape>> {
-        self.run(batch, null)
+        self.run(batch, null, false)
     }
 }
