@@ -18,7 +18,7 @@ use latentlab::framework::run::{load, Run};
 use latentlab::framework::run_evaluation::evaluate_run;
 use latentlab::framework::sampling::{sample, ConditionsFrom, SampleRequest};
 use latentlab::framework::train::Progress;
-use latentlab::framework::train_run::train_run;
+use latentlab::framework::train_run::train_run_with;
 
 /// Latent generative models for single-cell omics: an autoencoder compresses expression, a
 /// diffusion or flow sampler generates in its latent space. Everything is chosen in one config.
@@ -42,6 +42,10 @@ enum Command {
         /// Replace an existing run directory.
         #[arg(long)]
         overwrite: bool,
+        /// Continue an interrupted training of the same config and data from its latest snapshot
+        /// (kept in `<run>.resume/` every `train.checkpoint_every` steps).
+        #[arg(long)]
+        resume: bool,
     },
     /// Generate cells from a trained run into an .h5ad file.
     Sample(SampleArgs),
@@ -71,6 +75,10 @@ enum Command {
         /// Replace an existing output directory's run.
         #[arg(long)]
         overwrite: bool,
+        /// Continue an interrupted training of the same config and data from its latest snapshot
+        /// (kept in `<run>.resume/` every `train.checkpoint_every` steps).
+        #[arg(long)]
+        resume: bool,
     },
     /// List registered plugins with a summary and an example config.
     Plugins {
@@ -270,11 +278,11 @@ fn run_sample(args: &SampleArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_all(config_path: &Path, out: &Path, overwrite: bool) -> Result<()> {
+fn run_all(config_path: &Path, out: &Path, overwrite: bool, resume: bool) -> Result<()> {
     let config = ExperimentConfig::load(config_path)?;
     let run_dir = out.join("run");
     let t = std::time::Instant::now();
-    let manifest = train_run(&config, &run_dir, overwrite, &mut Bar::new())?;
+    let manifest = train_run_with(&config, &run_dir, overwrite, resume, &mut Bar::new())?;
     eprintln!(
         "trained in {:.1}s: {} training / {} validation cells -> {}",
         t.elapsed().as_secs_f64(),
@@ -386,9 +394,10 @@ fn execute(cli: Cli) -> Result<()> {
             config,
             out,
             overwrite,
+            resume,
         } => {
             let cfg = ExperimentConfig::load(&config)?;
-            let manifest = train_run(&cfg, &out, overwrite, &mut Bar::new())?;
+            let manifest = train_run_with(&cfg, &out, overwrite, resume, &mut Bar::new())?;
             eprintln!(
                 "wrote run {} ({} training / {} validation cells)",
                 out.display(),
@@ -419,7 +428,8 @@ fn execute(cli: Cli) -> Result<()> {
             config,
             out,
             overwrite,
-        } => run_all(&config, &out, overwrite)?,
+            resume,
+        } => run_all(&config, &out, overwrite, resume)?,
         Command::Plugins { json } => {
             let entries = catalog();
             if json {

@@ -494,3 +494,92 @@ fn vq_gan_config_trains_a_few_steps_through_the_cli() {
     assert_one_line_failure(&out, "adversarial_start");
     assert!(!dir.join("bad").exists());
 }
+
+/// `train` keeps snapshots while training; after the process is killed mid-stage-2,
+/// `train --resume` finishes the run from the latest snapshot (every step logged once, snapshots
+/// removed). Resuming with nothing to resume, or with a changed config, is refused by name.
+#[test]
+fn train_resume_continues_a_killed_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = tiny_config(dir, "checkpoint_every = 20");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("denoiser_steps = 30", "denoiser_steps = 1500");
+    std::fs::write(&config, text).unwrap();
+    let c = config.to_str().unwrap();
+    let out = dir.join("run");
+    let o = out.to_str().unwrap();
+    let state = dir.join("run.resume");
+
+    let mut child = bin()
+        .args(["train", "--config", c, "--out", o])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !state.join("denoiser.json").exists() {
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "no stage-2 snapshot appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.exists(), "a killed training must not leave a run");
+
+    // A changed config is refused, naming the field; the snapshot survives.
+    let changed = dir.join("changed.toml");
+    std::fs::write(
+        &changed,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("batch_size = 64", "batch_size = 32"),
+    )
+    .unwrap();
+    let refused = run(&[
+        "train",
+        "--config",
+        changed.to_str().unwrap(),
+        "--out",
+        o,
+        "--resume",
+    ]);
+    assert_one_line_failure(&refused, "train.batch_size");
+    assert!(state.join("fingerprint.json").exists());
+
+    let resumed = run(&["train", "--config", c, "--out", o, "--resume"]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        !state.exists(),
+        "snapshots are removed once the run is written"
+    );
+    let curves = std::fs::read_to_string(out.join("curves.csv")).unwrap();
+    let steps: Vec<u64> = curves
+        .lines()
+        .filter(|l| l.starts_with("denoiser,") && l.contains(",train_loss,"))
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(steps, (0..1500).collect::<Vec<_>>());
+
+    let nothing = run(&[
+        "train",
+        "--config",
+        c,
+        "--out",
+        dir.join("other").to_str().unwrap(),
+        "--resume",
+    ]);
+    assert_one_line_failure(&nothing, "no interrupted training to resume");
+    assert!(!dir.join("other").exists());
+}

@@ -122,6 +122,10 @@ pub struct TrainConfig {
     pub validate_every: u64,
     /// Stop a stage after this many validations without improvement (0 = never). Default 0.
     pub early_stopping_patience: u64,
+    /// Keep a resumable snapshot (weights, optimizer moments, EMA, curves) every this many steps
+    /// in `<out>.resume/`, removed when the run is written; `latentlab train --resume` continues
+    /// from it. 0 = only at the end of stage 1. Default 500.
+    pub checkpoint_every: u64,
 }
 
 impl Default for TrainConfig {
@@ -141,6 +145,7 @@ impl Default for TrainConfig {
             },
             validate_every: 200,
             early_stopping_patience: 0,
+            checkpoint_every: 500,
         }
     }
 }

@@ -12,7 +12,10 @@ use crate::plugin::{
     TrainingProcess,
 };
 use crate::rng::derive_seed;
-use crate::train::{train_autoencoder, train_denoiser, CurvePoint, LatentData, Progress, Stage2};
+use crate::train::{
+    train_autoencoder_with, train_denoiser_with, Checkpoints, CurvePoint, LatentData,
+    NoCheckpoints, Progress, Stage2,
+};
 use crate::{LatentError, Result};
 
 /// Cells ready for training: expression after preprocessing, conditions and the split.
@@ -159,18 +162,33 @@ pub fn fit(
     models: &mut Models,
     progress: &mut dyn Progress,
 ) -> Result<Vec<CurvePoint>> {
+    fit_with(config, data, models, progress, &mut NoCheckpoints)
+}
+
+/// [`fit`] with snapshots left in (and resumed from) `checkpoints`.
+///
+/// # Errors
+/// As [`fit`]; snapshot I/O errors.
+pub fn fit_with(
+    config: &ExperimentConfig,
+    data: &PreparedData,
+    models: &mut Models,
+    progress: &mut dyn Progress,
+    checkpoints: &mut dyn Checkpoints,
+) -> Result<Vec<CurvePoint>> {
     if data.train_rows.is_empty() {
         return Err(LatentError::Data("no training cells after the split; provide more cells or lower data.validation_fraction".into()));
     }
     let train = data.expression.select(&data.train_rows);
     let validation = data.expression.select(&data.validation_rows);
-    let mut curves = train_autoencoder(
+    let mut curves = train_autoencoder_with(
         models.autoencoder.as_mut(),
         &train,
         &validation,
         &config.train,
         derive_seed(config.seed, "stage1"),
         progress,
+        checkpoints,
     )?;
 
     let dim = models.autoencoder.latent_dim();
@@ -206,16 +224,16 @@ pub fn fit(
         denoiser: models.denoiser.as_mut(),
         conditioner: models.conditioner.as_deref_mut(),
     };
-    curves.extend(train_denoiser(
+    curves.extend(train_denoiser_with(
         &mut stage,
         models.sampler.as_ref(),
         &train_latents,
         &val_latents,
         drop_prob,
-        &config.train,
-        derive_seed(config.seed, "stage2"),
+        (&config.train, derive_seed(config.seed, "stage2")),
         &models.dev,
         progress,
+        checkpoints,
     )?);
     Ok(curves)
 }

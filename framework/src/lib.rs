@@ -27,6 +27,7 @@ pub mod prediction;
 pub mod protocol;
 pub mod registry;
 pub mod report;
+pub mod resume;
 pub mod rng;
 pub mod run;
 pub mod run_evaluation;

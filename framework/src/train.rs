@@ -5,6 +5,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::BTreeMap;
 
+use crate::checkpoint::{collect, restore, TensorMap};
 use crate::config::TrainConfig;
 use crate::device::{tensor2, Dev, Scalar, TrainTape};
 use crate::nn::{ParamMut, ParamRef, Parameters};
@@ -38,6 +39,77 @@ pub trait Progress {
 pub struct Silent;
 impl Progress for Silent {
     fn step(&mut self, _: &str, _: u64, _: u64, _: f32) {}
+}
+
+/// The training state of one stage at a step boundary (what `train --resume` continues from).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// `autoencoder` or `denoiser`.
+    pub stage: &'static str,
+    /// The next step to run.
+    pub next_step: u64,
+    /// True when the stage finished (all steps or early stopping; EMA weights already copied).
+    pub complete: bool,
+    /// This stage's curves so far.
+    pub curves: Vec<CurvePoint>,
+    /// Early stopping: best validation loss and validations without improvement.
+    pub best: f64,
+    /// Validations without improvement.
+    pub bad: u64,
+    /// Optimizer state: updates taken and moments.
+    pub optimizer: (u64, TensorMap),
+    /// The adversary's optimizer state (stage 1 with an adversary).
+    pub adversary_optimizer: Option<(u64, TensorMap)>,
+    /// EMA state (stage 2 with `ema_decay > 0`).
+    pub ema: Option<(u64, TensorMap)>,
+    /// The stage's parameters (the adversary's under `adversary.`).
+    pub params: TensorMap,
+}
+
+/// Where the training loops leave snapshots and find the one to resume from.
+pub trait Checkpoints {
+    /// Steps between mid-stage snapshots (0 = only at the end of a stage).
+    fn every(&self) -> u64;
+    /// Stores a snapshot.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn save(&mut self, snapshot: &Snapshot) -> Result<()>;
+    /// The latest snapshot of `stage`, if the run is being resumed and one exists.
+    ///
+    /// # Errors
+    /// Unreadable or inconsistent snapshot files.
+    fn resume(&mut self, stage: &'static str) -> Result<Option<Snapshot>>;
+}
+
+/// [`Checkpoints`] that keeps nothing (tests, library use).
+pub struct NoCheckpoints;
+impl Checkpoints for NoCheckpoints {
+    fn every(&self) -> u64 {
+        0
+    }
+    fn save(&mut self, _: &Snapshot) -> Result<()> {
+        Ok(())
+    }
+    fn resume(&mut self, _: &'static str) -> Result<Option<Snapshot>> {
+        Ok(None)
+    }
+}
+
+/// The random stream `name` of a stage started (or resumed) at `start`: resumed stages draw
+/// fresh streams derived from the step, so a resumed run is statistically, not bitwise, the same
+/// as an uninterrupted one.
+fn stage_stream(seed: u64, name: &str, start: u64) -> rand::rngs::StdRng {
+    if start == 0 {
+        stream(seed, name)
+    } else {
+        stream(seed, &format!("{name}@{start}"))
+    }
+}
+
+fn due(checkpoints: &dyn Checkpoints, step: u64) -> bool {
+    let every = checkpoints.every();
+    every > 0 && (step + 1) % every == 0
 }
 
 /// Shuffled minibatches over `n` rows, reshuffled every epoch (seeded).
@@ -108,28 +180,82 @@ pub fn train_autoencoder(
     seed: u64,
     progress: &mut dyn Progress,
 ) -> Result<Vec<CurvePoint>> {
+    train_autoencoder_with(
+        model,
+        train,
+        validation,
+        cfg,
+        seed,
+        progress,
+        &mut NoCheckpoints,
+    )
+}
+
+fn autoencoder_params(model: &mut dyn Autoencoder) -> TensorMap {
+    let mut params = collect(&[("autoencoder", &*model)]);
+    if let Some(adversary) = model.adversary_mut() {
+        params.extend(collect(&[("adversary", &*adversary)]));
+    }
+    params
+}
+
+/// [`train_autoencoder`] that leaves snapshots in `checkpoints` and continues from the latest
+/// one when resuming (a finished stage is restored and not trained again).
+///
+/// # Errors
+/// As [`train_autoencoder`]; snapshot I/O errors.
+pub fn train_autoencoder_with(
+    model: &mut dyn Autoencoder,
+    train: &ExpressionBatch,
+    validation: &ExpressionBatch,
+    cfg: &TrainConfig,
+    seed: u64,
+    progress: &mut dyn Progress,
+    checkpoints: &mut dyn Checkpoints,
+) -> Result<Vec<CurvePoint>> {
     let mut optimizer = AdamW::new(AdamWConfig {
         weight_decay: cfg.weight_decay,
         ..Default::default()
     })?;
-    let mut batches =
-        Minibatches::new(train.n, cfg.batch_size, stream(seed, "autoencoder.batches"));
-    let mut noise = stream(seed, "autoencoder.noise");
     // The adversary (if any) has its own optimizer state and noise stream, so models without one
     // train exactly as before.
     let mut adversary_optimizer = AdamW::new(AdamWConfig {
         weight_decay: cfg.weight_decay,
         ..Default::default()
     })?;
-    let mut adversary_noise = stream(seed, "autoencoder.adversary");
     let mut curves = Vec::new();
     let mut stopper = EarlyStopping {
         best: f64::INFINITY,
         bad: 0,
         patience: cfg.early_stopping_patience,
     };
+    let mut start = 0;
+    if let Some(snap) = checkpoints.resume("autoencoder")? {
+        restore_params(&snap.params, &mut *model, "autoencoder")?;
+        if let Some(adversary) = model.adversary_mut() {
+            restore_params(&snap.params, adversary, "adversary")?;
+        }
+        optimizer.restore_state(snap.optimizer.0, &snap.optimizer.1)?;
+        if let Some((n, m)) = &snap.adversary_optimizer {
+            adversary_optimizer.restore_state(*n, m)?;
+        }
+        (stopper.best, stopper.bad) = (snap.best, snap.bad);
+        curves = snap.curves;
+        if snap.complete {
+            return Ok(curves);
+        }
+        start = snap.next_step;
+    }
+    let mut batches = Minibatches::new(
+        train.n,
+        cfg.batch_size,
+        stage_stream(seed, "autoencoder.batches", start),
+    );
+    let mut noise = stage_stream(seed, "autoencoder.noise", start);
+    let mut adversary_noise = stage_stream(seed, "autoencoder.adversary", start);
     let total = cfg.autoencoder_steps;
-    for step in 0..total {
+    let mut stopped_at = total;
+    for step in start..total {
         let batch = train.select(&batches.next_batch());
         let loss = model.loss(&batch, step, &mut noise)?;
         let (value, mut grads) = NamedGradients::backward(loss.total, &*model, "autoencoder")
@@ -192,11 +318,42 @@ pub fn train_autoencoder(
                 value: v,
             });
             if stopper.should_stop(v) {
+                stopped_at = step + 1;
                 break;
             }
         }
+        if step + 1 < total && due(checkpoints, step) {
+            checkpoints.save(&Snapshot {
+                stage: "autoencoder",
+                next_step: step + 1,
+                complete: false,
+                curves: curves.clone(),
+                best: stopper.best,
+                bad: stopper.bad,
+                optimizer: optimizer.state(),
+                adversary_optimizer: Some(adversary_optimizer.state()),
+                ema: None,
+                params: autoencoder_params(model),
+            })?;
+        }
     }
+    checkpoints.save(&Snapshot {
+        stage: "autoencoder",
+        next_step: stopped_at,
+        complete: true,
+        curves: curves.clone(),
+        best: stopper.best,
+        bad: stopper.bad,
+        optimizer: optimizer.state(),
+        adversary_optimizer: Some(adversary_optimizer.state()),
+        ema: None,
+        params: autoencoder_params(model),
+    })?;
     Ok(curves)
+}
+
+fn restore_params(map: &TensorMap, model: &mut dyn Parameters, prefix: &str) -> Result<()> {
+    restore(map, model, prefix, std::path::Path::new("resume snapshot"))
 }
 
 /// Mean loss over the validation cells (fixed noise stream so values are comparable).
@@ -340,12 +497,40 @@ pub fn train_denoiser(
     dev: &Dev,
     progress: &mut dyn Progress,
 ) -> Result<Vec<CurvePoint>> {
+    train_denoiser_with(
+        stage,
+        sampler,
+        train,
+        validation,
+        drop_prob,
+        (cfg, seed),
+        dev,
+        progress,
+        &mut NoCheckpoints,
+    )
+}
+
+/// [`train_denoiser`] that leaves snapshots in `checkpoints` and continues from the latest one
+/// when resuming.
+///
+/// # Errors
+/// As [`train_denoiser`]; snapshot I/O errors.
+#[allow(clippy::too_many_arguments)]
+pub fn train_denoiser_with(
+    stage: &mut Stage2<'_>,
+    sampler: &dyn LatentSampler,
+    train: &LatentData,
+    validation: &LatentData,
+    drop_prob: f32,
+    (cfg, seed): (&TrainConfig, u64),
+    dev: &Dev,
+    progress: &mut dyn Progress,
+    checkpoints: &mut dyn Checkpoints,
+) -> Result<Vec<CurvePoint>> {
     let mut optimizer = AdamW::new(AdamWConfig {
         weight_decay: cfg.weight_decay,
         ..Default::default()
     })?;
-    let mut batches = Minibatches::new(train.n, cfg.batch_size, stream(seed, "denoiser.batches"));
-    let mut rng = stream(seed, "denoiser.noise");
     let mut ema = (cfg.ema_decay > 0.0).then(|| Ema::new(stage, "", cfg.ema_decay));
     let mut curves = Vec::new();
     let mut stopper = EarlyStopping {
@@ -353,8 +538,29 @@ pub fn train_denoiser(
         bad: 0,
         patience: cfg.early_stopping_patience,
     };
+    let mut start = 0;
+    if let Some(snap) = checkpoints.resume("denoiser")? {
+        restore_params(&snap.params, stage, "")?;
+        optimizer.restore_state(snap.optimizer.0, &snap.optimizer.1)?;
+        if let (Some(e), Some((n, m))) = (&mut ema, &snap.ema) {
+            e.restore_state(*n, m);
+        }
+        (stopper.best, stopper.bad) = (snap.best, snap.bad);
+        curves = snap.curves;
+        if snap.complete {
+            return Ok(curves);
+        }
+        start = snap.next_step;
+    }
+    let mut batches = Minibatches::new(
+        train.n,
+        cfg.batch_size,
+        stage_stream(seed, "denoiser.batches", start),
+    );
+    let mut rng = stage_stream(seed, "denoiser.noise", start);
     let total = cfg.denoiser_steps;
-    for step in 0..total {
+    let mut stopped_at = total;
+    for step in start..total {
         let rows = batches.next_batch();
         let loss = denoiser_loss(stage, sampler, train, &rows, drop_prob, &mut rng, dev)?;
         let (value, mut grads) =
@@ -384,13 +590,40 @@ pub fn train_denoiser(
                 value: v,
             });
             if stopper.should_stop(v) {
+                stopped_at = step + 1;
                 break;
             }
+        }
+        if step + 1 < total && due(checkpoints, step) {
+            checkpoints.save(&Snapshot {
+                stage: "denoiser",
+                next_step: step + 1,
+                complete: false,
+                curves: curves.clone(),
+                best: stopper.best,
+                bad: stopper.bad,
+                optimizer: optimizer.state(),
+                adversary_optimizer: None,
+                ema: ema.as_ref().map(Ema::state),
+                params: collect(&[("", &*stage)]),
+            })?;
         }
     }
     if let Some(e) = &ema {
         e.copy_to(stage, "")?;
     }
+    checkpoints.save(&Snapshot {
+        stage: "denoiser",
+        next_step: stopped_at,
+        complete: true,
+        curves: curves.clone(),
+        best: stopper.best,
+        bad: stopper.bad,
+        optimizer: optimizer.state(),
+        adversary_optimizer: None,
+        ema: None,
+        params: collect(&[("", &*stage)]),
+    })?;
     Ok(curves)
 }
 

@@ -7,8 +7,9 @@ use std::time::Instant;
 use crate::config::ExperimentConfig;
 use crate::dataset;
 use crate::device::device;
-use crate::experiment::{build_models, condition_summaries, fit, reconstruction_quality};
+use crate::experiment::{build_models, condition_summaries, fit_with, reconstruction_quality};
 use crate::plugin::InputKind;
+use crate::resume::ResumeDir;
 use crate::rng::derive_seed;
 use crate::run::{genes_digest, save, sha256_hex, Manifest, RunContents, Split};
 use crate::train::{autoencoder_validation_terms, curves_csv, Progress};
@@ -24,6 +25,23 @@ pub fn train_run(
     overwrite: bool,
     progress: &mut dyn Progress,
 ) -> Result<Manifest> {
+    train_run_with(config, out, overwrite, false, progress)
+}
+
+/// [`train_run`] that keeps resumable snapshots in `<out>.resume/` while training (every
+/// `train.checkpoint_every` steps) and, with `resume`, continues an interrupted training of the
+/// same config and data from its latest snapshot. The snapshots are removed when the run is
+/// written or training fails.
+///
+/// # Errors
+/// As [`train_run`]; nothing to resume, or a changed config or data file.
+pub fn train_run_with(
+    config: &ExperimentConfig,
+    out: &Path,
+    overwrite: bool,
+    resume: bool,
+    progress: &mut dyn Progress,
+) -> Result<Manifest> {
     if out.exists() && !overwrite {
         return Err(LatentError::Checkpoint {
             path: out.into(),
@@ -37,8 +55,23 @@ pub fn train_run(
     let train_table = p.conditions.select(&p.train_rows);
     let mut models = build_models(config, p.gene_names.len(), p.input_kind, &train_table, &dev)?;
     let load_s = start.elapsed().as_secs_f64();
+    let file_bytes = std::fs::read(&loaded.path).unwrap_or_default();
+    let data_sha256 = sha256_hex(&file_bytes);
+    let mut snapshots = ResumeDir::open(
+        out,
+        config,
+        &data_sha256,
+        config.train.checkpoint_every,
+        resume,
+    )?;
     let t = Instant::now();
-    let curves = fit(config, p, &mut models, progress)?;
+    let curves = match fit_with(config, p, &mut models, progress, &mut snapshots) {
+        Ok(curves) => curves,
+        Err(e) => {
+            snapshots.remove()?;
+            return Err(e);
+        }
+    };
     let fit_s = t.elapsed().as_secs_f64();
     let mut final_losses = BTreeMap::new();
     for c in &curves {
@@ -62,7 +95,6 @@ pub fn train_run(
             reconstruction.insert(format!("validation_{name}"), value);
         }
     }
-    let file_bytes = std::fs::read(&loaded.path).unwrap_or_default();
     let libs: Vec<f32> = p
         .train_rows
         .iter()
@@ -73,7 +105,7 @@ pub fn train_run(
         crate_version: env!("CARGO_PKG_VERSION").into(),
         seed: config.seed,
         data_path: loaded.path.clone(),
-        data_sha256: sha256_hex(&file_bytes),
+        data_sha256,
         genes_sha256: genes_digest(&p.gene_names),
         n_cells: p.expression.n,
         n_train: p.train_rows.len(),
@@ -120,5 +152,6 @@ pub fn train_run(
         },
         overwrite,
     )?;
+    snapshots.remove()?;
     Ok(manifest)
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 const CHUNK: usize = 16 * 1024;
 
 use super::NamedGradients;
+use crate::checkpoint::TensorMap;
 use crate::nn::Parameters;
 use crate::{LatentError, Result};
 
@@ -87,6 +88,47 @@ impl AdamW {
     /// Number of updates applied so far.
     pub fn steps_taken(&self) -> u64 {
         self.step
+    }
+
+    /// The state to checkpoint: updates taken and the moment buffers as tensors `m.<name>` and
+    /// `v.<name>`.
+    pub fn state(&self) -> (u64, TensorMap) {
+        let mut map = TensorMap::new();
+        for (name, s) in &self.moments {
+            map.insert(format!("m.{name}"), (vec![s.m.len()], s.m.clone()));
+            map.insert(format!("v.{name}"), (vec![s.v.len()], s.v.clone()));
+        }
+        (self.step, map)
+    }
+
+    /// Continues from a state written by [`AdamW::state`].
+    ///
+    /// # Errors
+    /// [`LatentError::Checkpoint`]-style data error when a first moment has no second moment.
+    pub fn restore_state(&mut self, step: u64, map: &TensorMap) -> Result<()> {
+        self.step = step;
+        self.moments.clear();
+        for (key, (_, m)) in map {
+            let Some(name) = key.strip_prefix("m.") else {
+                continue;
+            };
+            let v = map
+                .get(&format!("v.{name}"))
+                .filter(|(_, v)| v.len() == m.len())
+                .ok_or_else(|| {
+                    LatentError::Data(format!(
+                        "optimizer state: second moment of {name} missing or mis-sized"
+                    ))
+                })?;
+            self.moments.insert(
+                name.to_string(),
+                Moments {
+                    m: m.clone(),
+                    v: v.1.clone(),
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Applies one update with learning rate `lr` to every parameter of `model` that has a gradient.

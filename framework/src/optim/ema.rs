@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::checkpoint::TensorMap;
 use crate::nn::Parameters;
 use crate::Result;
 
@@ -28,6 +29,25 @@ impl Ema {
             updates: 0,
             shadow,
         }
+    }
+
+    /// The state to checkpoint: updates folded in and the shadow weights.
+    pub fn state(&self) -> (u64, TensorMap) {
+        let map = self
+            .shadow
+            .iter()
+            .map(|(k, v)| (k.clone(), (vec![v.len()], v.clone())))
+            .collect();
+        (self.updates, map)
+    }
+
+    /// Continues from a state written by [`Ema::state`].
+    pub fn restore_state(&mut self, updates: u64, map: &TensorMap) {
+        self.updates = updates;
+        self.shadow = map
+            .iter()
+            .map(|(k, (_, v))| (k.clone(), v.clone()))
+            .collect();
     }
 
     /// Folds the model's current weights into the average.
