@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use latentlab_framework::config::TrainConfig;
 use latentlab_framework::device::{device, Dev};
+use latentlab_framework::evaluation::{evaluate_rows, Projection};
 use latentlab_framework::pipeline::{generate_latents, GenerateOptions};
 use latentlab_framework::plugin::{
-    summarize, AutoencoderConfig, AutoencoderContext, ConditionColumn, ConditionTable,
-    ConditionerConfig, ConditionerContext, DenoiserConfig, DenoiserContext, ExpressionBatch,
-    InputKind, SamplerConfig,
+    summarize, AutoencoderConfig, AutoencoderContext, CellSet, ConditionColumn, ConditionTable,
+    ConditionerConfig, ConditionerContext, DenoiserConfig, DenoiserContext, EvalContext,
+    ExpressionBatch, InputKind, SamplerConfig,
 };
 use latentlab_framework::rng::stream;
 use latentlab_framework::train::{denoiser_loss, LatentData, Stage2};
@@ -208,6 +209,83 @@ fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result
     })
 }
 
+/// Synthetic cells: 10 clusters of gene means (log-normal), Gaussian noise clipped at 0,
+/// labels `c0..c9`; `shift` is added to every cluster mean.
+fn synthetic_cells(n: usize, genes: usize, seed: u64, shift: f32) -> CellSet {
+    let mut centres_rng = stream(0, "bench.evaluation.centres");
+    let centres: Vec<f32> = (0..10 * genes)
+        .map(|_| (centres_rng.sample::<f32, _>(rand_distr::StandardNormal) - 1.0).exp())
+        .collect();
+    let mut rng = stream(seed, "bench.evaluation.cells");
+    let mut x = Vec::with_capacity(n * genes);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = i % 10;
+        labels.push(format!("c{c}"));
+        for g in 0..genes {
+            let noise: f32 = rng.sample(rand_distr::StandardNormal);
+            x.push((centres[c * genes + g] + shift + 0.5 * noise).max(0.0));
+        }
+    }
+    CellSet {
+        x,
+        n,
+        n_genes: genes,
+        labels: Some(labels),
+        pcs: Vec::new(),
+    }
+}
+
+/// One full evaluation of `shapes.cells` generated vs as many reference cells × `shapes.genes`
+/// (PCA on as many training cells, every registered evaluator on the generated row and on a
+/// real-vs-real control row): evaluations per second (the inverse is the time of one).
+fn evaluation(shapes: &BenchShapes) -> Result<f64> {
+    let n = shapes.cells;
+    let mut train = synthetic_cells(n, shapes.genes, 1, 0.0);
+    let mut reference = synthetic_cells(n, shapes.genes, 2, 0.0);
+    let mut generated = synthetic_cells(n, shapes.genes, 3, 0.02);
+    let mut control = synthetic_cells(n, shapes.genes, 4, 0.0);
+    let gene_names: Vec<String> = (0..shapes.genes).map(|g| format!("G{g}")).collect();
+    let evaluators: Vec<(String, Box<dyn latentlab_framework::plugin::Evaluator>)> =
+        latentlab_framework::registry::names(latentlab_framework::registry::PluginKind::Evaluator)
+            .into_iter()
+            .map(|name| {
+                let config: Box<dyn latentlab_framework::plugin::EvaluatorConfig> =
+                    parse(&format!("type = \"{name}\""))?;
+                Ok((name.to_string(), config.build()?))
+            })
+            .collect::<Result<_>>()?;
+    let start = Instant::now();
+    let projection = Projection::fit(&train, 50, 0)?;
+    for cells in [&mut train, &mut reference, &mut generated, &mut control] {
+        projection.project(cells)?;
+    }
+    let ctx = EvalContext {
+        train: &train,
+        pca_components: projection.k,
+        gene_names: &gene_names,
+        seed: 0,
+        control: None,
+        paired: None,
+    };
+    let rows = evaluate_rows(
+        &evaluators,
+        &reference,
+        &[
+            ("generated".to_string(), generated),
+            ("control".to_string(), control),
+        ],
+        &ctx,
+    )?;
+    let seconds = start.elapsed().as_secs_f64();
+    if rows.len() != 2 {
+        return Err(LatentError::Evaluation(
+            "evaluation bench: rows missing".into(),
+        ));
+    }
+    Ok(1.0 / seconds)
+}
+
 /// Runs every case at each thread count; returns `{case: {threads: rate}}`.
 ///
 /// # Errors
@@ -231,7 +309,8 @@ pub fn run(
                 "gene_denoiser_step" => denoiser_step(shapes, shapes.genes, &dev),
                 "latent_sampling" => sampling(shapes, shapes.latent, true, &dev),
                 "gene_sampling" => sampling(shapes, shapes.genes, false, &dev),
-                other => Err(LatentError::config("bench", "--case", "vae_step, latent_denoiser_step, gene_denoiser_step, latent_sampling, gene_sampling", other)),
+                "evaluation" => evaluation(shapes),
+                other => Err(LatentError::config("bench", "--case", "vae_step, latent_denoiser_step, gene_denoiser_step, latent_sampling, gene_sampling, evaluation", other)),
             })?;
             out.entry(case.clone())
                 .or_default()

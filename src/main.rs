@@ -336,7 +336,7 @@ fn run_all(config_path: &Path, out: &Path, overwrite: bool, resume: bool) -> Res
         );
         eprintln!(
             "report: {}",
-            out.join("report").join("report.html").display()
+            out.join("report").join("index.html").display()
         );
         return Ok(());
     }
@@ -383,7 +383,7 @@ fn run_all(config_path: &Path, out: &Path, overwrite: bool, resume: bool) -> Res
         "{}",
         latentlab::framework::report::markdown_table(&evaluation)
     );
-    eprintln!("report: {}", report.join("report.html").display());
+    eprintln!("report: {}", report.join("index.html").display());
     Ok(())
 }
 
@@ -422,7 +422,7 @@ fn execute(cli: Cli) -> Result<()> {
                 "{}",
                 latentlab::framework::report::markdown_table(&evaluation)
             );
-            eprintln!("report: {}", out.join("report.html").display());
+            eprintln!("report: {}", out.join("index.html").display());
         }
         Command::Run {
             config,

@@ -261,13 +261,15 @@ fn train_sample_evaluate_and_bad_invocations() {
     for f in [
         "metrics.json",
         "report.md",
-        "report.html",
+        "index.html",
         "pca_real_vs_generated.png",
         "latent_pca_by_label.png",
         "latent_pca_by_label.svg",
         "mean_variance.png",
         "pca_real_vs_generated.svg",
         "gene_mean.svg",
+        "roc_two_sample.png",
+        "roc_two_sample.svg",
     ] {
         assert!(report.join(f).exists(), "report is missing {f}");
     }

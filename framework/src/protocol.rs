@@ -86,6 +86,7 @@ pub fn write_protocol_report(
             generated,
             curves_csv: curves.as_deref(),
             extra,
+            seed: crate::rng::derive_seed(run.config.seed, "evaluate"),
         },
         title,
     )

@@ -1,4 +1,4 @@
-//! Writes an [`Evaluation`] as `metrics.json`, `report.md`, `report.html` and PNG plots into a
+//! Writes an [`Evaluation`] as `metrics.json`, `report.md`, `index.html` and PNG plots into a
 //! report directory (built in a temporary directory and renamed into place).
 
 use std::fmt::Write as _;
@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::write_atomic;
 use crate::evaluation::Evaluation;
 use crate::metrics::gene_stats;
+use crate::metrics::{two_sample_auroc, TwoSampleClassifier, TwoSampleConfig};
 use crate::plots::{
     heatmap, histograms_overlay, line_curves, scatter_overlay, scatter_xy_with_diagonal,
     ScatterGroup,
@@ -24,6 +25,8 @@ pub struct Figures<'a> {
     pub curves_csv: Option<&'a str>,
     /// Protocol-specific scatter plots (time grids, tissue maps), drawn as PNG and SVG.
     pub extra: Vec<ExtraScatter>,
+    /// The evaluation's seed: the ROC figure uses the same folds as the `knn_auroc` metric.
+    pub seed: u64,
 }
 
 /// One protocol-specific scatter plot of a report.
@@ -201,7 +204,7 @@ fn write_into(
     }
     write_atomic(&dir.join("report.md"), md.as_bytes())?;
     write_atomic(
-        &dir.join("report.html"),
+        &dir.join("index.html"),
         html(title, &md, &images).as_bytes(),
     )?;
     Ok(())
@@ -266,6 +269,34 @@ fn html(title: &str, md: &str, images: &[(String, String)]) -> String {
         escape(title),
         body
     )
+}
+
+/// Out-of-fold ROC curve of a kNN (k = 10, 5 folds, fold seed `seed`) telling reference from
+/// generated cells in their PCs; `None` when either set is too small or has no PCs.
+fn two_sample_roc(
+    reference: &CellSet,
+    generated: &CellSet,
+    seed: u64,
+) -> Option<(f64, Vec<(f64, f64)>)> {
+    let k = reference.pcs.len().checked_div(reference.n)?;
+    if k == 0 || generated.pcs.len() != generated.n * k || reference.n.min(generated.n) < 15 {
+        return None;
+    }
+    let config = TwoSampleConfig {
+        classifier: TwoSampleClassifier::Knn { k: 10 },
+        seed,
+        ..TwoSampleConfig::default()
+    };
+    let result = two_sample_auroc(
+        &reference.pcs,
+        reference.n,
+        &generated.pcs,
+        generated.n,
+        k,
+        &config,
+    )
+    .ok()?;
+    Some((result.auroc, result.roc))
 }
 
 fn draw(
@@ -351,6 +382,28 @@ fn draw(
         )
         .map_err(plot_err)?;
         images.push((format!("{}.{ext}", extra.stem), extra.caption.clone()));
+    }
+    if let Some((auroc, roc)) = two_sample_roc(f.reference, f.generated, f.seed) {
+        let name = format!("roc_two_sample.{ext}");
+        line_curves(
+            file(&name),
+            "Two-sample classifier: real reference vs generated (kNN, 5-fold, PCA)",
+            "false positive rate",
+            "true positive rate",
+            &[
+                (format!("kNN k = 10 (AUROC {auroc:.3})"), roc),
+                (
+                    "chance (indistinguishable)".to_string(),
+                    vec![(0.0, 0.0), (1.0, 1.0)],
+                ),
+            ],
+            false,
+        )
+        .map_err(plot_err)?;
+        images.push((
+            name,
+            format!("ROC curve of the kNN two-sample classifier (AUROC {auroc:.3}; the diagonal is indistinguishable)"),
+        ));
     }
     let g = f.reference.n_genes;
     let err = |e: crate::metrics::MetricsError| LatentError::Evaluation(e.to_string());

@@ -288,6 +288,7 @@ pub fn evaluate_run(
             generated: &generated,
             curves_csv: curves.as_deref(),
             extra,
+            seed,
         },
         "latentlab evaluation",
     )?;

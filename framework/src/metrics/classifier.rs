@@ -454,6 +454,47 @@ impl KnnClassifier {
     }
 }
 
+/// ROC curve of `scores` for the positive class (`labels[i] = true`): `(FPR, TPR)` points from
+/// (0, 0) to (1, 1), one per distinct threshold (tied scores move both rates at once, so the
+/// trapezoidal area equals [`auroc`] with ties counted ½).
+///
+/// # Errors
+/// [`MetricsError`] for non-finite scores, a length mismatch or a missing class.
+pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Result<Vec<(f64, f64)>> {
+    if scores.len() != labels.len() {
+        return Err(MetricsError::Shape {
+            what: "roc_curve".to_string(),
+            detail: format!("{} scores but {} labels", scores.len(), labels.len()),
+        });
+    }
+    check_vec64("roc scores", scores, 0)?;
+    let positives = labels.iter().filter(|&&l| l).count();
+    let negatives = labels.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return Err(MetricsError::InvalidArgument(
+            "roc_curve: needs cells of each class".to_string(),
+        ));
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut points = vec![(0.0, 0.0)];
+    let (mut tp, mut fp) = (0usize, 0usize);
+    for (pos, &i) in order.iter().enumerate() {
+        if labels[i] {
+            tp += 1;
+        } else {
+            fp += 1;
+        }
+        let last_of_tie = order
+            .get(pos + 1)
+            .is_none_or(|&next| scores[next] != scores[i]);
+        if last_of_tie {
+            points.push((fp as f64 / negatives as f64, tp as f64 / positives as f64));
+        }
+    }
+    Ok(points)
+}
+
 /// Classifier used by [`two_sample_auroc`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum TwoSampleClassifier {
@@ -507,6 +548,9 @@ pub struct TwoSampleResult {
     pub auroc: f64,
     /// AUROC within each held-out fold.
     pub fold_aurocs: Vec<f64>,
+    /// ROC curve of the out-of-fold scores, `(false positive rate, true positive rate)` from
+    /// (0, 0) to (1, 1) (see [`roc_curve`]).
+    pub roc: Vec<(f64, f64)>,
     /// Real cells.
     pub n_real: usize,
     /// Generated cells.
@@ -598,6 +642,7 @@ pub fn two_sample_auroc(
     }
     Ok(TwoSampleResult {
         auroc: auroc(&scores, &labels)?,
+        roc: roc_curve(&scores, &labels)?,
         fold_aurocs,
         n_real,
         n_generated: n_gen,
@@ -703,6 +748,26 @@ pub fn label_fidelity(
 mod tests {
     use super::*;
     use rand_distr::{Distribution, Normal};
+
+    #[test]
+    fn roc_curve_by_hand_and_area_equals_auroc() {
+        let roc = roc_curve(&[0.9, 0.8, 0.7, 0.6], &[true, false, true, false]).unwrap();
+        assert_eq!(
+            roc,
+            vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
+        );
+        // With ties, the trapezoidal area matches the Mann–Whitney AUROC.
+        let scores = [0.3, 0.3, 0.9, 0.1, 0.3, 0.5, 0.5, 0.0];
+        let labels = [true, false, true, false, true, false, true, false];
+        let roc = roc_curve(&scores, &labels).unwrap();
+        let area: f64 = roc
+            .windows(2)
+            .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
+            .sum();
+        assert!((area - auroc(&scores, &labels).unwrap()).abs() < 1e-12);
+        assert_eq!(roc.last(), Some(&(1.0, 1.0)));
+        assert!(roc_curve(&[0.1, 0.2], &[true, true]).is_err());
+    }
 
     #[test]
     fn auroc_reference_with_ties() {

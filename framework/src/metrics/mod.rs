@@ -39,8 +39,8 @@ mod util;
 pub mod wasserstein;
 
 pub use classifier::{
-    auroc, label_fidelity, two_sample_auroc, FidelityResult, KnnClassifier, LabelClassifier,
-    LogisticRegression, TwoSampleClassifier, TwoSampleConfig, TwoSampleResult,
+    auroc, label_fidelity, roc_curve, two_sample_auroc, FidelityResult, KnnClassifier,
+    LabelClassifier, LogisticRegression, TwoSampleClassifier, TwoSampleConfig, TwoSampleResult,
 };
 pub use energy::{energy_distance, EnergyResult};
 pub use error::MetricsError;
