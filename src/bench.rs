@@ -268,22 +268,34 @@ fn evaluation(shapes: &BenchShapes) -> Result<f64> {
         control: None,
         paired: None,
     };
-    let rows = evaluate_rows(
-        &evaluators,
-        &reference,
-        &[
-            ("generated".to_string(), generated),
-            ("control".to_string(), control),
-        ],
-        &ctx,
-    )?;
-    let seconds = start.elapsed().as_secs_f64();
-    if rows.len() != 2 {
-        return Err(LatentError::Evaluation(
-            "evaluation bench: rows missing".into(),
-        ));
+    eprintln!(
+        "evaluation: PCA fit + projections {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    let candidates = [
+        ("generated".to_string(), generated),
+        ("control".to_string(), control),
+    ];
+    for evaluator in evaluators {
+        let t = Instant::now();
+        let rows = evaluate_rows(
+            std::slice::from_ref(&evaluator),
+            &reference,
+            &candidates,
+            &ctx,
+        )?;
+        if rows.len() != 2 {
+            return Err(LatentError::Evaluation(
+                "evaluation bench: rows missing".into(),
+            ));
+        }
+        eprintln!(
+            "evaluation: {} {:.1}s",
+            evaluator.0,
+            t.elapsed().as_secs_f64()
+        );
     }
-    Ok(1.0 / seconds)
+    Ok(1.0 / start.elapsed().as_secs_f64())
 }
 
 /// Runs every case at each thread count; returns `{case: {threads: rate}}`.
