@@ -8,6 +8,7 @@
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
 
 /// All eigenpairs of the symmetric `m × m` row-major matrix `a` by cyclic Jacobi.
 ///
@@ -160,38 +161,49 @@ where
     loop {
         it += 1;
         let w = apply(&v);
+        // upper triangle row by row in parallel (each entry computed exactly as before)
+        let upper: Vec<Vec<f64>> = (0..l)
+            .into_par_iter()
+            .map(|i| {
+                (i..l)
+                    .map(|j| {
+                        0.5 * (dot(&v[i * m..(i + 1) * m], &w[j * m..(j + 1) * m])
+                            + dot(&v[j * m..(j + 1) * m], &w[i * m..(i + 1) * m]))
+                    })
+                    .collect()
+            })
+            .collect();
         let mut h = vec![0.0; l * l];
-        for i in 0..l {
-            for j in i..l {
-                let a = 0.5
-                    * (dot(&v[i * m..(i + 1) * m], &w[j * m..(j + 1) * m])
-                        + dot(&v[j * m..(j + 1) * m], &w[i * m..(i + 1) * m]));
+        for (i, row) in upper.iter().enumerate() {
+            for (j, &a) in (i..l).zip(row) {
                 h[i * l + j] = a;
                 h[j * l + i] = a;
             }
         }
         let (theta, s) = sym_eigen(&h, l);
         // Ritz vectors U = S V and A U = S W.
+        // (parallel over output rows; each row is accumulated in the same order as before)
         let mut u = vec![0.0; l * m];
         let mut au = vec![0.0; l * m];
-        for r in 0..l {
-            for j in 0..l {
-                let c = s[r * l + j];
-                if c == 0.0 {
-                    continue;
+        u.par_chunks_mut(m)
+            .zip(au.par_chunks_mut(m))
+            .enumerate()
+            .for_each(|(r, (ur, aur))| {
+                for j in 0..l {
+                    let c = s[r * l + j];
+                    if c == 0.0 {
+                        continue;
+                    }
+                    let vj = &v[j * m..(j + 1) * m];
+                    let wj = &w[j * m..(j + 1) * m];
+                    for (x, y) in ur.iter_mut().zip(vj) {
+                        *x += c * y;
+                    }
+                    for (x, y) in aur.iter_mut().zip(wj) {
+                        *x += c * y;
+                    }
                 }
-                let vj = &v[j * m..(j + 1) * m];
-                let wj = &w[j * m..(j + 1) * m];
-                let ur = &mut u[r * m..(r + 1) * m];
-                for (x, y) in ur.iter_mut().zip(vj) {
-                    *x += c * y;
-                }
-                let aur = &mut au[r * m..(r + 1) * m];
-                for (x, y) in aur.iter_mut().zip(wj) {
-                    *x += c * y;
-                }
-            }
-        }
+            });
         let scale = theta[0].abs().max(f64::MIN_POSITIVE);
         let mut max_res: f64 = 0.0;
         for i in 0..k {

@@ -3,11 +3,13 @@
 //! # Algorithm choice
 //! The data are mean-centred (the mean is kept and applied again in [`Pca::transform`]).
 //! - **`d <= 3000` ([`PcaMethod::Covariance`])**: the `d × d` sample covariance
-//!   `C = Xcᵀ Xc / (n − 1)` is formed explicitly (rows processed in blocks, `O(n d²)`,
-//!   at most 72 MB). Its eigenpairs are then computed with cyclic Jacobi when `d <= 256`,
-//!   otherwise with block subspace iteration on `C` (`l = k + max(k, 10)` vectors,
-//!   Rayleigh–Ritz at every step, stop when every top-`k` residual
-//!   `‖C u − θ u‖ ≤ 1e-6 θ₁`, at most 500 iterations).
+//!   `C = Xcᵀ Xc / (n − 1)` is formed explicitly (`O(n d²)`, at most 72 MB): rows are
+//!   centred in f64 in blocks of 4096 and each block's `Bᵀ B` is one dense f64 matrix
+//!   product (the `gemm` kernels behind dfdx's CPU matmul; deterministic for a given
+//!   thread count). Its eigenpairs are then computed with cyclic Jacobi when `d <= 256`,
+//!   otherwise with block subspace iteration on `C` (`l = k + max(k, 10)` vectors, each
+//!   application `V C` one matrix product, Rayleigh–Ritz at every step, stop when every
+//!   top-`k` residual `‖C u − θ u‖ ≤ 1e-6 θ₁`, at most 500 iterations).
 //! - **`d > 3000` ([`PcaMethod::RandomizedSubspace`])**: neither `C` nor the centred data
 //!   are materialized; the operator `v ↦ Xcᵀ (Xc v) / (n − 1)` is applied implicitly to a
 //!   seeded Gaussian block (randomized subspace iteration, Halko–Martinsson–Tropp style,
@@ -34,7 +36,8 @@ use serde::Serialize;
 /// Largest feature count for which the explicit covariance route is used.
 pub const COVARIANCE_MAX_D: usize = 3000;
 const JACOBI_MAX_D: usize = 256;
-const ROW_BLOCK: usize = 256;
+/// Rows centred and multiplied per covariance block (at most `4096 · d` f64 at a time).
+const COV_ROW_BLOCK: usize = 4096;
 const COV_TOL: f64 = 1e-6;
 const RANDOMIZED_TOL: f64 = 1e-5;
 
@@ -120,7 +123,14 @@ impl Pca {
                     let (v, e) = sym_eigen(&c, d);
                     (v[..k].to_vec(), e[..k * d].to_vec(), 1)
                 } else {
-                    let apply = |v: &[f64]| sym_apply(&c, d, v);
+                    // `W = V C` (= (C Vᵀ)ᵀ, C symmetric) as one dense f64 matrix product
+                    use dfdx::prelude::*;
+                    let dev: Cpu = Default::default();
+                    let ct = dev.tensor_from_vec(c, (d, d));
+                    let apply = |v: &[f64]| {
+                        let vt = dev.tensor_from_vec(v.to_vec(), (v.len() / d, d));
+                        vt.matmul(ct.clone()).as_vec()
+                    };
                     top_eigen(apply, d, k, l, 500, COV_TOL, seed)
                 }
             }
@@ -232,60 +242,28 @@ impl Pca {
     }
 }
 
-/// Sample covariance `Xcᵀ Xc / (n − 1)`, `d × d` row-major. Rows are centred in blocks of
-/// `ROW_BLOCK`; the upper triangle is accumulated in cache tiles of 64 × 256 entries,
-/// parallel over 64-row output stripes (deterministic: each stripe has one owner).
+/// Sample covariance `Xcᵀ Xc / (n − 1)`, `d × d` row-major. Rows are centred (in f64) in
+/// blocks of at most `COV_ROW_BLOCK`; each block's `Bᵀ B` is one dense f64 matrix product
+/// (the `gemm` kernels behind dfdx's CPU matmul, parallel over output tiles on the rayon
+/// pool, so the result is deterministic for a given thread count); the block products are
+/// summed in order, and the upper triangle is mirrored so `C` is exactly symmetric.
 fn covariance(x: &[f32], n: usize, d: usize, mean: &[f64]) -> Vec<f64> {
-    const TI: usize = 64;
-    const TJ: usize = 256;
+    use dfdx::prelude::*;
+    let dev: Cpu = Default::default();
     let mut c = vec![0.0f64; d * d];
-    let mut block = vec![0.0f64; ROW_BLOCK * d];
-    for rows in x.chunks(ROW_BLOCK * d) {
+    let mut block = Vec::with_capacity(COV_ROW_BLOCK.min(n) * d);
+    for rows in x.chunks(COV_ROW_BLOCK * d) {
         let nb = rows.len() / d;
-        for (r, xr) in rows.chunks_exact(d).enumerate() {
-            for ((b, v), m) in block[r * d..(r + 1) * d].iter_mut().zip(xr).zip(mean) {
-                *b = f64::from(*v) - m;
-            }
+        block.clear();
+        for xr in rows.chunks_exact(d) {
+            block.extend(xr.iter().zip(mean).map(|(v, m)| f64::from(*v) - m));
         }
-        let blk = &block[..nb * d];
-        c.par_chunks_mut(TI * d)
-            .enumerate()
-            .for_each(|(ti, stripe)| {
-                let i0 = ti * TI;
-                let i1 = (i0 + TI).min(d);
-                for j0 in (i0..d).step_by(TJ) {
-                    let j1 = (j0 + TJ).min(d);
-                    // four input rows per pass: 4x fewer reads/writes of the C tile
-                    let mut r = 0;
-                    while r + 4 <= nb {
-                        let rows4: [&[f64]; 4] =
-                            std::array::from_fn(|q| &blk[(r + q) * d..(r + q + 1) * d]);
-                        for i in i0..i1 {
-                            let a = [rows4[0][i], rows4[1][i], rows4[2][i], rows4[3][i]];
-                            let crow = &mut stripe[(i - i0) * d + j0..(i - i0) * d + j1];
-                            for (jj, cv) in crow.iter_mut().enumerate() {
-                                let j = j0 + jj;
-                                *cv += a[0] * rows4[0][j]
-                                    + a[1] * rows4[1][j]
-                                    + a[2] * rows4[2][j]
-                                    + a[3] * rows4[3][j];
-                            }
-                        }
-                        r += 4;
-                    }
-                    for r in r..nb {
-                        let br = &blk[r * d..(r + 1) * d];
-                        let bj = &br[j0..j1];
-                        for i in i0..i1 {
-                            let a = br[i];
-                            let crow = &mut stripe[(i - i0) * d + j0..(i - i0) * d + j1];
-                            for (cv, bv) in crow.iter_mut().zip(bj) {
-                                *cv += a * bv;
-                            }
-                        }
-                    }
-                }
-            });
+        let b = dev.tensor_from_vec(block.clone(), (nb, d));
+        let bt = b.clone().permute::<_, Axes2<1, 0>>();
+        let prod = bt.matmul(b).as_vec();
+        for (cv, pv) in c.iter_mut().zip(&prod) {
+            *cv += pv;
+        }
     }
     let denom = n as f64 - 1.0;
     for i in 0..d {
@@ -296,19 +274,6 @@ fn covariance(x: &[f32], n: usize, d: usize, mean: &[f64]) -> Vec<f64> {
         }
     }
     c
-}
-
-/// `W = C V` for symmetric `c` (`d × d`) and the row-block `v` (`l × d`).
-fn sym_apply(c: &[f64], d: usize, v: &[f64]) -> Vec<f64> {
-    let l = v.len() / d;
-    let mut w = vec![0.0; l * d];
-    w.par_chunks_mut(d).enumerate().for_each(|(r, wr)| {
-        let vr = &v[r * d..(r + 1) * d];
-        for (i, wi) in wr.iter_mut().enumerate() {
-            *wi = dot_f64(&c[i * d..(i + 1) * d], vr);
-        }
-    });
-    w
 }
 
 /// `W = Xcᵀ (Xc V) / (n − 1)` without materializing `Xc = X − 1 meanᵀ`; `v` is `l × d`.
