@@ -154,6 +154,26 @@ impl Diffusion {
         (x0, eps)
     }
 
+    /// Clips the predicted clean latent to `[-limit, limit]` (no-op for `limit <= 0`) and, where
+    /// it clipped, recomputes ε from it so that `z = sqrt(ᾱ) x0 + sqrt(1−ᾱ) ε` still holds (as
+    /// diffusers' `clip_sample`). Near t = 1 with a schedule whose ᾱ reaches ~0 (cosine, trailing
+    /// spacing), `x0 = (z − sqrt(1−ᾱ) ε̂)/sqrt(ᾱ)` multiplies any error of ε̂ by 1/sqrt(ᾱ) (~10⁴);
+    /// latents are standardized, so a bound of a few units only removes that blow-up.
+    pub fn clip_prediction(&self, x0: &mut [f32], eps: &mut [f32], z: &[f32], t: f32, limit: f32) {
+        if limit <= 0.0 {
+            return;
+        }
+        let ab = self.alpha_bar(t);
+        let (a, s) = (ab.sqrt() as f32, (1.0 - ab).sqrt().max(1e-12) as f32);
+        for j in 0..x0.len() {
+            let clipped = x0[j].clamp(-limit, limit);
+            if clipped != x0[j] {
+                x0[j] = clipped;
+                eps[j] = (z[j] - a * clipped) / s;
+            }
+        }
+    }
+
     /// Generalized DDIM update from `t` to `t_next` with stochasticity `eta` (eta = 1 is DDPM's
     /// ancestral posterior sample; eta = 0 is deterministic). `noise` is used only when σ > 0.
     pub fn ddim_update(
@@ -240,6 +260,24 @@ pub fn check_rows(z0: &[f32], noise: &[f32], t: &[f32], dim: usize) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clipping_bounds_x0_and_keeps_the_noisy_latent_consistent() {
+        let d =
+            Diffusion::new(BetaSchedule::Cosine, 1000, 1e-4, 0.02, Prediction::Epsilon).unwrap();
+        let t = 1.0;
+        // A slightly wrong ε̂ at t = 1 explodes x0 without clipping.
+        let z = [0.8f32, -0.3];
+        let (mut x0, mut eps) = d.split_prediction(&[0.79, -0.3], &z, t);
+        assert!(x0[0].abs() > 50.0, "{}", x0[0]);
+        d.clip_prediction(&mut x0, &mut eps, &z, t, 5.0);
+        assert_eq!(x0[0], 5.0);
+        let ab = d.alpha_bar(t);
+        let back = ab.sqrt() as f32 * x0[0] + (1.0 - ab).sqrt() as f32 * eps[0];
+        assert!((back - z[0]).abs() < 1e-4, "{back}");
+        // Within the bound nothing changes.
+        assert!(x0[1].abs() < 5.0);
+    }
 
     #[test]
     fn split_prediction_inverts_training_pair() {

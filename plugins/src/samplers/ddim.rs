@@ -31,6 +31,10 @@ pub struct DdimConfig {
     pub eta: f32,
     /// How sampling steps are spaced. Default `trailing`.
     pub timestep_spacing: TimestepSpacing,
+    /// Bound on the predicted clean latent x̂₀ at every step (latents are standardized; stops
+    /// the blow-up of ε-prediction where ᾱ ≈ 0 near t = 1, see `Diffusion::clip_prediction`);
+    /// 0 = off. Default 5.
+    pub clip_sample: f32,
 }
 
 impl Default for DdimConfig {
@@ -44,6 +48,7 @@ impl Default for DdimConfig {
             steps: 50,
             eta: 0.0,
             timestep_spacing: TimestepSpacing::Trailing,
+            clip_sample: 5.0,
         }
     }
 }
@@ -54,6 +59,14 @@ impl SamplerConfig for DdimConfig {
         self.steps
     }
     fn build(&self) -> Result<Box<dyn LatentSampler>> {
+        if !(self.clip_sample >= 0.0 && self.clip_sample.is_finite()) {
+            return Err(LatentError::config(
+                "sampler.ddim",
+                "clip_sample",
+                "a finite value ≥ 0 (0 = off)",
+                self.clip_sample,
+            ));
+        }
         if !(0.0..=1.0).contains(&self.eta) {
             return Err(LatentError::config(
                 "sampler.ddim",
@@ -120,7 +133,9 @@ impl LatentSampler for Ddim {
         rng: &mut dyn RngCore,
     ) -> Result<Vec<f32>> {
         let out = model(z, t)?;
-        let (x0, eps) = self.diffusion.split_prediction(&out, z, t);
+        let (mut x0, mut eps) = self.diffusion.split_prediction(&out, z, t);
+        self.diffusion
+            .clip_prediction(&mut x0, &mut eps, z, t, self.config.clip_sample);
         let noise: Vec<f32> = if self.config.eta > 0.0 {
             (0..z.len())
                 .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))

@@ -8,7 +8,7 @@ use latentlab_framework::plugin::{
 };
 use latentlab_framework::rng::fill_normal;
 use latentlab_framework::schedules::BetaSchedule;
-use latentlab_framework::{register_plugin, Result};
+use latentlab_framework::{register_plugin, LatentError, Result};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,10 @@ pub struct DdpmConfig {
     pub steps: usize,
     /// How sampling steps are spaced. Default `trailing`.
     pub timestep_spacing: TimestepSpacing,
+    /// Bound on the predicted clean latent x̂₀ at every step (latents are standardized; stops
+    /// the blow-up of ε-prediction where ᾱ ≈ 0 near t = 1, see `Diffusion::clip_prediction`);
+    /// 0 = off. Default 5.
+    pub clip_sample: f32,
 }
 
 impl Default for DdpmConfig {
@@ -42,6 +46,7 @@ impl Default for DdpmConfig {
             prediction: Prediction::Epsilon,
             steps: 100,
             timestep_spacing: TimestepSpacing::Trailing,
+            clip_sample: 5.0,
         }
     }
 }
@@ -52,6 +57,14 @@ impl SamplerConfig for DdpmConfig {
         self.steps
     }
     fn build(&self) -> Result<Box<dyn LatentSampler>> {
+        if !(self.clip_sample >= 0.0 && self.clip_sample.is_finite()) {
+            return Err(LatentError::config(
+                "sampler.ddpm",
+                "clip_sample",
+                "a finite value ≥ 0 (0 = off)",
+                self.clip_sample,
+            ));
+        }
         let diffusion = Diffusion::new(
             self.schedule,
             self.train_steps,
@@ -110,7 +123,9 @@ impl LatentSampler for Ddpm {
         rng: &mut dyn RngCore,
     ) -> Result<Vec<f32>> {
         let out = model(z, t)?;
-        let (x0, eps) = self.diffusion.split_prediction(&out, z, t);
+        let (mut x0, mut eps) = self.diffusion.split_prediction(&out, z, t);
+        self.diffusion
+            .clip_prediction(&mut x0, &mut eps, z, t, self.config.clip_sample);
         let mut noise = vec![0.0; z.len()];
         fill_normal(&mut &mut *rng, &mut noise);
         Ok(self
