@@ -4,11 +4,12 @@
 //! **V-statistic**: every expectation is the mean over all ordered pairs, including the
 //! zero `i = i'` terms for the within-sample means. This is non-negative, matches
 //! `dcor.energy_distance` and, in 1-D, equals `scipy.stats.energy_distance(u, v)²`.
-//! Cost `O((m + n)² d)`, parallel over rows.
+//! Cost `O((m + n)² d)`: squared distances come from blocked f64 matrix products
+//! (`‖a‖² + ‖b‖² − 2 a·b`, see `util::pairwise_sq_dist_row_sums`), parallel over rows;
+//! within-sample sums visit each unordered pair once (the distance is symmetric).
 
-use super::util::{check_matrix, sq_dist};
+use super::util::{check_matrix, pairwise_sq_dist_row_sums};
 use super::Result;
-use rayon::prelude::*;
 use serde::Serialize;
 
 /// Result of [`energy_distance`].
@@ -27,16 +28,16 @@ pub struct EnergyResult {
 }
 
 fn mean_dist(a: &[f32], na: usize, b: &[f32], nb: usize, d: usize) -> f64 {
-    let partial: Vec<f64> = (0..na)
-        .into_par_iter()
-        .map(|i| {
-            let ai = &a[i * d..(i + 1) * d];
-            (0..nb)
-                .map(|j| sq_dist(ai, &b[j * d..(j + 1) * d]).sqrt())
-                .sum()
-        })
-        .collect();
+    let partial = pairwise_sq_dist_row_sums(a, na, b, nb, d, false, f64::sqrt);
     partial.iter().sum::<f64>() / (na as f64 * nb as f64)
+}
+
+/// Within-sample mean over all `n²` ordered pairs (V-statistic, zero diagonal included):
+/// the distance is symmetric, so each unordered pair `i < j` is computed once and counted
+/// twice.
+fn mean_dist_within(a: &[f32], n: usize, d: usize) -> f64 {
+    let partial = pairwise_sq_dist_row_sums(a, n, a, n, d, true, f64::sqrt);
+    2.0 * partial.iter().sum::<f64>() / (n as f64 * n as f64)
 }
 
 /// Energy distance between `x` (`(nx, d)` row-major) and `y` (`(ny, d)` row-major); `space`
@@ -55,8 +56,8 @@ pub fn energy_distance(
     check_matrix("energy x", x, nx, d, 1)?;
     check_matrix("energy y", y, ny, d, 1)?;
     let mean_cross = mean_dist(x, nx, y, ny, d);
-    let mean_within_x = mean_dist(x, nx, x, nx, d);
-    let mean_within_y = mean_dist(y, ny, y, ny, d);
+    let mean_within_x = mean_dist_within(x, nx, d);
+    let mean_within_y = mean_dist_within(y, ny, d);
     Ok(EnergyResult {
         energy: (2.0 * mean_cross - mean_within_x - mean_within_y).max(0.0),
         mean_cross,

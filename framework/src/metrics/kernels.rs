@@ -11,7 +11,7 @@
 //! of the pairwise squared distances is used instead; if that is also 0 the heuristic is
 //! undefined and an error is returned.
 
-use super::util::{check_matrix, median, sq_dist, subsample_indices};
+use super::util::{check_matrix, median, pairwise_sq_dist_row_sums, sq_dist, subsample_indices};
 use super::{MetricsError, Result};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -166,31 +166,17 @@ pub(crate) fn rbf_sum(sq: f64, neg_inv_two_sigma2: &[f64]) -> f64 {
     neg_inv_two_sigma2.iter().map(|c| (sq * c).exp()).sum()
 }
 
-/// `Σ_{i<j} k(a_i, a_j)` within one `(n, d)` sample (deterministic parallel sum).
+/// `Σ_{i<j} k(a_i, a_j)` within one `(n, d)` sample (deterministic parallel sum; squared
+/// distances from blocked matrix products, see [`pairwise_sq_dist_row_sums`]).
 pub(crate) fn within_sum(a: &[f32], n: usize, d: usize, coef: &[f64]) -> f64 {
-    let partial: Vec<f64> = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let ai = &a[i * d..(i + 1) * d];
-            (i + 1..n)
-                .map(|j| rbf_sum(sq_dist(ai, &a[j * d..(j + 1) * d]), coef))
-                .sum()
-        })
-        .collect();
+    let partial = pairwise_sq_dist_row_sums(a, n, a, n, d, true, |sq| rbf_sum(sq, coef));
     partial.iter().sum()
 }
 
-/// `Σ_{i,j} k(a_i, b_j)` between two samples (deterministic parallel sum).
+/// `Σ_{i,j} k(a_i, b_j)` between two samples (deterministic parallel sum; squared distances
+/// from blocked matrix products, see [`pairwise_sq_dist_row_sums`]).
 pub(crate) fn cross_sum(a: &[f32], na: usize, b: &[f32], nb: usize, d: usize, coef: &[f64]) -> f64 {
-    let partial: Vec<f64> = (0..na)
-        .into_par_iter()
-        .map(|i| {
-            let ai = &a[i * d..(i + 1) * d];
-            (0..nb)
-                .map(|j| rbf_sum(sq_dist(ai, &b[j * d..(j + 1) * d]), coef))
-                .sum()
-        })
-        .collect();
+    let partial = pairwise_sq_dist_row_sums(a, na, b, nb, d, false, |sq| rbf_sum(sq, coef));
     partial.iter().sum()
 }
 

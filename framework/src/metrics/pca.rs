@@ -18,7 +18,10 @@
 //!   highly variable genes first when speed matters.
 //!
 //! Measured on 2 CPU cores (release build, `k = 50`): `n = 10 000, d = 2 000` covariance
-//! route 9.6 s; `n = 2 000, d = 20 000` randomized route 13 s (scales linearly in `n`).
+//! route 9.6 s before the matrix-product kernels (2026-11-25); on the evaluation bench's
+//! cells (87 subspace iterations, a concurrent job on the machine) 48 s before, 13 s after
+//! (covariance 2–4 s, about 0.1 s per iteration; 2026-11-26); `n = 2 000, d = 20 000`
+//! randomized route 13 s (scales linearly in `n`).
 //!
 //! The `n × n` Gram-matrix route was not used: at `n = 10 000` it would need 800 MB.
 //!

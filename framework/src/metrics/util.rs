@@ -144,3 +144,65 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
         0.5 * (v[m / 2 - 1] + v[m / 2])
     }
 }
+
+/// Rows of `a` multiplied at once by [`pairwise_sq_dist_row_sums`]: at most `2²¹` entries
+/// (16 MB, below glibc's largest mmap threshold so blocks are reused, not page-faulted in
+/// again) of the distance block, at least 8 and at most 256 rows.
+fn pair_block_rows(nb: usize) -> usize {
+    (2_097_152 / nb.max(1)).clamp(8, 256)
+}
+
+/// For every row `i` of `a` (`(na, d)` row-major), `Σ_j f(‖a_i − b_j‖²)` over the rows `j`
+/// of `b` (`(nb, d)` row-major), with `j > i` only when `upper` (then `a` and `b` must be the
+/// same matrix). Returns the `na` row sums.
+///
+/// Squared distances are formed as `max(‖a_i‖² + ‖b_j‖² − 2 a_i·b_j, 0)` in f64, the dot
+/// products by one dense matrix product per block of rows of `a` (the `gemm` kernels behind
+/// dfdx's CPU matmul). This agrees with the direct difference [`sq_dist`] up to rounding
+/// relative to the row norms (about `1e-16 (‖a_i‖² + ‖b_j‖²)` absolute). Each row sum is
+/// accumulated in increasing `j`, parallel over rows: deterministic for a given thread count.
+pub(crate) fn pairwise_sq_dist_row_sums<F>(
+    a: &[f32],
+    na: usize,
+    b: &[f32],
+    nb: usize,
+    d: usize,
+    upper: bool,
+    f: F,
+) -> Vec<f64>
+where
+    F: Fn(f64) -> f64 + Sync,
+{
+    use dfdx::prelude::*;
+    use rayon::prelude::*;
+    if na == 0 || nb == 0 {
+        return vec![0.0; na];
+    }
+    let dev: Cpu = Default::default();
+    let a64: Vec<f64> = a.iter().map(|v| f64::from(*v)).collect();
+    let b64: Vec<f64> = b.iter().map(|v| f64::from(*v)).collect();
+    let norm = |r: &[f64]| r.iter().map(|v| v * v).sum::<f64>();
+    let an: Vec<f64> = a64.chunks_exact(d).map(norm).collect();
+    let bn: Vec<f64> = b64.chunks_exact(d).map(norm).collect();
+    let bt = dev.tensor_from_vec(b64, (nb, d));
+    let rb = pair_block_rows(nb);
+    let mut sums = Vec::with_capacity(na);
+    for i0 in (0..na).step_by(rb) {
+        let i1 = (i0 + rb).min(na);
+        let at = dev.tensor_from_vec(a64[i0 * d..i1 * d].to_vec(), (i1 - i0, d));
+        let g = at.matmul(bt.clone().permute::<_, Axes2<1, 0>>()).as_vec();
+        let block: Vec<f64> = g
+            .par_chunks(nb)
+            .enumerate()
+            .map(|(r, gr)| {
+                let i = i0 + r;
+                let j0 = if upper { i + 1 } else { 0 };
+                (j0..nb)
+                    .map(|j| f((an[i] + bn[j] - 2.0 * gr[j]).max(0.0)))
+                    .sum()
+            })
+            .collect();
+        sums.extend(block);
+    }
+    sums
+}
