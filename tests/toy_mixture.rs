@@ -165,29 +165,29 @@ fn every_combination_learns_a_class_conditional_mixture() {
                 )
                 .unwrap();
                 let mut line = combo.clone();
-                let separation = |guidance: f32| -> f32 {
-                    let means: Vec<f32> = (0..2)
-                        .map(|class| {
-                            let z = generate_latents(
-                                denoiser.as_ref(),
-                                Some(conditioner.as_ref()),
-                                sampler.as_ref(),
-                                &table(&sources, &vec![class; n_eval]),
-                                n_eval,
-                                DIM,
-                                GenerateOptions {
-                                    steps: 30,
-                                    guidance,
-                                    chunk_size: 1024,
-                                },
-                                &mut stream(20 + class as u64, "toy.guidance"),
-                                &dev,
-                            )
-                            .unwrap();
-                            z.iter().step_by(DIM).sum::<f32>() / n_eval as f32
-                        })
-                        .collect();
-                    means[0] - means[1]
+                let generate = |class: usize, guidance: f32, seed: u64| -> Vec<f32> {
+                    generate_latents(
+                        denoiser.as_ref(),
+                        Some(conditioner.as_ref()),
+                        sampler.as_ref(),
+                        &table(&sources, &vec![class; n_eval]),
+                        n_eval,
+                        DIM,
+                        GenerateOptions {
+                            steps: 30,
+                            guidance,
+                            chunk_size: 1024,
+                        },
+                        &mut stream(seed, "toy.generate"),
+                        &dev,
+                    )
+                    .unwrap()
+                };
+                let first_axis_mean =
+                    |z: &[f32]| z.iter().step_by(DIM).sum::<f32>() / n_eval as f32;
+                let separation = |guidance: f32| {
+                    first_axis_mean(&generate(0, guidance, 20))
+                        - first_axis_mean(&generate(1, guidance, 21))
                 };
                 if sampler_entry.name == "rectified_flow"
                     && denoiser_entry.name == "mlp"
@@ -204,23 +204,8 @@ fn every_combination_learns_a_class_conditional_mixture() {
                     }
                 }
                 for class in 0..2 {
-                    let generated = generate_latents(
-                        denoiser.as_ref(),
-                        Some(conditioner.as_ref()),
-                        sampler.as_ref(),
-                        &table(&sources, &vec![class; n_eval]),
-                        n_eval,
-                        DIM,
-                        GenerateOptions {
-                            steps: 30,
-                            guidance: 1.0,
-                            chunk_size: 1024,
-                        },
-                        &mut stream(10 + class as u64, "toy.generate"),
-                        &dev,
-                    )
-                    .unwrap();
-                    let mean0: f32 = generated.iter().step_by(DIM).sum::<f32>() / n_eval as f32;
+                    let generated = generate(class, 1.0, 10 + class as u64);
+                    let mean0 = first_axis_mean(&generated);
                     let own = mmd(&generated, &truth[class]);
                     let other = mmd(&generated, &truth[1 - class]);
                     line.push_str(&format!(

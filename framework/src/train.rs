@@ -66,6 +66,30 @@ pub struct Snapshot {
     pub params: TensorMap,
 }
 
+impl Snapshot {
+    fn at(
+        stage: &'static str,
+        (next_step, complete): (u64, bool),
+        curves: &[CurvePoint],
+        stopper: &EarlyStopping,
+        optimizer: &AdamW,
+        params: TensorMap,
+    ) -> Self {
+        Self {
+            stage,
+            next_step,
+            complete,
+            curves: curves.to_vec(),
+            best: stopper.best,
+            bad: stopper.bad,
+            optimizer: optimizer.state(),
+            adversary_optimizer: None,
+            ema: None,
+            params,
+        }
+    }
+}
+
 /// Where the training loops leave snapshots and find the one to resume from.
 pub trait Checkpoints {
     /// Steps between mid-stage snapshots (0 = only at the end of a stage).
@@ -323,31 +347,31 @@ pub fn train_autoencoder_with(
             }
         }
         if step + 1 < total && due(checkpoints, step) {
+            let params = autoencoder_params(model);
             checkpoints.save(&Snapshot {
-                stage: "autoencoder",
-                next_step: step + 1,
-                complete: false,
-                curves: curves.clone(),
-                best: stopper.best,
-                bad: stopper.bad,
-                optimizer: optimizer.state(),
                 adversary_optimizer: Some(adversary_optimizer.state()),
-                ema: None,
-                params: autoencoder_params(model),
+                ..Snapshot::at(
+                    "autoencoder",
+                    (step + 1, false),
+                    &curves,
+                    &stopper,
+                    &optimizer,
+                    params,
+                )
             })?;
         }
     }
+    let params = autoencoder_params(model);
     checkpoints.save(&Snapshot {
-        stage: "autoencoder",
-        next_step: stopped_at,
-        complete: true,
-        curves: curves.clone(),
-        best: stopper.best,
-        bad: stopper.bad,
-        optimizer: optimizer.state(),
         adversary_optimizer: Some(adversary_optimizer.state()),
-        ema: None,
-        params: autoencoder_params(model),
+        ..Snapshot::at(
+            "autoencoder",
+            (stopped_at, true),
+            &curves,
+            &stopper,
+            &optimizer,
+            params,
+        )
     })?;
     Ok(curves)
 }
@@ -595,35 +619,32 @@ pub fn train_denoiser_with(
             }
         }
         if step + 1 < total && due(checkpoints, step) {
+            let params = collect(&[("", &*stage)]);
             checkpoints.save(&Snapshot {
-                stage: "denoiser",
-                next_step: step + 1,
-                complete: false,
-                curves: curves.clone(),
-                best: stopper.best,
-                bad: stopper.bad,
-                optimizer: optimizer.state(),
-                adversary_optimizer: None,
                 ema: ema.as_ref().map(Ema::state),
-                params: collect(&[("", &*stage)]),
+                ..Snapshot::at(
+                    "denoiser",
+                    (step + 1, false),
+                    &curves,
+                    &stopper,
+                    &optimizer,
+                    params,
+                )
             })?;
         }
     }
     if let Some(e) = &ema {
         e.copy_to(stage, "")?;
     }
-    checkpoints.save(&Snapshot {
-        stage: "denoiser",
-        next_step: stopped_at,
-        complete: true,
-        curves: curves.clone(),
-        best: stopper.best,
-        bad: stopper.bad,
-        optimizer: optimizer.state(),
-        adversary_optimizer: None,
-        ema: None,
-        params: collect(&[("", &*stage)]),
-    })?;
+    let params = collect(&[("", &*stage)]);
+    checkpoints.save(&Snapshot::at(
+        "denoiser",
+        (stopped_at, true),
+        &curves,
+        &stopper,
+        &optimizer,
+        params,
+    ))?;
     Ok(curves)
 }
 
