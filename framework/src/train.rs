@@ -67,6 +67,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Restores the optimizer and early-stopping state; returns the curves so far and the step
+    /// to continue from (`None` when the stage is complete).
+    fn continue_with(
+        self,
+        optimizer: &mut AdamW,
+        stopper: &mut EarlyStopping,
+    ) -> Result<(Vec<CurvePoint>, Option<u64>)> {
+        optimizer.restore_state(self.optimizer.0, &self.optimizer.1)?;
+        (stopper.best, stopper.bad) = (self.best, self.bad);
+        Ok((self.curves, (!self.complete).then_some(self.next_step)))
+    }
+
     fn at(
         stage: &'static str,
         (next_step, complete): (u64, bool),
@@ -259,16 +271,15 @@ pub fn train_autoencoder_with(
         if let Some(adversary) = model.adversary_mut() {
             restore_params(&snap.params, adversary, "adversary")?;
         }
-        optimizer.restore_state(snap.optimizer.0, &snap.optimizer.1)?;
         if let Some((n, m)) = &snap.adversary_optimizer {
             adversary_optimizer.restore_state(*n, m)?;
         }
-        (stopper.best, stopper.bad) = (snap.best, snap.bad);
-        curves = snap.curves;
-        if snap.complete {
-            return Ok(curves);
+        let (so_far, next) = snap.continue_with(&mut optimizer, &mut stopper)?;
+        curves = so_far;
+        match next {
+            Some(step) => start = step,
+            None => return Ok(curves),
         }
-        start = snap.next_step;
     }
     let mut batches = Minibatches::new(
         train.n,
@@ -376,6 +387,7 @@ pub fn train_autoencoder_with(
     Ok(curves)
 }
 
+/// Copies a snapshot's parameters under `prefix` into `model` (errors name the snapshot).
 fn restore_params(map: &TensorMap, model: &mut dyn Parameters, prefix: &str) -> Result<()> {
     restore(map, model, prefix, std::path::Path::new("resume snapshot"))
 }
@@ -565,16 +577,15 @@ pub fn train_denoiser_with(
     let mut start = 0;
     if let Some(snap) = checkpoints.resume("denoiser")? {
         restore_params(&snap.params, stage, "")?;
-        optimizer.restore_state(snap.optimizer.0, &snap.optimizer.1)?;
         if let (Some(e), Some((n, m))) = (&mut ema, &snap.ema) {
             e.restore_state(*n, m);
         }
-        (stopper.best, stopper.bad) = (snap.best, snap.bad);
-        curves = snap.curves;
-        if snap.complete {
-            return Ok(curves);
+        let (so_far, next) = snap.continue_with(&mut optimizer, &mut stopper)?;
+        curves = so_far;
+        match next {
+            Some(step) => start = step,
+            None => return Ok(curves),
         }
-        start = snap.next_step;
     }
     let mut batches = Minibatches::new(
         train.n,
