@@ -382,6 +382,28 @@ fn config_errors_are_one_line_and_name_the_problem() {
     ]);
     assert_one_line_failure(&out, "cell_type");
     assert!(!dir.join("c").exists());
+
+    // Joint fine-tuning of an autoencoder without an encoder is refused at load.
+    let text = std::fs::read_to_string(tiny_config(dir, ""))
+        .unwrap()
+        .replace(
+            "type = \"vae\"\nlatent_dim = 8\nhidden = [64, 32]",
+            "type = \"identity\"",
+        )
+        .replace(
+            "autoencoder_steps = 30",
+            "autoencoder_steps = 0\njoint_steps = 5",
+        );
+    std::fs::write(dir.join("c5.toml"), text).unwrap();
+    let out = run(&[
+        "train",
+        "--config",
+        dir.join("c5.toml").to_str().unwrap(),
+        "--out",
+        dir.join("e").to_str().unwrap(),
+    ]);
+    assert_one_line_failure(&out, "joint_steps");
+    assert!(!dir.join("e").exists());
 }
 
 #[test]

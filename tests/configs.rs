@@ -1,5 +1,6 @@
 //! Every shipped config in `configs/` parses, builds on its data, trains for a few steps and
-//! generates finite cells. (Full-length quality runs are the README's main job.)
+//! generates finite cells, with a few joint fine-tuning steps wherever the autoencoder trains.
+//! (Full-length quality runs are the README's main job.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use latentlab::framework::config::ExperimentConfig;
@@ -31,6 +32,10 @@ fn every_shipped_config_trains_a_few_steps_and_samples() {
         config.train.autoencoder_steps = config.train.autoencoder_steps.min(10);
         config.train.denoiser_steps = 10;
         config.train.validate_every = 5;
+        if config.train.autoencoder_steps > 0 {
+            // Joint fine-tuning works with every trainable autoencoder, sampler and conditioner.
+            config.train.joint_steps = 6;
+        }
         let data = dataset::load(&config).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let dev = device(0).unwrap();
         let p = &data.prepared;

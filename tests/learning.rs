@@ -5,11 +5,11 @@
 
 use latentlab::framework::config::ExperimentConfig;
 use latentlab::framework::device::device;
-use latentlab::framework::experiment::{build_models, fit, PreparedData};
+use latentlab::framework::experiment::{build_models, fit, Models, PreparedData};
 use latentlab::framework::pipeline::{decode_latents, generate_latents, GenerateOptions};
 use latentlab::framework::plugin::{ConditionColumn, ConditionTable, ExpressionBatch, InputKind};
 use latentlab::framework::rng::stream;
-use latentlab::framework::train::Silent;
+use latentlab::framework::train::{CurvePoint, Silent};
 use rand::Rng;
 
 const GENES: usize = 24;
@@ -88,11 +88,11 @@ batch_size = 64
 validate_every = 200
 "#;
 
-#[test]
-fn conditional_generation_recovers_per_label_means() {
+fn trained(config_text: &str) -> (Models, Vec<CurvePoint>) {
     latentlab::plugins::link();
     let config =
-        ExperimentConfig::from_str_with_path(CONFIG, std::path::Path::new("inline.toml")).unwrap();
+        ExperimentConfig::from_str_with_path(config_text, std::path::Path::new("inline.toml"))
+            .unwrap();
     let data = synthetic(200);
     let dev = device(0).unwrap();
     let mut models = build_models(
@@ -104,22 +104,19 @@ fn conditional_generation_recovers_per_label_means() {
     )
     .unwrap();
     let curves = fit(&config, &data, &mut models, &mut Silent).unwrap();
-    let first = curves
-        .iter()
-        .find(|c| c.stage == "denoiser" && c.name == "train_loss")
-        .unwrap()
-        .value;
-    let last_val = curves
-        .iter()
-        .rev()
-        .find(|c| c.stage == "denoiser" && c.name == "validation_loss")
-        .unwrap()
-        .value;
-    assert!(
-        last_val < first,
-        "denoiser validation loss {last_val} did not drop below the first training loss {first}"
-    );
+    (models, curves)
+}
 
+fn curve(curves: &[CurvePoint], stage: &str, name: &str) -> Vec<f64> {
+    curves
+        .iter()
+        .filter(|c| c.stage == stage && c.name == name)
+        .map(|c| c.value)
+        .collect()
+}
+
+/// Generated cells of each label reproduce that label's mean profile, far better than the other's.
+fn assert_recovers_per_label_means(models: &Models, what: &str) {
     let n = 300;
     let samples_for = |label: u32| -> Vec<f32> {
         let mut table = ConditionTable::default();
@@ -144,10 +141,10 @@ fn conditional_generation_recovers_per_label_means() {
             4,
             options,
             &mut stream(5, "gen"),
-            &dev,
+            &models.dev,
         )
         .unwrap();
-        let x = decode_latents(
+        decode_latents(
             models.autoencoder.as_ref(),
             &models.stats,
             z,
@@ -156,17 +153,15 @@ fn conditional_generation_recovers_per_label_means() {
             None,
             256,
         )
-        .unwrap();
-        x
+        .unwrap()
     };
     let mean_of = |x: &[f32]| -> Vec<f32> {
         (0..GENES)
             .map(|g| (0..n).map(|i| x[i * GENES + g]).sum::<f32>() / n as f32)
             .collect()
     };
-    let mean_for = |label: u32| mean_of(&samples_for(label));
     for label in 0..2u32 {
-        let mean = mean_for(label);
+        let mean = mean_of(&samples_for(label));
         let err_own: f32 = (0..GENES)
             .map(|g| (mean[g] - profile(label as usize, g)).abs())
             .sum::<f32>()
@@ -177,13 +172,54 @@ fn conditional_generation_recovers_per_label_means() {
             / GENES as f32;
         assert!(
             err_own < 0.25,
-            "label {label}: mean abs error to own profile {err_own}"
+            "{what}, label {label}: mean abs error to own profile {err_own}"
         );
         assert!(
             err_other > 4.0 * err_own,
-            "label {label}: own {err_own} vs other {err_other}"
+            "{what}, label {label}: own {err_own} vs other {err_other}"
         );
     }
+}
+
+#[test]
+fn conditional_generation_recovers_per_label_means() {
+    let (models, curves) = trained(CONFIG);
+    let first = curve(&curves, "denoiser", "train_loss")[0];
+    let last_val = *curve(&curves, "denoiser", "validation_loss")
+        .last()
+        .unwrap();
+    assert!(
+        last_val < first,
+        "denoiser validation loss {last_val} did not drop below the first training loss {first}"
+    );
+    assert!(curve(&curves, "joint", "train_loss").is_empty());
+    assert_recovers_per_label_means(&models, "two stages");
+}
+
+/// Joint fine-tuning runs after both stages, logs its training and validation curves (the
+/// validation objective is the autoencoder's plus the weighted stage-2 loss on the re-encoded
+/// latents), and the fine-tuned model still generates each label's profile.
+#[test]
+fn joint_fine_tuning_keeps_per_label_means() {
+    let (models, curves) = trained(&CONFIG.replace(
+        "validate_every = 200",
+        "validate_every = 100\njoint_steps = 300\njoint_lr = 3e-4",
+    ));
+    let joint = curve(&curves, "joint", "train_loss");
+    assert_eq!(joint.len(), 300);
+    assert!(joint.iter().all(|v| v.is_finite()));
+    let validation = curve(&curves, "joint", "validation_loss");
+    let denoiser = curve(&curves, "joint", "validation_denoiser_loss");
+    assert_eq!((validation.len(), denoiser.len()), (3, 3));
+    assert!(
+        curve(&curves, "joint", "validation_autoencoder_loss")
+            .iter()
+            .zip(&denoiser)
+            .zip(&validation)
+            .all(|((a, d), v)| (a + d - v).abs() < 1e-9 * (1.0 + v.abs())),
+        "validation_loss = autoencoder + 1.0 × denoiser"
+    );
+    assert_recovers_per_label_means(&models, "after joint fine-tuning");
 }
 
 /// Same seed, same machine: two trainings give bit-identical curves and generated latents.
@@ -193,7 +229,11 @@ fn training_is_reproducible_bit_for_bit() {
     let text = CONFIG
         .replace("autoencoder_steps = 400", "autoencoder_steps = 40")
         .replace("denoiser_steps = 800", "denoiser_steps = 40")
-        .replace("dropout = 0.0", "dropout = 0.2");
+        .replace("dropout = 0.0", "dropout = 0.2")
+        .replace(
+            "validate_every = 200",
+            "validate_every = 10\njoint_steps = 20",
+        );
     let config =
         ExperimentConfig::from_str_with_path(&text, std::path::Path::new("inline.toml")).unwrap();
     let data = synthetic(50);

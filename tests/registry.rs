@@ -5,6 +5,7 @@
 
 use latentlab::framework::checkpoint;
 use latentlab::framework::dfdx::prelude::*;
+use latentlab::framework::joint::AffinePair;
 use latentlab::framework::nn::Parameters;
 use latentlab::framework::plugin::{
     AutoencoderConfig, ConditionerConfig, DenoiserConfig, EvalContext, EvaluatorConfig, InputKind,
@@ -172,6 +173,9 @@ fn autoencoders_conform() {
                 entry.name
             );
         }
+        if a.num_params() > 0 {
+            latent_gradient_reaches_the_encoder_only(cfg.as_ref(), input, &batch, entry.name);
+        }
         // A wrong input width is an error, not a panic.
         let mut wrong = testing::expression(4, 2, false);
         wrong.x.truncate(4 * (GENES - 1));
@@ -181,6 +185,59 @@ fn autoencoders_conform() {
             entry.name
         );
     }
+}
+
+/// The loss's taped latent code (joint fine-tuning) has the latent shape, and a loss on it moves
+/// the encoder's gradients but not the decoder's: two identically seeded models, one backward of
+/// the autoencoder loss alone, one with `Σ latent²` added.
+fn latent_gradient_reaches_the_encoder_only(
+    cfg: &dyn AutoencoderConfig,
+    input: InputKind,
+    batch: &latentlab::framework::plugin::ExpressionBatch,
+    name: &str,
+) {
+    use latentlab::framework::optim::NamedGradients;
+    let gradients = |with_latent: bool| {
+        let mut model = cfg
+            .build(&testing::autoencoder_context(input).unwrap())
+            .unwrap();
+        let loss = model.loss(batch, 0, &mut stream(8, "latent")).unwrap();
+        let latent = loss
+            .latent
+            .unwrap_or_else(|| panic!("{name}: a trainable autoencoder must return its latent"));
+        assert_eq!(
+            *latent.shape(),
+            (batch.n, model.latent_dim()),
+            "{name}: latent shape"
+        );
+        let total = if with_latent {
+            loss.total + latent.square().sum()
+        } else {
+            loss.total
+        };
+        NamedGradients::backward(total, model.as_ref(), "")
+            .unwrap()
+            .1
+    };
+    let (plain, with_latent) = (gradients(false), gradients(true));
+    let moved: Vec<&String> = plain
+        .by_name
+        .iter()
+        .filter(|(k, g)| {
+            g.iter()
+                .zip(&with_latent.by_name[*k])
+                .any(|(a, b)| (a - b).abs() > 1e-6 * (1.0 + a.abs()))
+        })
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        moved.iter().any(|k| k.contains("encoder")),
+        "{name}: the latent's gradient must reach the encoder (moved: {moved:?})"
+    );
+    assert!(
+        moved.iter().all(|k| !k.contains("decoder")),
+        "{name}: the latent's gradient must not reach the decoder (moved: {moved:?})"
+    );
 }
 
 #[test]
@@ -255,6 +312,16 @@ fn samplers_conform() {
             "{}: mismatched rows must be an error",
             entry.name
         );
+        // Joint fine-tuning relies on the pair being affine in the clean latent.
+        let mut z_random = vec![0.0; 4 * 3];
+        latentlab::framework::rng::fill_normal(&mut rng, &mut z_random);
+        let affine = AffinePair::probe(s.as_ref(), &noise, &t, 3).unwrap();
+        affine
+            .check(
+                &z_random,
+                &s.training_pair(&z_random, &noise, &t, 3).unwrap(),
+            )
+            .unwrap_or_else(|e| panic!("{}: training pair not affine: {e}", entry.name));
         let mut model = |z: &[f32], _t: f32| Ok(z.iter().map(|v| v * 0.1).collect());
         let next = s.step(&mut model, &z0, grid[0], grid[1], &mut rng).unwrap();
         assert_eq!(next.len(), 12);

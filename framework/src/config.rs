@@ -126,6 +126,14 @@ pub struct TrainConfig {
     /// in `<out>.resume/`, removed when the run is written; `latentlab train --resume` continues
     /// from it. 0 = only at the end of stage 1. Default 500.
     pub checkpoint_every: u64,
+    /// Joint fine-tuning after stage 2: steps that train the autoencoder, denoiser and
+    /// conditioner together on `autoencoder loss + joint_denoiser_weight × stage-2 loss`, the
+    /// stage-2 loss taken on the encoder's (differentiable) latent codes. 0 = off. Default 0.
+    pub joint_steps: u64,
+    /// Learning rate of the joint phase (same schedule shape as the stages). Default 1e-4.
+    pub joint_lr: f32,
+    /// Weight of the stage-2 loss in the joint objective. Default 1.0.
+    pub joint_denoiser_weight: f32,
 }
 
 impl Default for TrainConfig {
@@ -146,6 +154,9 @@ impl Default for TrainConfig {
             validate_every: 200,
             early_stopping_patience: 0,
             checkpoint_every: 500,
+            joint_steps: 0,
+            joint_lr: 1e-4,
+            joint_denoiser_weight: 1.0,
         }
     }
 }
@@ -295,6 +306,16 @@ impl ExperimentConfig {
                 "train.*_lr",
                 "> 0",
                 format!("{}/{}", t.autoencoder_lr, t.denoiser_lr),
+            ));
+        }
+        if !(t.joint_lr > 0.0 && t.joint_lr.is_finite()) {
+            return Err(bad("train.joint_lr", "> 0", t.joint_lr.to_string()));
+        }
+        if !(t.joint_denoiser_weight >= 0.0 && t.joint_denoiser_weight.is_finite()) {
+            return Err(bad(
+                "train.joint_denoiser_weight",
+                "≥ 0",
+                t.joint_denoiser_weight.to_string(),
             ));
         }
         if !(0.0..1.0).contains(&t.ema_decay) {

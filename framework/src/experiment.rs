@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::config::ExperimentConfig;
 use crate::device::Dev;
+use crate::joint::{check_supported, train_jointly_with, JointData, JointModels};
 use crate::pipeline::LatentStats;
 use crate::plugin::{
     summarize, Autoencoder, AutoencoderContext, ConditionSummary, ConditionTable, Conditioner,
@@ -181,6 +182,9 @@ pub fn fit_with(
     }
     let train = data.expression.select(&data.train_rows);
     let validation = data.expression.select(&data.validation_rows);
+    if config.train.joint_steps > 0 {
+        check_supported(models.autoencoder.as_mut(), models.sampler.as_ref(), &train)?;
+    }
     let mut curves = train_autoencoder_with(
         models.autoencoder.as_mut(),
         &train,
@@ -224,13 +228,39 @@ pub fn fit_with(
         denoiser: models.denoiser.as_mut(),
         conditioner: models.conditioner.as_deref_mut(),
     };
-    curves.extend(train_denoiser_with(
+    let stage2_curves = train_denoiser_with(
         &mut stage,
         models.sampler.as_ref(),
         &train_latents,
         &val_latents,
         drop_prob,
         (&config.train, derive_seed(config.seed, "stage2")),
+        &models.dev,
+        progress,
+        checkpoints,
+    )?;
+    curves.extend(stage2_curves);
+    let (train_conditions, validation_conditions) =
+        (train_latents.conditions, val_latents.conditions);
+    curves.extend(train_jointly_with(
+        &mut JointModels {
+            autoencoder: models.autoencoder.as_mut(),
+            stage,
+        },
+        models.sampler.as_ref(),
+        &models.stats,
+        (
+            JointData {
+                cells: &train,
+                conditions: &train_conditions,
+            },
+            JointData {
+                cells: &validation,
+                conditions: &validation_conditions,
+            },
+        ),
+        drop_prob,
+        (&config.train, derive_seed(config.seed, "joint")),
         &models.dev,
         progress,
         checkpoints,

@@ -15,6 +15,7 @@ pub mod error;
 pub mod evaluation;
 pub mod experiment;
 pub mod held_out;
+pub mod joint;
 pub mod likelihood;
 pub mod metrics;
 pub mod modality;

@@ -473,10 +473,15 @@ fn draw(
         }
         let smoothed: Vec<(String, Vec<(f64, f64)>)> =
             series.into_iter().map(|(k, v)| (k, smooth(&v))).collect();
-        let (ae, den): (Vec<_>, Vec<_>) = smoothed
-            .into_iter()
-            .partition(|(k, _)| k.starts_with("autoencoder"));
-        for (name, group, log) in [("autoencoder", ae, true), ("denoiser", den, false)] {
+        let of_stage = |stage: &str| -> Vec<(String, Vec<(f64, f64)>)> {
+            smoothed
+                .iter()
+                .filter(|(k, _)| k.split(' ').next() == Some(stage))
+                .cloned()
+                .collect()
+        };
+        for (name, log) in [("autoencoder", true), ("denoiser", false), ("joint", true)] {
+            let group = of_stage(name);
             if !group.is_empty() {
                 line_curves(
                     file(&format!("loss_{name}.{ext}")),

@@ -69,7 +69,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Restores the optimizer and early-stopping state; returns the curves so far and the step
     /// to continue from (`None` when the stage is complete).
-    fn continue_with(
+    pub(crate) fn continue_with(
         self,
         optimizer: &mut AdamW,
         stopper: &mut EarlyStopping,
@@ -79,7 +79,7 @@ impl Snapshot {
         Ok((self.curves, (!self.complete).then_some(self.next_step)))
     }
 
-    fn at(
+    pub(crate) fn at(
         stage: &'static str,
         (next_step, complete): (u64, bool),
         curves: &[CurvePoint],
@@ -135,7 +135,7 @@ impl Checkpoints for NoCheckpoints {
 /// The random stream `name` of a stage started (or resumed) at `start`: resumed stages draw
 /// fresh streams derived from the step, so a resumed run is statistically, not bitwise, the same
 /// as an uninterrupted one.
-fn stage_stream(seed: u64, name: &str, start: u64) -> rand::rngs::StdRng {
+pub(crate) fn stage_stream(seed: u64, name: &str, start: u64) -> rand::rngs::StdRng {
     if start == 0 {
         stream(seed, name)
     } else {
@@ -143,7 +143,7 @@ fn stage_stream(seed: u64, name: &str, start: u64) -> rand::rngs::StdRng {
     }
 }
 
-fn due(checkpoints: &dyn Checkpoints, step: u64) -> bool {
+pub(crate) fn due(checkpoints: &dyn Checkpoints, step: u64) -> bool {
     let every = checkpoints.every();
     every > 0 && (step + 1) % every == 0
 }
@@ -181,18 +181,18 @@ impl Minibatches {
     }
 }
 
-fn should_validate(cfg: &TrainConfig, step: u64, total: u64) -> bool {
+pub(crate) fn should_validate(cfg: &TrainConfig, step: u64, total: u64) -> bool {
     cfg.validate_every > 0 && ((step + 1) % cfg.validate_every == 0 || step + 1 == total)
 }
 
 /// Tracks the best validation loss for early stopping.
-struct EarlyStopping {
-    best: f64,
-    bad: u64,
-    patience: u64,
+pub(crate) struct EarlyStopping {
+    pub(crate) best: f64,
+    pub(crate) bad: u64,
+    pub(crate) patience: u64,
 }
 impl EarlyStopping {
-    fn should_stop(&mut self, value: f64) -> bool {
+    pub(crate) fn should_stop(&mut self, value: f64) -> bool {
         if value < self.best {
             self.best = value;
             self.bad = 0;
@@ -301,34 +301,15 @@ pub fn train_autoencoder_with(
         let lr = cfg.lr_schedule.rate(cfg.autoencoder_lr, step, total);
         optimizer.apply(&mut *model, "autoencoder", &grads, lr)?;
         model.after_step(&batch, &mut noise)?;
-        for _ in 0..model.adversary_updates(step) {
-            let adv = model.adversary_loss(&batch, step, &mut adversary_noise)?;
-            let Some(params) = model.adversary_mut() else {
-                return Err(LatentError::Incompatible(
-                    "the autoencoder asked for adversary updates but has no adversary".into(),
-                ));
-            };
-            let (v, mut g) = NamedGradients::backward(adv.total, &*params, "adversary")
-                .map_err(|e| at_step(e, "adversary", step))?;
-            if cfg.grad_clip > 0.0 {
-                g.clip_global_norm(cfg.grad_clip);
-            }
-            adversary_optimizer.apply(params, "adversary", &g, lr)?;
-            curves.push(CurvePoint {
-                stage: "autoencoder",
-                step,
-                name: "train_adversary_loss".into(),
-                value: v as f64,
-            });
-            for (name, v) in &adv.components {
-                curves.push(CurvePoint {
-                    stage: "autoencoder",
-                    step,
-                    name: format!("train_adversary_{name}"),
-                    value: *v as f64,
-                });
-            }
-        }
+        adversary_steps(
+            model,
+            &batch,
+            (step, lr),
+            cfg,
+            &mut adversary_optimizer,
+            &mut adversary_noise,
+            ("autoencoder", step, &mut curves),
+        )?;
         curves.push(CurvePoint {
             stage: "autoencoder",
             step,
@@ -387,8 +368,58 @@ pub fn train_autoencoder_with(
     Ok(curves)
 }
 
+/// Runs the autoencoder's adversary updates after autoencoder step `step` (none for models
+/// without an adversary), logging their losses as `train_adversary_*` under `stage` at step
+/// `log_step`.
+///
+/// # Errors
+/// Non-finite losses (with the step), model errors.
+pub(crate) fn adversary_steps(
+    model: &mut dyn Autoencoder,
+    batch: &ExpressionBatch,
+    (step, lr): (u64, f32),
+    cfg: &TrainConfig,
+    optimizer: &mut AdamW,
+    rng: &mut rand::rngs::StdRng,
+    (stage, log_step, curves): (&'static str, u64, &mut Vec<CurvePoint>),
+) -> Result<()> {
+    for _ in 0..model.adversary_updates(step) {
+        let adv = model.adversary_loss(batch, step, rng)?;
+        let Some(params) = model.adversary_mut() else {
+            return Err(LatentError::Incompatible(
+                "the autoencoder asked for adversary updates but has no adversary".into(),
+            ));
+        };
+        let (v, mut g) = NamedGradients::backward(adv.total, &*params, "adversary")
+            .map_err(|e| at_step(e, "adversary", step))?;
+        if cfg.grad_clip > 0.0 {
+            g.clip_global_norm(cfg.grad_clip);
+        }
+        optimizer.apply(params, "adversary", &g, lr)?;
+        curves.push(CurvePoint {
+            stage,
+            step: log_step,
+            name: "train_adversary_loss".into(),
+            value: v as f64,
+        });
+        for (name, v) in &adv.components {
+            curves.push(CurvePoint {
+                stage,
+                step: log_step,
+                name: format!("train_adversary_{name}"),
+                value: *v as f64,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Copies a snapshot's parameters under `prefix` into `model` (errors name the snapshot).
-fn restore_params(map: &TensorMap, model: &mut dyn Parameters, prefix: &str) -> Result<()> {
+pub(crate) fn restore_params(
+    map: &TensorMap,
+    model: &mut dyn Parameters,
+    prefix: &str,
+) -> Result<()> {
     restore(map, model, prefix, std::path::Path::new("resume snapshot"))
 }
 
@@ -682,7 +713,7 @@ pub fn denoiser_validation_loss(
     Ok(sum / count.max(1) as f64)
 }
 
-fn at_step(e: LatentError, stage: &str, step: u64) -> LatentError {
+pub(crate) fn at_step(e: LatentError, stage: &str, step: u64) -> LatentError {
     match e {
         LatentError::NonFinite(what) => {
             LatentError::NonFinite(format!("{what} at {stage} step {step}"))

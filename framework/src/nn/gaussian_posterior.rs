@@ -10,6 +10,16 @@ use crate::likelihood::kl_standard_normal;
 use crate::rng::fill_normal;
 use crate::{LatentError, Result};
 
+/// One draw from [`GaussianPosterior::sample`].
+pub struct PosteriorSample {
+    /// Reparameterized sample `(n, latent)`.
+    pub z: Tensor2<TrainTape>,
+    /// `KL(q ‖ N(0, I))`, batch mean.
+    pub kl: Scalar<TrainTape>,
+    /// Posterior mean `(n, latent)` (what `encode` returns), differentiable.
+    pub mean: Tensor2<TrainTape>,
+}
+
 /// `q(z | h) = N(W_μ h, diag(exp(W_σ h)))`, log-variance clamped to [−12, 12].
 #[derive(Debug, Clone)]
 pub struct GaussianPosterior {
@@ -37,15 +47,13 @@ impl GaussianPosterior {
         self.mean.outputs()
     }
 
-    /// A reparameterized sample `z = μ + exp(log σ² / 2) ε` and `KL(q ‖ N(0, I))` (batch mean).
+    /// A reparameterized sample `z = μ + exp(log σ² / 2) ε`, `KL(q ‖ N(0, I))` (batch mean) and
+    /// the mean `μ` itself on the same tape (a separate handle for joint fine-tuning; unused
+    /// handles cost nothing).
     ///
     /// # Errors
     /// Shape errors.
-    pub fn sample(
-        &self,
-        h: Tensor2<TrainTape>,
-        rng: &mut dyn RngCore,
-    ) -> Result<(Tensor2<TrainTape>, Scalar<TrainTape>)> {
+    pub fn sample(&self, h: Tensor2<TrainTape>, rng: &mut dyn RngCore) -> Result<PosteriorSample> {
         let n = h.shape().0;
         let mut h = fan_out(h, 2).into_iter();
         let (Some(h1), Some(h2)) = (h.next(), h.next()) else {
@@ -56,8 +64,13 @@ impl GaussianPosterior {
         let mut noise = vec![0.0f32; n * self.latent_dim()];
         fill_normal(&mut &mut *rng, &mut noise);
         let eps = tensor2(&mu.device().clone(), &noise, n, self.latent_dim())?;
+        let mean = mu.with_empty_tape();
         let z = mu.with_empty_tape() + (log_var.with_empty_tape() * 0.5).exp() * eps;
-        Ok((z, kl_standard_normal(mu, log_var)))
+        Ok(PosteriorSample {
+            z,
+            kl: kl_standard_normal(mu, log_var),
+            mean,
+        })
     }
 
     /// Posterior means `(n, latent)`.

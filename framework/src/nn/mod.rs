@@ -32,7 +32,7 @@ pub use embedding::Embedding;
 pub use expression_head::ExpressionHead;
 pub use fan_out::{fan_out, fork};
 pub use fourier_features::FourierFeatures;
-pub use gaussian_posterior::{kl_warmup, GaussianPosterior};
+pub use gaussian_posterior::{kl_warmup, GaussianPosterior, PosteriorSample};
 pub use init::Init;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;

@@ -2,7 +2,7 @@
 
 use rand::RngCore;
 
-use crate::device::{Dev, Scalar, TrainTape};
+use crate::device::{Dev, Scalar, Tensor2, TrainTape};
 use crate::nn::Parameters;
 use crate::Result;
 
@@ -67,6 +67,23 @@ pub struct AutoencoderLoss {
     pub total: Scalar<TrainTape>,
     /// Named scalar components for logging (`reconstruction`, `kl`, `commitment`, ...).
     pub components: Vec<(String, f32)>,
+    /// The batch's deterministic latent code `(n, latent_dim)` (what [`Autoencoder::encode`]
+    /// returns: posterior mean, quantized code through the straight-through estimator) on the
+    /// same tape as `total`, so that joint fine-tuning can pass the stage-2 loss's gradient into
+    /// the encoder. `None` for models that cannot (no trainable encoder); adversary losses
+    /// leave it `None`.
+    pub latent: Option<Tensor2<TrainTape>>,
+}
+
+impl AutoencoderLoss {
+    /// A loss without a taped latent code.
+    pub fn new(total: Scalar<TrainTape>, components: Vec<(String, f32)>) -> Self {
+        Self {
+            total,
+            components,
+            latent: None,
+        }
+    }
 }
 
 /// A trained or trainable stage-1 model.

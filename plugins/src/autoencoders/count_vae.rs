@@ -291,8 +291,9 @@ impl Autoencoder for CountVae {
         let h = self
             .encoder
             .forward(self.encoder_input(batch)?.retaped::<TrainTape>(), true)?;
-        let (z, kl) = self.posterior.sample(h, rng)?;
-        let h = self.decoder.forward(z, true)?;
+        let posterior = self.posterior.sample(h, rng)?;
+        let (kl, latent) = (posterior.kl, posterior.mean);
+        let h = self.decoder.forward(posterior.z, true)?;
         let (h_mu, h_pi) = fork(h);
         let mu = self.proportions.forward(h_mu)?.softmax::<Axis<1>>()
             * self.library_tensor(&batch.library_size, n)?;
@@ -323,6 +324,7 @@ impl Autoencoder for CountVae {
         Ok(AutoencoderLoss {
             total,
             components: vec![("reconstruction_nll".into(), nll), ("kl".into(), kl_value)],
+            latent: Some(latent),
         })
     }
 

@@ -3,6 +3,7 @@
 //! the baseline that measures what the latent space buys (speed and quality of latent vs
 //! gene-space diffusion). It has no parameters and needs no stage-1 training.
 
+use latentlab_framework::config::TrainConfig;
 use latentlab_framework::plugin::{
     Autoencoder, AutoencoderConfig, AutoencoderContext, AutoencoderLoss, ExpressionBatch,
 };
@@ -34,6 +35,18 @@ impl AutoencoderConfig for IdentityConfig {
             clip_negative: self.clip_negative,
             nothing: Vec::new(),
         }))
+    }
+
+    fn check_training(&self, train: &TrainConfig) -> Result<()> {
+        if train.joint_steps > 0 {
+            return Err(LatentError::config(
+                "train",
+                "joint_steps",
+                "0 with the identity autoencoder (it has no encoder to fine-tune)",
+                train.joint_steps,
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -168,18 +168,19 @@ impl Autoencoder for Vae {
     ) -> Result<AutoencoderLoss> {
         let x = self.input(batch)?;
         let h = self.encoder.forward(x.retaped::<TrainTape>(), true)?;
-        let (z, kl) = self.posterior.sample(h, rng)?;
-        let h = self.decoder.forward(z, true)?;
+        let posterior = self.posterior.sample(h, rng)?;
+        let h = self.decoder.forward(posterior.z, true)?;
         let reconstruction = self.head.loss(h, &batch.x, x)?;
-        let (rec_value, kl_value) = (reconstruction.array(), kl.array());
+        let (rec_value, kl_value) = (reconstruction.array(), posterior.kl.array());
         let total = reconstruction
-            + kl * kl_warmup(self.config.kl_weight, self.config.kl_warmup_steps, step);
+            + posterior.kl * kl_warmup(self.config.kl_weight, self.config.kl_warmup_steps, step);
         Ok(AutoencoderLoss {
             total,
             components: vec![
                 ("reconstruction".into(), rec_value),
                 ("kl".into(), kl_value),
             ],
+            latent: Some(posterior.mean),
         })
     }
 

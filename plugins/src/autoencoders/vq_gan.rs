@@ -405,7 +405,8 @@ impl Autoencoder for VqGan {
             .to_code
             .forward(self.encoder.forward(x.retaped::<TrainTape>(), true)?)?;
         let q = self.codebook.quantize(z_e)?;
-        let h = self.decoder.forward(q.z_q, true)?;
+        let (z_q, latent) = fork(q.z_q);
+        let h = self.decoder.forward(z_q, true)?;
         if !self.adversarial_at(step) {
             // Exactly the `vq_vae` objective.
             let reconstruction = self.head.loss(h, &batch.x, x)?;
@@ -413,7 +414,11 @@ impl Autoencoder for VqGan {
             let (total, parts) = q.losses.add_to(reconstruction);
             let mut components = vec![("reconstruction".to_string(), r)];
             components.extend(parts);
-            return Ok(AutoencoderLoss { total, components });
+            return Ok(AutoencoderLoss {
+                total,
+                components,
+                latent: Some(latent),
+            });
         }
         let h_vals = h.as_vec();
         let (h_rec, h_adv) = fork(h);
@@ -457,7 +462,11 @@ impl Autoencoder for VqGan {
             components.push(("feature_matching".into(), fm.array()));
             total = total + fm * fm_w;
         }
-        Ok(AutoencoderLoss { total, components })
+        Ok(AutoencoderLoss {
+            total,
+            components,
+            latent: Some(latent),
+        })
     }
 
     fn after_step(&mut self, batch: &ExpressionBatch, rng: &mut dyn RngCore) -> Result<()> {
@@ -489,14 +498,12 @@ impl Autoencoder for VqGan {
         let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
         let total = self.config.adversarial_loss.critic(real, fake);
         self.critic_updates += 1;
-        Ok(AutoencoderLoss {
-            components: vec![
-                ("critic".into(), total.array()),
-                ("real_score".into(), mean(&real_mean)),
-                ("fake_score".into(), mean(&fake_mean)),
-            ],
-            total,
-        })
+        let components = vec![
+            ("critic".into(), total.array()),
+            ("real_score".into(), mean(&real_mean)),
+            ("fake_score".into(), mean(&fake_mean)),
+        ];
+        Ok(AutoencoderLoss::new(total, components))
     }
 
     fn adversary_mut(&mut self) -> Option<&mut dyn Parameters> {

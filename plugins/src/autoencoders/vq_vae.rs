@@ -9,7 +9,7 @@
 use dfdx::prelude::*;
 use latentlab_framework::device::{tensor2, Dev, Tensor2, TrainTape};
 use latentlab_framework::nn::{
-    Activation, CodebookUpdate, ExpressionHead, Init, Linear, Mlp, QuantizerSettings,
+    fork, Activation, CodebookUpdate, ExpressionHead, Init, Linear, Mlp, QuantizerSettings,
     VectorQuantizer,
 };
 use latentlab_framework::plugin::{
@@ -208,13 +208,18 @@ impl Autoencoder for VqVae {
             .to_code
             .forward(self.encoder.forward(x.retaped::<TrainTape>(), true)?)?;
         let q = self.codebook.quantize(z_e)?;
-        let h = self.decoder.forward(q.z_q, true)?;
+        let (z_q, latent) = fork(q.z_q);
+        let h = self.decoder.forward(z_q, true)?;
         let reconstruction = self.head.loss(h, &batch.x, x)?;
         let r = reconstruction.array();
         let (total, parts) = q.losses.add_to(reconstruction);
         let mut components = vec![("reconstruction".to_string(), r)];
         components.extend(parts);
-        Ok(AutoencoderLoss { total, components })
+        Ok(AutoencoderLoss {
+            total,
+            components,
+            latent: Some(latent),
+        })
     }
 
     fn after_step(&mut self, batch: &ExpressionBatch, rng: &mut dyn RngCore) -> Result<()> {
