@@ -5,11 +5,11 @@
 
 use latentlab::framework::config::ExperimentConfig;
 use latentlab::framework::device::device;
-use latentlab::framework::experiment::{build_models, fit, Models, PreparedData};
+use latentlab::framework::experiment::{build_models, fit, fit_with, Models, PreparedData};
 use latentlab::framework::pipeline::{decode_latents, generate_latents, GenerateOptions};
 use latentlab::framework::plugin::{ConditionColumn, ConditionTable, ExpressionBatch, InputKind};
 use latentlab::framework::rng::stream;
-use latentlab::framework::train::{CurvePoint, Silent};
+use latentlab::framework::train::{Checkpoints, CurvePoint, Silent, Snapshot};
 use rand::Rng;
 
 const GENES: usize = 24;
@@ -270,4 +270,97 @@ fn training_is_reproducible_bit_for_bit() {
         )
     };
     assert_eq!(once(), once());
+}
+
+/// Keeps every snapshot in memory; resumes each stage from the given snapshot of that stage.
+struct MemoryCheckpoints {
+    every: u64,
+    saved: Vec<Snapshot>,
+    resume_from: Vec<Snapshot>,
+}
+
+impl Checkpoints for MemoryCheckpoints {
+    fn every(&self) -> u64 {
+        self.every
+    }
+    fn save(&mut self, snapshot: &Snapshot) -> latentlab::framework::Result<()> {
+        self.saved.push(snapshot.clone());
+        Ok(())
+    }
+    fn resume(&mut self, stage: &'static str) -> latentlab::framework::Result<Option<Snapshot>> {
+        Ok(self.resume_from.iter().find(|s| s.stage == stage).cloned())
+    }
+}
+
+/// A joint phase interrupted after its snapshot at step 10 continues from it: the resumed run
+/// restores both finished stages and the joint weights, logs every joint step exactly once, and
+/// its joint steps before the snapshot are the interrupted run's.
+#[test]
+fn joint_phase_resumes_from_its_snapshot() {
+    latentlab::plugins::link();
+    let text = CONFIG
+        .replace("autoencoder_steps = 400", "autoencoder_steps = 30")
+        .replace("denoiser_steps = 800", "denoiser_steps = 30")
+        .replace(
+            "validate_every = 200",
+            "validate_every = 10\njoint_steps = 20",
+        );
+    let config =
+        ExperimentConfig::from_str_with_path(&text, std::path::Path::new("inline.toml")).unwrap();
+    let data = synthetic(50);
+    let models = || {
+        build_models(
+            &config,
+            GENES,
+            InputKind::Continuous,
+            &data.conditions,
+            &device(0).unwrap(),
+        )
+        .unwrap()
+    };
+    let mut first = MemoryCheckpoints {
+        every: 10,
+        saved: Vec::new(),
+        resume_from: Vec::new(),
+    };
+    let curves = fit_with(&config, &data, &mut models(), &mut Silent, &mut first).unwrap();
+    let complete = |stage: &str| {
+        first
+            .saved
+            .iter()
+            .find(|s| s.stage == stage && s.complete)
+            .cloned()
+            .unwrap()
+    };
+    let mid_joint = first
+        .saved
+        .iter()
+        .find(|s| s.stage == "joint" && s.next_step == 10 && !s.complete)
+        .cloned()
+        .unwrap();
+    let mut second = MemoryCheckpoints {
+        every: 10,
+        saved: Vec::new(),
+        resume_from: vec![complete("autoencoder"), complete("denoiser"), mid_joint],
+    };
+    let resumed = fit_with(&config, &data, &mut models(), &mut Silent, &mut second).unwrap();
+    let joint_steps = |c: &[CurvePoint]| -> Vec<u64> {
+        c.iter()
+            .filter(|p| p.stage == "joint" && p.name == "train_loss")
+            .map(|p| p.step)
+            .collect()
+    };
+    assert_eq!(joint_steps(&resumed), (0..20).collect::<Vec<_>>());
+    let before = |c: &[CurvePoint]| -> Vec<u64> {
+        c.iter()
+            .filter(|p| p.stage == "joint" && p.step < 10)
+            .map(|p| p.value.to_bits())
+            .collect()
+    };
+    assert_eq!(before(&resumed), before(&curves));
+    assert!(resumed.iter().all(|p| p.value.is_finite()));
+    assert!(second
+        .saved
+        .iter()
+        .any(|s| s.stage == "joint" && s.complete && s.next_step == 20));
 }

@@ -183,7 +183,15 @@ pub fn fit_with(
     let train = data.expression.select(&data.train_rows);
     let validation = data.expression.select(&data.validation_rows);
     if config.train.joint_steps > 0 {
-        check_supported(models.autoencoder.as_mut(), models.sampler.as_ref(), &train)?;
+        // On a throwaway copy with its own device, so the check draws nothing from the streams
+        // (dropout masks) that train the stages: runs with and without a joint phase share them.
+        let mut copy = config.autoencoder.build(&AutoencoderContext {
+            n_genes: data.gene_names.len(),
+            input: data.input_kind,
+            seed: 0,
+            dev: crate::device::device(0)?,
+        })?;
+        check_supported(copy.as_mut(), models.sampler.as_ref(), &train)?;
     }
     let mut curves = train_autoencoder_with(
         models.autoencoder.as_mut(),
