@@ -35,6 +35,7 @@ fn main() -> Result<()> {
             from: None,
             steps: Some(20),
             guidance: Some(2.0),
+            attribute_guidance: Default::default(),
             sampler: None,
             sampler_options: BTreeMap::new(),
             seed: 1,

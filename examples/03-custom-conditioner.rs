@@ -121,6 +121,7 @@ impl Conditioner for ScalarTime {
         &self,
         batch: &ConditionTable,
         null: &[bool],
+        _rng: &mut dyn rand::RngCore,
     ) -> latentlab::framework::Result<ConditionEmbedding<TrainTape>> {
         self.run(batch, null)
     }

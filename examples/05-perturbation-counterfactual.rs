@@ -52,6 +52,7 @@ fn main() -> Result<()> {
             }),
             steps: None,
             guidance: None,
+            attribute_guidance: BTreeMap::new(),
             sampler: None,
             sampler_options: BTreeMap::new(),
             seed: 0,

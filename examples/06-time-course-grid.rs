@@ -44,6 +44,7 @@ fn main() -> Result<()> {
             from: None,
             steps: None,
             guidance: None,
+            attribute_guidance: Default::default(),
             sampler: None,
             sampler_options: BTreeMap::new(),
             seed: 0,

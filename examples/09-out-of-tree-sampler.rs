@@ -178,6 +178,7 @@ fn main() -> Result<()> {
                 from: None,
                 steps: Some(30),
                 guidance: None,
+                attribute_guidance: Default::default(),
                 sampler: sampler.map(str::to_string),
                 sampler_options: options,
                 seed: 3,

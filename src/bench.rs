@@ -185,6 +185,7 @@ fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result
         steps: shapes.steps,
         guidance: 1.0,
         chunk_size: 1024,
+        attribute_scales: Vec::new(),
     };
     let mut rng = stream(0, "bench.sampling");
     // One measurement generates all cells; use a shorter budget (each call is long).
@@ -196,7 +197,7 @@ fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result
             &table,
             shapes.cells,
             dim,
-            options,
+            options.clone(),
             &mut rng,
             dev,
         )?;

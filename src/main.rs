@@ -148,6 +148,11 @@ struct SampleArgs {
     /// Classifier-free guidance scale (1 = plain conditional).
     #[arg(long)]
     cfg: Option<f32>,
+    /// Guidance scale of one attribute, named by a condition key, e.g.
+    /// `--cfg-attribute perturbation=3` (repeatable; needs a `combined` conditioner trained with
+    /// part_drop_prob > 0; attributes not named take --cfg).
+    #[arg(long = "cfg-attribute", value_name = "KEY=SCALE")]
+    cfg_attribute: Vec<String>,
     /// Sampler steps.
     #[arg(long)]
     steps: Option<usize>,
@@ -259,6 +264,14 @@ fn run_sample(args: &SampleArgs) -> Result<()> {
         }),
         steps: args.steps,
         guidance: args.cfg,
+        attribute_guidance: parse_pairs("--cfg-attribute", &args.cfg_attribute)?
+            .into_iter()
+            .map(|(k, v)| {
+                v.parse::<f32>()
+                    .map(|scale| (k.clone(), scale))
+                    .map_err(|_| anyhow!("--cfg-attribute {k}={v}: the scale must be a number"))
+            })
+            .collect::<Result<_>>()?,
         sampler: args.sampler.clone(),
         sampler_options: parse_pairs("--sampler-option", &args.sampler_options)?,
         seed: args.seed,
@@ -363,6 +376,7 @@ fn run_all(config_path: &Path, out: &Path, overwrite: bool, resume: bool) -> Res
         from: None,
         steps: None,
         guidance: None,
+        attribute_guidance: BTreeMap::new(),
         sampler: None,
         sampler_options: BTreeMap::new(),
         seed: config.seed,

@@ -63,6 +63,7 @@ fn every_shipped_config_trains_a_few_steps_and_samples() {
                 steps: 4,
                 guidance: 1.5,
                 chunk_size: 64,
+                attribute_scales: Vec::new(),
             },
             &mut stream(0, "g"),
             &dev,

@@ -131,6 +131,7 @@ fn assert_recovers_per_label_means(models: &Models, what: &str) {
             steps: 20,
             guidance: 1.0,
             chunk_size: 128,
+            attribute_scales: Vec::new(),
         };
         let z = generate_latents(
             models.denoiser.as_ref(),
@@ -259,6 +260,7 @@ fn training_is_reproducible_bit_for_bit() {
                 steps: 5,
                 guidance: 2.0,
                 chunk_size: 8,
+                attribute_scales: Vec::new(),
             },
             &mut stream(5, "gen"),
             &dev,

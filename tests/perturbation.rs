@@ -136,6 +136,7 @@ fn unseen_combination_is_generated_from_its_members() {
             steps: 20,
             guidance: 1.0,
             chunk_size: 200,
+            attribute_scales: Vec::new(),
         };
         let z = generate_latents(
             models.denoiser.as_ref(),

@@ -171,6 +171,9 @@ pub struct SampleConfig {
     pub guidance: f32,
     /// Cells processed per network call. Default 4096.
     pub chunk_size: usize,
+    /// Per-attribute guidance scales by condition key (a `combined` conditioner trained with
+    /// `part_drop_prob > 0`); attributes not named take `guidance`. Default empty.
+    pub attribute_guidance: std::collections::BTreeMap<String, f32>,
 }
 
 impl Default for SampleConfig {
@@ -179,6 +182,7 @@ impl Default for SampleConfig {
             steps: None,
             guidance: 1.0,
             chunk_size: 4096,
+            attribute_guidance: Default::default(),
         }
     }
 }

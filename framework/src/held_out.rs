@@ -255,6 +255,7 @@ fn time_grid_plots(
             from: None,
             steps: None,
             guidance: None,
+            attribute_guidance: Default::default(),
             sampler: None,
             sampler_options: BTreeMap::new(),
             seed: run.config.seed,

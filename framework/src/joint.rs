@@ -246,7 +246,7 @@ pub fn joint_loss(
             let null: Vec<bool> = (0..n)
                 .map(|_| rng.gen::<f32>() < settings.drop_prob)
                 .collect();
-            Some(c.embed_train(conditions, &null)?)
+            Some(c.embed_train(conditions, &null, rng)?)
         }
         None => None,
     };

@@ -39,6 +39,7 @@ pub fn generate_for_rows(
         }),
         steps: None,
         guidance: None,
+        attribute_guidance: Default::default(),
         sampler: None,
         sampler_options: BTreeMap::new(),
         seed: run.config.seed,

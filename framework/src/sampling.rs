@@ -38,6 +38,9 @@ pub struct SampleRequest {
     pub steps: Option<usize>,
     /// Guidance scale (None = `sample.guidance`).
     pub guidance: Option<f32>,
+    /// Per-attribute guidance scales by condition key (`--cfg-attribute KEY=SCALE`), on top of
+    /// `sample.attribute_guidance`; attributes not named take the guidance scale.
+    pub attribute_guidance: BTreeMap<String, f32>,
     /// Another sampler type to use with the trained denoiser (must follow the same process).
     pub sampler: Option<String>,
     /// Sampler config fields to override (`solver = heun`, `eta = 1`, …).
@@ -476,6 +479,53 @@ pub fn switch_sampler(
     Ok(sampler)
 }
 
+/// Per-attribute guidance scales in the order of `conditioner`'s attributes from `KEY = SCALE`
+/// settings (a key names the attribute that covers it); attributes not named take `guidance`.
+/// Empty when `settings` is.
+///
+/// # Errors
+/// [`LatentError::Incompatible`] when the conditioner has no separately guided attributes or a
+/// key names none of them (listing them); a negative or non-finite scale.
+pub fn attribute_scales(
+    conditioner: Option<&dyn crate::plugin::Conditioner>,
+    settings: &BTreeMap<String, f32>,
+    guidance: f32,
+) -> Result<Vec<f32>> {
+    if settings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let attributes = conditioner.map(|c| c.attributes()).unwrap_or_default();
+    if attributes.is_empty() {
+        return Err(LatentError::Incompatible(
+            "--cfg-attribute needs separately guided attributes: train with a `combined` \
+             conditioner and part_drop_prob > 0"
+                .into(),
+        ));
+    }
+    let names: Vec<String> = attributes.iter().map(|keys| keys.join("+")).collect();
+    for (key, scale) in settings {
+        if !attributes.iter().any(|keys| keys.contains(key)) {
+            return Err(LatentError::Incompatible(format!(
+                "--cfg-attribute {key}: no attribute covers `{key}`; attributes: {}",
+                names.join(", ")
+            )));
+        }
+        if !(scale.is_finite() && *scale >= 0.0) {
+            return Err(LatentError::Incompatible(format!(
+                "--cfg-attribute {key}={scale}: the scale must be finite and ≥ 0"
+            )));
+        }
+    }
+    Ok(attributes
+        .iter()
+        .map(|keys| {
+            keys.iter()
+                .find_map(|k| settings.get(k).copied())
+                .unwrap_or(guidance)
+        })
+        .collect())
+}
+
 /// Generates cells for `request` and returns them as AnnData (X dense, obs with the conditions
 /// used and, with `from`, `source_cell`; var = genes; uns provenance) plus warnings.
 ///
@@ -497,10 +547,17 @@ pub fn sample(run: &Run, request: &SampleRequest) -> Result<Sampled> {
         .or(run.config.sample.steps)
         .unwrap_or_else(|| run.config.sampler.default_steps());
     let guidance = request.guidance.unwrap_or(run.config.sample.guidance);
+    let mut attribute_guidance = run.config.sample.attribute_guidance.clone();
+    attribute_guidance.extend(request.attribute_guidance.clone());
     let options = GenerateOptions {
         steps,
         guidance,
         chunk_size: run.config.sample.chunk_size,
+        attribute_scales: attribute_scales(
+            run.models.conditioner.as_deref(),
+            &attribute_guidance,
+            guidance,
+        )?,
     };
     let m = &run.models;
     let dim = m.autoencoder.latent_dim();
@@ -522,7 +579,7 @@ pub fn sample(run: &Run, request: &SampleRequest) -> Result<Sampled> {
                 &table,
                 request.n,
                 dim,
-                options,
+                options.clone(),
                 &mut rng,
                 &m.dev,
             )?;
@@ -582,7 +639,7 @@ pub fn sample(run: &Run, request: &SampleRequest) -> Result<Sampled> {
                     &original,
                     &z0,
                     dim,
-                    options,
+                    options.clone(),
                     &m.dev,
                 )?;
                 let start: Vec<f32> = rows
@@ -602,7 +659,7 @@ pub fn sample(run: &Run, request: &SampleRequest) -> Result<Sampled> {
                     &table,
                     start,
                     dim,
-                    options,
+                    options.clone(),
                     &mut rng,
                     &m.dev,
                 )?,
@@ -613,7 +670,7 @@ pub fn sample(run: &Run, request: &SampleRequest) -> Result<Sampled> {
                     &table,
                     rows.len(),
                     dim,
-                    options,
+                    options.clone(),
                     &mut rng,
                     &m.dev,
                 )?,

@@ -535,7 +535,7 @@ pub fn denoiser_loss(
     let cond: Option<ConditionEmbedding<TrainTape>> = match &stage.conditioner {
         Some(c) => {
             let null: Vec<bool> = (0..n).map(|_| rng.gen::<f32>() < drop_prob).collect();
-            Some(c.embed_train(&data.conditions.select(rows), &null)?)
+            Some(c.embed_train(&data.conditions.select(rows), &null, rng)?)
         }
         None => None,
     };

@@ -326,8 +326,9 @@ pub trait Conditioner: Parameters + Send {
     fn dim(&self) -> usize;
     /// How the denoiser should inject it.
     fn injection(&self) -> Injection;
-    /// Embeds `batch` (rows of the condition table); rows with `null[i] = true` get the learned
-    /// null embedding (classifier-free guidance dropout / unconditional pass).
+    /// Embeds `batch` (rows of the condition table) while training; rows with `null[i] = true`
+    /// get the learned null embedding (classifier-free guidance dropout). `rng` is the training
+    /// loop's noise stream, for training-only randomness (condition noise, per-attribute dropout).
     ///
     /// # Errors
     /// Missing keys or unknown category codes.
@@ -335,8 +336,9 @@ pub trait Conditioner: Parameters + Send {
         &self,
         batch: &ConditionTable,
         null: &[bool],
+        rng: &mut dyn rand::RngCore,
     ) -> Result<ConditionEmbedding<crate::device::TrainTape>>;
-    /// Same as [`Conditioner::embed_train`] without autodiff.
+    /// Same as [`Conditioner::embed_train`] without autodiff or training-only randomness.
     ///
     /// # Errors
     /// Missing keys or unknown category codes.
@@ -345,6 +347,27 @@ pub trait Conditioner: Parameters + Send {
         batch: &ConditionTable,
         null: &[bool],
     ) -> Result<ConditionEmbedding<dfdx::tensor::NoneTape>>;
+    /// The attributes guidance can scale separately, in the order guidance composes them; each
+    /// is named by the condition keys it covers. Empty (the default) when guidance has a single
+    /// scale: one attribute, or attributes never dropped separately while training.
+    fn attributes(&self) -> Vec<Vec<String>> {
+        Vec::new()
+    }
+    /// Embeds every row of `batch` with only the attributes flagged in `present` (one flag per
+    /// [`Conditioner::attributes`] entry); the others get their null embedding.
+    ///
+    /// # Errors
+    /// [`crate::LatentError::Incompatible`] by default (no separate attributes); shape errors.
+    fn embed_attributes(
+        &self,
+        batch: &ConditionTable,
+        present: &[bool],
+    ) -> Result<ConditionEmbedding<dfdx::tensor::NoneTape>> {
+        let _ = (batch, present);
+        Err(crate::LatentError::Incompatible(
+            "this conditioner has no separately guided attributes".into(),
+        ))
+    }
 }
 
 /// Serializable description of a conditioner.

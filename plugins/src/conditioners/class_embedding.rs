@@ -178,6 +178,7 @@ impl Conditioner for ClassEmbedding {
         &self,
         batch: &ConditionTable,
         null: &[bool],
+        _rng: &mut dyn rand::RngCore,
     ) -> Result<ConditionEmbedding<TrainTape>> {
         self.run(batch, null)
     }

@@ -192,6 +192,7 @@ impl Conditioner for Continuous {
         &self,
         batch: &ConditionTable,
         null: &[bool],
+        _rng: &mut dyn rand::RngCore,
     ) -> Result<ConditionEmbedding<TrainTape>> {
         self.run(batch, null)
     }

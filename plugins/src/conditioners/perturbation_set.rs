@@ -279,6 +279,7 @@ impl Conditioner for PerturbationSet {
         &self,
         batch: &ConditionTable,
         null: &[bool],
+        _rng: &mut dyn rand::RngCore,
     ) -> Result<ConditionEmbedding<TrainTape>> {
         self.run(batch, null)
     }

@@ -16,11 +16,9 @@ use latentlab_framework::plugin::{
 };
 use latentlab_framework::rng::{derive_seed, stream};
 use latentlab_framework::{parameters, register_plugin, LatentError, Result};
-use rand::rngs::StdRng;
 use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
 
 /// How the standardized vector is featurized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -157,7 +155,6 @@ impl ConditionerConfig for VectorConfig {
             )?,
             out: Linear::new(&ctx.dev, self.dim, self.dim, Init::XavierUniform, &mut rng)?,
             null: NullEmbedding::new(&ctx.dev, self.dim),
-            noise: Mutex::new(stream(ctx.seed, "conditioner.vector.noise")),
         }))
     }
 }
@@ -179,7 +176,6 @@ pub struct Vector {
     hidden: Mlp,
     out: Linear,
     null: NullEmbedding,
-    noise: Mutex<StdRng>,
 }
 parameters!(Vector { hidden, out, null });
 
@@ -188,7 +184,7 @@ impl Vector {
         &self,
         batch: &ConditionTable,
         null: &[bool],
-        training: bool,
+        training_noise: Option<&mut dyn rand::RngCore>,
     ) -> Result<ConditionEmbedding<T>> {
         let key = &self.config.key;
         let Some(ConditionColumn::Vector { dim, values }) = batch.columns.get(key) else {
@@ -209,11 +205,7 @@ impl Vector {
             .map(|(i, v)| (v - self.mean[i % self.width]) * self.scale[i % self.width])
             .collect();
         let sigma = self.config.condition_noise;
-        if training && sigma > 0.0 {
-            let mut rng = self
-                .noise
-                .lock()
-                .map_err(|_| LatentError::Data("condition noise generator poisoned".into()))?;
+        if let Some(rng) = training_noise.filter(|_| sigma > 0.0) {
             for v in &mut standardized {
                 *v += sigma * rng.sample::<f32, _>(StandardNormal);
             }
@@ -243,10 +235,11 @@ impl Conditioner for Vector {
         &self,
         batch: &ConditionTable,
         null: &[bool],
+        rng: &mut dyn rand::RngCore,
     ) -> Result<ConditionEmbedding<TrainTape>> {
-        self.run(batch, null, true)
+        self.run(batch, null, Some(rng))
     }
     fn embed(&self, batch: &ConditionTable, null: &[bool]) -> Result<ConditionEmbedding<NoneTape>> {
-        self.run(batch, null, false)
+        self.run(batch, null, None)
     }
 }
