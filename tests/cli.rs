@@ -170,8 +170,29 @@ fn train_sample_evaluate_and_bad_invocations() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Sampler fields switch at sampling time (DDIM with eta = 1); unknown fields are refused.
+    // Per-attribute guidance needs a combined conditioner trained with part dropout.
     let bad = dir.join("bad.h5ad");
+    for (setting, needle) in [
+        ("bulk_labels=2", "part_drop_prob"),
+        ("bulk_labels", "KEY=VALUE"),
+        ("bulk_labels=x", "must be a number"),
+    ] {
+        let out = run(&[
+            "sample",
+            "--run",
+            run_dir.to_str().unwrap(),
+            "--n",
+            "5",
+            "--cfg-attribute",
+            setting,
+            "--out",
+            bad.to_str().unwrap(),
+        ]);
+        assert_one_line_failure(&out, needle);
+        assert!(!bad.exists());
+    }
+
+    // Sampler fields switch at sampling time (DDIM with eta = 1); unknown fields are refused.
     for (option, ok) in [("eta=1", true), ("nonsense=1", false)] {
         let out = run(&[
             "sample",

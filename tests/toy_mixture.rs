@@ -294,15 +294,16 @@ fn per_attribute_guidance_scales_one_attribute() {
         dev: dev.clone(),
     };
     let mut conditioner = cond_cfg.build(&context).unwrap();
-    let mut denoiser = toml::from_str::<Box<dyn DenoiserConfig>>("type = \"mlp\"")
-        .unwrap()
-        .build(&DenoiserContext {
-            latent_dim: DIM,
-            condition: Some((conditioner.dim(), conditioner.injection())),
-            seed: 8,
-            dev: dev.clone(),
-        })
-        .unwrap();
+    let mut denoiser =
+        toml::from_str::<Box<dyn DenoiserConfig>>("type = \"mlp\"\nwidth = 128\nblocks = 2")
+            .unwrap()
+            .build(&DenoiserContext {
+                latent_dim: DIM,
+                condition: Some((conditioner.dim(), conditioner.injection())),
+                seed: 8,
+                dev: dev.clone(),
+            })
+            .unwrap();
     let sampler = toml::from_str::<Box<dyn SamplerConfig>>("type = \"rectified_flow\"")
         .unwrap()
         .build()
