@@ -23,7 +23,7 @@ use crate::config::TrainConfig;
 use crate::device::{tensor2, Dev, Scalar, Tensor2, TrainTape};
 use crate::experiment::encode_rows;
 use crate::nn::{fork, join, ParamMut, ParamRef, Parameters};
-use crate::optim::{AdamW, AdamWConfig, NamedGradients};
+use crate::optim::NamedGradients;
 use crate::pipeline::LatentStats;
 use crate::plugin::{
     Autoencoder, ConditionEmbedding, ConditionTable, ExpressionBatch, LatentSampler, TrainingPair,
@@ -31,8 +31,8 @@ use crate::plugin::{
 use crate::rng::fill_normal;
 use crate::train::{
     adversary_steps, at_step, autoencoder_validation_loss, denoiser_validation_loss, due,
-    restore_params, should_validate, stage_stream, Checkpoints, CurvePoint, EarlyStopping,
-    LatentData, Minibatches, Progress, Snapshot, Stage2,
+    restore_params, should_validate, stage_stream, Checkpoints, CurvePoint, LatentData,
+    Minibatches, Progress, Stage2, StageState,
 };
 use crate::{LatentError, Result};
 
@@ -330,35 +330,16 @@ pub fn train_jointly_with(
     if total == 0 {
         return Ok(Vec::new());
     }
-    let new_optimizer = || {
-        AdamW::new(AdamWConfig {
-            weight_decay: cfg.weight_decay,
-            ..Default::default()
-        })
-    };
-    let (mut optimizer, mut adversary_optimizer) = (new_optimizer()?, new_optimizer()?);
-    let mut curves = Vec::new();
-    let mut stopper = EarlyStopping {
-        best: f64::INFINITY,
-        bad: 0,
-        patience: cfg.early_stopping_patience,
-    };
-    let mut start = 0;
-    if let Some(snap) = checkpoints.resume(STAGE)? {
+    let mut state = StageState::begin(STAGE, (cfg, true), checkpoints, &mut |snap| {
         restore_params(&snap.params, models, "")?;
         if let Some(adversary) = models.autoencoder.adversary_mut() {
             restore_params(&snap.params, adversary, "adversary")?;
         }
-        if let Some((n, m)) = &snap.adversary_optimizer {
-            adversary_optimizer.restore_state(*n, m)?;
-        }
-        let (so_far, next) = snap.continue_with(&mut optimizer, &mut stopper)?;
-        curves = so_far;
-        match next {
-            Some(step) => start = step,
-            None => return Ok(curves),
-        }
-    }
+        Ok(())
+    })?;
+    let Some(start) = state.start else {
+        return Ok(state.curves);
+    };
     let mut batches = Minibatches::new(
         train.cells.n,
         cfg.batch_size,
@@ -398,65 +379,53 @@ pub fn train_jointly_with(
             grads.clip_global_norm(cfg.grad_clip);
         }
         let lr = cfg.lr_schedule.rate(cfg.joint_lr, step, total);
-        optimizer.apply(&mut *models, "", &grads, lr)?;
+        state.optimizer.apply(&mut *models, "", &grads, lr)?;
         models.autoencoder.after_step(&batch, &mut rng)?;
         adversary_steps(
             models.autoencoder,
             &batch,
             (settings.autoencoder_step, lr),
             cfg,
-            &mut adversary_optimizer,
+            &mut state.adversary,
             &mut adversary_noise,
-            (STAGE, step, &mut curves),
+            (STAGE, step, &mut state.curves),
         )?;
-        curves.push(point(step, "train_loss", f64::from(value)));
-        curves.push(point(
+        state
+            .curves
+            .push(point(step, "train_loss", f64::from(value)));
+        state.curves.push(point(
             step,
             "train_autoencoder_loss",
             f64::from(loss.autoencoder),
         ));
-        curves.push(point(step, "train_denoiser_loss", f64::from(loss.denoiser)));
+        state
+            .curves
+            .push(point(step, "train_denoiser_loss", f64::from(loss.denoiser)));
         for (name, v) in &loss.components {
-            curves.push(point(step, &format!("train_{name}"), f64::from(*v)));
+            state
+                .curves
+                .push(point(step, &format!("train_{name}"), f64::from(*v)));
         }
         progress.step(STAGE, step, total, value);
         if should_validate(cfg, step, total) && validation.cells.n > 0 {
             let (v, ae, den) =
                 joint_validation_loss(models, sampler, stats, validation, (cfg, seed), dev)?;
-            curves.push(point(step, "validation_loss", v));
-            curves.push(point(step, "validation_autoencoder_loss", ae));
-            curves.push(point(step, "validation_denoiser_loss", den));
-            if stopper.should_stop(v) {
+            state.curves.push(point(step, "validation_loss", v));
+            state
+                .curves
+                .push(point(step, "validation_autoencoder_loss", ae));
+            state
+                .curves
+                .push(point(step, "validation_denoiser_loss", den));
+            if state.stopper.should_stop(v) {
                 stopped_at = step + 1;
                 break;
             }
         }
         if step + 1 < total && due(checkpoints, step) {
-            let params = joint_params(models);
-            checkpoints.save(&Snapshot {
-                adversary_optimizer: Some(adversary_optimizer.state()),
-                ..Snapshot::at(
-                    STAGE,
-                    (step + 1, false),
-                    &curves,
-                    &stopper,
-                    &optimizer,
-                    params,
-                )
-            })?;
+            checkpoints.save(&state.snapshot((step + 1, false), joint_params(models)))?;
         }
     }
-    let params = joint_params(models);
-    checkpoints.save(&Snapshot {
-        adversary_optimizer: Some(adversary_optimizer.state()),
-        ..Snapshot::at(
-            STAGE,
-            (stopped_at, true),
-            &curves,
-            &stopper,
-            &optimizer,
-            params,
-        )
-    })?;
-    Ok(curves)
+    checkpoints.save(&state.snapshot((stopped_at, true), joint_params(models)))?;
+    Ok(state.curves)
 }

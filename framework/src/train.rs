@@ -66,36 +66,84 @@ pub struct Snapshot {
     pub params: TensorMap,
 }
 
-impl Snapshot {
-    /// Restores the optimizer and early-stopping state; returns the curves so far and the step
-    /// to continue from (`None` when the stage is complete).
-    pub(crate) fn continue_with(
-        self,
-        optimizer: &mut AdamW,
-        stopper: &mut EarlyStopping,
-    ) -> Result<(Vec<CurvePoint>, Option<u64>)> {
-        optimizer.restore_state(self.optimizer.0, &self.optimizer.1)?;
-        (stopper.best, stopper.bad) = (self.best, self.bad);
-        Ok((self.curves, (!self.complete).then_some(self.next_step)))
+/// The optimizers, early stopping and curves of one stage, fresh or continued from the stage's
+/// latest snapshot; also builds the stage's snapshots.
+pub(crate) struct StageState {
+    stage: &'static str,
+    /// The stage's optimizer.
+    pub(crate) optimizer: AdamW,
+    /// The autoencoder adversary's optimizer (kept in snapshots when `with_adversary`).
+    pub(crate) adversary: AdamW,
+    with_adversary: bool,
+    /// Early stopping on the validation loss.
+    pub(crate) stopper: EarlyStopping,
+    /// The stage's curves so far.
+    pub(crate) curves: Vec<CurvePoint>,
+    /// The step to continue from (0 when fresh); `None` when the stage is already complete.
+    pub(crate) start: Option<u64>,
+}
+
+impl StageState {
+    /// Fresh state for `stage`, or the state of its latest snapshot in `checkpoints` (then
+    /// `restore` copies the snapshot's weights, EMA, … into the models).
+    ///
+    /// # Errors
+    /// Snapshot I/O or shape errors.
+    pub(crate) fn begin(
+        stage: &'static str,
+        (cfg, with_adversary): (&TrainConfig, bool),
+        checkpoints: &mut dyn Checkpoints,
+        restore: &mut dyn FnMut(&Snapshot) -> Result<()>,
+    ) -> Result<Self> {
+        let new_optimizer = || {
+            AdamW::new(AdamWConfig {
+                weight_decay: cfg.weight_decay,
+                ..Default::default()
+            })
+        };
+        let mut state = Self {
+            stage,
+            optimizer: new_optimizer()?,
+            adversary: new_optimizer()?,
+            with_adversary,
+            stopper: EarlyStopping {
+                best: f64::INFINITY,
+                bad: 0,
+                patience: cfg.early_stopping_patience,
+            },
+            curves: Vec::new(),
+            start: Some(0),
+        };
+        if let Some(snap) = checkpoints.resume(stage)? {
+            restore(&snap)?;
+            if let Some((n, m)) = &snap.adversary_optimizer {
+                state.adversary.restore_state(*n, m)?;
+            }
+            state
+                .optimizer
+                .restore_state(snap.optimizer.0, &snap.optimizer.1)?;
+            (state.stopper.best, state.stopper.bad) = (snap.best, snap.bad);
+            state.start = (!snap.complete).then_some(snap.next_step);
+            state.curves = snap.curves;
+        }
+        Ok(state)
     }
 
-    pub(crate) fn at(
-        stage: &'static str,
+    /// The stage's snapshot before step `next_step` (`complete` at the end) holding `params`.
+    pub(crate) fn snapshot(
+        &self,
         (next_step, complete): (u64, bool),
-        curves: &[CurvePoint],
-        stopper: &EarlyStopping,
-        optimizer: &AdamW,
         params: TensorMap,
-    ) -> Self {
-        Self {
-            stage,
+    ) -> Snapshot {
+        Snapshot {
+            stage: self.stage,
             next_step,
             complete,
-            curves: curves.to_vec(),
-            best: stopper.best,
-            bad: stopper.bad,
-            optimizer: optimizer.state(),
-            adversary_optimizer: None,
+            curves: self.curves.clone(),
+            best: self.stopper.best,
+            bad: self.stopper.bad,
+            optimizer: self.optimizer.state(),
+            adversary_optimizer: self.with_adversary.then(|| self.adversary.state()),
             ema: None,
             params,
         }
@@ -187,9 +235,9 @@ pub(crate) fn should_validate(cfg: &TrainConfig, step: u64, total: u64) -> bool 
 
 /// Tracks the best validation loss for early stopping.
 pub(crate) struct EarlyStopping {
-    pub(crate) best: f64,
-    pub(crate) bad: u64,
-    pub(crate) patience: u64,
+    best: f64,
+    bad: u64,
+    patience: u64,
 }
 impl EarlyStopping {
     pub(crate) fn should_stop(&mut self, value: f64) -> bool {
@@ -249,43 +297,23 @@ pub fn train_autoencoder_with(
     progress: &mut dyn Progress,
     checkpoints: &mut dyn Checkpoints,
 ) -> Result<Vec<CurvePoint>> {
-    let mut optimizer = AdamW::new(AdamWConfig {
-        weight_decay: cfg.weight_decay,
-        ..Default::default()
-    })?;
-    // The adversary (if any) has its own optimizer state and noise stream, so models without one
-    // train exactly as before.
-    let mut adversary_optimizer = AdamW::new(AdamWConfig {
-        weight_decay: cfg.weight_decay,
-        ..Default::default()
-    })?;
-    let mut curves = Vec::new();
-    let mut stopper = EarlyStopping {
-        best: f64::INFINITY,
-        bad: 0,
-        patience: cfg.early_stopping_patience,
-    };
-    let mut start = 0;
-    if let Some(snap) = checkpoints.resume("autoencoder")? {
+    let mut state = StageState::begin("autoencoder", (cfg, true), checkpoints, &mut |snap| {
         restore_params(&snap.params, &mut *model, "autoencoder")?;
         if let Some(adversary) = model.adversary_mut() {
             restore_params(&snap.params, adversary, "adversary")?;
         }
-        if let Some((n, m)) = &snap.adversary_optimizer {
-            adversary_optimizer.restore_state(*n, m)?;
-        }
-        let (so_far, next) = snap.continue_with(&mut optimizer, &mut stopper)?;
-        curves = so_far;
-        match next {
-            Some(step) => start = step,
-            None => return Ok(curves),
-        }
-    }
+        Ok(())
+    })?;
+    let Some(start) = state.start else {
+        return Ok(state.curves);
+    };
     let mut batches = Minibatches::new(
         train.n,
         cfg.batch_size,
         stage_stream(seed, "autoencoder.batches", start),
     );
+    // The adversary (if any) has its own optimizer state and noise stream, so models without one
+    // train exactly as before.
     let mut noise = stage_stream(seed, "autoencoder.noise", start);
     let mut adversary_noise = stage_stream(seed, "autoencoder.adversary", start);
     let total = cfg.autoencoder_steps;
@@ -299,73 +327,49 @@ pub fn train_autoencoder_with(
             grads.clip_global_norm(cfg.grad_clip);
         }
         let lr = cfg.lr_schedule.rate(cfg.autoencoder_lr, step, total);
-        optimizer.apply(&mut *model, "autoencoder", &grads, lr)?;
+        state
+            .optimizer
+            .apply(&mut *model, "autoencoder", &grads, lr)?;
         model.after_step(&batch, &mut noise)?;
         adversary_steps(
             model,
             &batch,
             (step, lr),
             cfg,
-            &mut adversary_optimizer,
+            &mut state.adversary,
             &mut adversary_noise,
-            ("autoencoder", step, &mut curves),
+            ("autoencoder", step, &mut state.curves),
         )?;
-        curves.push(CurvePoint {
+        let point = |name: String, value: f32| CurvePoint {
             stage: "autoencoder",
             step,
-            name: "train_loss".into(),
+            name,
             value: value as f64,
-        });
+        };
+        state.curves.push(point("train_loss".into(), value));
         for (name, v) in &loss.components {
-            curves.push(CurvePoint {
-                stage: "autoencoder",
-                step,
-                name: format!("train_{name}"),
-                value: *v as f64,
-            });
+            state.curves.push(point(format!("train_{name}"), *v));
         }
         progress.step("autoencoder", step, total, value);
         if should_validate(cfg, step, total) && validation.n > 0 {
             let v = autoencoder_validation_loss(model, validation, cfg.batch_size, seed)?;
-            curves.push(CurvePoint {
+            state.curves.push(CurvePoint {
                 stage: "autoencoder",
                 step,
                 name: "validation_loss".into(),
                 value: v,
             });
-            if stopper.should_stop(v) {
+            if state.stopper.should_stop(v) {
                 stopped_at = step + 1;
                 break;
             }
         }
         if step + 1 < total && due(checkpoints, step) {
-            let params = autoencoder_params(model);
-            checkpoints.save(&Snapshot {
-                adversary_optimizer: Some(adversary_optimizer.state()),
-                ..Snapshot::at(
-                    "autoencoder",
-                    (step + 1, false),
-                    &curves,
-                    &stopper,
-                    &optimizer,
-                    params,
-                )
-            })?;
+            checkpoints.save(&state.snapshot((step + 1, false), autoencoder_params(model)))?;
         }
     }
-    let params = autoencoder_params(model);
-    checkpoints.save(&Snapshot {
-        adversary_optimizer: Some(adversary_optimizer.state()),
-        ..Snapshot::at(
-            "autoencoder",
-            (stopped_at, true),
-            &curves,
-            &stopper,
-            &optimizer,
-            params,
-        )
-    })?;
-    Ok(curves)
+    checkpoints.save(&state.snapshot((stopped_at, true), autoencoder_params(model)))?;
+    Ok(state.curves)
 }
 
 /// Runs the autoencoder's adversary updates after autoencoder step `step` (none for models
@@ -594,30 +598,17 @@ pub fn train_denoiser_with(
     progress: &mut dyn Progress,
     checkpoints: &mut dyn Checkpoints,
 ) -> Result<Vec<CurvePoint>> {
-    let mut optimizer = AdamW::new(AdamWConfig {
-        weight_decay: cfg.weight_decay,
-        ..Default::default()
-    })?;
     let mut ema = (cfg.ema_decay > 0.0).then(|| Ema::new(stage, "", cfg.ema_decay));
-    let mut curves = Vec::new();
-    let mut stopper = EarlyStopping {
-        best: f64::INFINITY,
-        bad: 0,
-        patience: cfg.early_stopping_patience,
-    };
-    let mut start = 0;
-    if let Some(snap) = checkpoints.resume("denoiser")? {
+    let mut state = StageState::begin("denoiser", (cfg, false), checkpoints, &mut |snap| {
         restore_params(&snap.params, stage, "")?;
         if let (Some(e), Some((n, m))) = (&mut ema, &snap.ema) {
             e.restore_state(*n, m);
         }
-        let (so_far, next) = snap.continue_with(&mut optimizer, &mut stopper)?;
-        curves = so_far;
-        match next {
-            Some(step) => start = step,
-            None => return Ok(curves),
-        }
-    }
+        Ok(())
+    })?;
+    let Some(start) = state.start else {
+        return Ok(state.curves);
+    };
     let mut batches = Minibatches::new(
         train.n,
         cfg.batch_size,
@@ -635,11 +626,11 @@ pub fn train_denoiser_with(
             grads.clip_global_norm(cfg.grad_clip);
         }
         let lr = cfg.lr_schedule.rate(cfg.denoiser_lr, step, total);
-        optimizer.apply(stage, "", &grads, lr)?;
+        state.optimizer.apply(stage, "", &grads, lr)?;
         if let Some(e) = &mut ema {
             e.update(stage, "");
         }
-        curves.push(CurvePoint {
+        state.curves.push(CurvePoint {
             stage: "denoiser",
             step,
             name: "train_loss".into(),
@@ -649,45 +640,29 @@ pub fn train_denoiser_with(
         if should_validate(cfg, step, total) && validation.n > 0 {
             let v =
                 denoiser_validation_loss(stage, sampler, validation, cfg.batch_size, seed, dev)?;
-            curves.push(CurvePoint {
+            state.curves.push(CurvePoint {
                 stage: "denoiser",
                 step,
                 name: "validation_loss".into(),
                 value: v,
             });
-            if stopper.should_stop(v) {
+            if state.stopper.should_stop(v) {
                 stopped_at = step + 1;
                 break;
             }
         }
         if step + 1 < total && due(checkpoints, step) {
-            let params = collect(&[("", &*stage)]);
             checkpoints.save(&Snapshot {
                 ema: ema.as_ref().map(Ema::state),
-                ..Snapshot::at(
-                    "denoiser",
-                    (step + 1, false),
-                    &curves,
-                    &stopper,
-                    &optimizer,
-                    params,
-                )
+                ..state.snapshot((step + 1, false), collect(&[("", &*stage)]))
             })?;
         }
     }
     if let Some(e) = &ema {
         e.copy_to(stage, "")?;
     }
-    let params = collect(&[("", &*stage)]);
-    checkpoints.save(&Snapshot::at(
-        "denoiser",
-        (stopped_at, true),
-        &curves,
-        &stopper,
-        &optimizer,
-        params,
-    ))?;
-    Ok(curves)
+    checkpoints.save(&state.snapshot((stopped_at, true), collect(&[("", &*stage)])))?;
+    Ok(state.curves)
 }
 
 /// Mean stage-2 loss over validation latents with a fixed noise stream.
