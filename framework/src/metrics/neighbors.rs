@@ -1,9 +1,9 @@
 //! Exact brute-force k-nearest neighbours (squared Euclidean distance).
 //!
-//! Queries are processed in blocks of rows. For each block, approximate squared distances
-//! to every reference row come from one dense f64 matrix product,
-//! `‖q‖² + ‖r‖² − 2 q·r` (the `gemm` kernels behind dfdx's CPU matmul, as in
-//! `util::pairwise_sq_dist_row_sums`); only one `block × nr` slab is held at a time, never
+//! Queries are processed in blocks of rows against tiles of reference rows. For each tile,
+//! approximate squared distances `‖q‖² + ‖r‖² − 2 q·r` come from one dense f64 matrix
+//! product (the `gemm` kernels behind dfdx's CPU matmul, as in
+//! `util::pairwise_sq_dist_row_sums`); only one cache-sized tile is held at a time, never
 //! the full `nq × nr` matrix. Each approximation is within a rigorous rounding bound
 //! `tol · (‖q‖² + ‖r‖²)` of the direct difference [`sq_dist`], so a reference row is kept
 //! as a candidate unless `k` other rows are certainly nearer; the few candidates left are
@@ -13,15 +13,9 @@
 //! deterministic. Cost `O(nq · nr · d)` in matrix products plus `O(nq · nr)` scans, parallel
 //! over query rows.
 
-use super::util::{check_matrix, sq_dist};
+use super::util::{check_matrix, column_tiles, copy_out, sq_dist, TILE_ROWS};
 use super::{MetricsError, Result};
 use rayon::prelude::*;
-
-/// Entries of one `query block × nr` slab of dot products: at most `2²¹` (16 MB), at least
-/// 8 and at most 256 query rows.
-fn query_block_rows(nr: usize) -> usize {
-    (2_097_152 / nr.max(1)).clamp(8, 256)
-}
 
 /// Relative rounding bound: `|approx − sq_dist| ≤ tol · (‖q‖² + ‖r‖²)` for dimension `d`.
 ///
@@ -53,49 +47,62 @@ fn prune(cand: &mut Vec<Candidate>, k: usize, tau: f64, scratch: &mut Vec<f64>) 
     tau
 }
 
-/// The `k` nearest reference rows of one query row, by `(direct squared distance, index)`.
-/// `g[j]` is the dot product of the query with reference row `j`, `qn`/`rn` the squared
-/// norms (all f64).
-#[allow(clippy::too_many_arguments)]
-fn select_row(
-    q: &[f32],
-    qn: f64,
-    g: &[f64],
-    rn: &[f64],
-    reference: &[f32],
-    d: usize,
-    k: usize,
-    tol: f64,
-) -> Vec<(f64, usize)> {
-    let mut cap = 4 * k + 64;
-    let mut cand: Vec<Candidate> = Vec::with_capacity(cap);
-    let mut scratch = Vec::with_capacity(cap);
-    let mut tau = f64::INFINITY;
-    for (j, (&gj, &rj)) in g.iter().zip(rn).enumerate() {
-        let s = qn + rj;
-        let approx = s - 2.0 * gj;
-        let margin = tol * s;
-        let lower = approx - margin;
-        if lower > tau {
-            continue;
+/// Scan state of one query row across reference tiles.
+struct RowScan {
+    /// Rows that may still be among the `k` nearest.
+    cand: Vec<Candidate>,
+    /// `k`-th smallest upper bound seen so far (`+∞` until `k` rows were seen).
+    tau: f64,
+    /// Candidate count that triggers [`prune`].
+    cap: usize,
+    scratch: Vec<f64>,
+}
+
+impl RowScan {
+    fn new(k: usize) -> Self {
+        let cap = 4 * k + 64;
+        RowScan {
+            cand: Vec::with_capacity(cap),
+            tau: f64::INFINITY,
+            cap,
+            scratch: Vec::with_capacity(cap),
         }
-        cand.push((lower, approx + margin, j));
-        if cand.len() >= cap {
-            tau = prune(&mut cand, k, tau, &mut scratch);
-            // many near-ties (e.g. duplicated rows): grow instead of pruning every step
-            if cand.len() * 2 > cap {
-                cap = cand.len() * 2;
+    }
+
+    /// Visits reference rows `c0 ..` with dot products `g` and squared norms `rn` (same
+    /// length); `qn` is the query's squared norm.
+    fn scan(&mut self, g: &[f64], rn: &[f64], c0: usize, qn: f64, k: usize, tol: f64) {
+        for (j, (&gj, &rj)) in g.iter().zip(rn).enumerate() {
+            let s = qn + rj;
+            let approx = s - 2.0 * gj;
+            let margin = tol * s;
+            let lower = approx - margin;
+            if lower > self.tau {
+                continue;
+            }
+            self.cand.push((lower, approx + margin, c0 + j));
+            if self.cand.len() >= self.cap {
+                self.tau = prune(&mut self.cand, k, self.tau, &mut self.scratch);
+                // many near-ties (e.g. duplicated rows): grow instead of pruning every step
+                if self.cand.len() * 2 > self.cap {
+                    self.cap = self.cand.len() * 2;
+                }
             }
         }
     }
-    prune(&mut cand, k, tau, &mut scratch);
-    let mut exact: Vec<(f64, usize)> = cand
-        .iter()
-        .map(|&(_, _, j)| (sq_dist(q, &reference[j * d..(j + 1) * d]), j))
-        .collect();
-    exact.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    exact.truncate(k);
-    exact
+
+    /// The `k` nearest rows by `(direct squared distance, index)`.
+    fn finish(mut self, q: &[f32], reference: &[f32], d: usize, k: usize) -> Vec<(f64, usize)> {
+        prune(&mut self.cand, k, self.tau, &mut self.scratch);
+        let mut exact: Vec<(f64, usize)> = self
+            .cand
+            .iter()
+            .map(|&(_, _, j)| (sq_dist(q, &reference[j * d..(j + 1) * d]), j))
+            .collect();
+        exact.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        exact.truncate(k);
+        exact
+    }
 }
 
 /// Result of [`knn`]: for each query row, its `k` nearest reference rows sorted by
@@ -164,24 +171,36 @@ pub fn knn(
     let dev: Cpu = Default::default();
     let r64: Vec<f64> = reference.iter().map(|v| f64::from(*v)).collect();
     let rn: Vec<f64> = r64.chunks_exact(d).map(norm).collect();
-    let rt = dev.tensor_from_vec(r64, (nr, d));
-    let qb = query_block_rows(nr);
+    let tiles = column_tiles(&r64, nr, d);
+    let mut g = Vec::new();
     for ((qblock, idx_out), dist_out) in query
-        .chunks(qb * d)
-        .zip(indices.chunks_mut(qb * k))
-        .zip(sq_dists.chunks_mut(qb * k))
+        .chunks(TILE_ROWS * d)
+        .zip(indices.chunks_mut(TILE_ROWS * k))
+        .zip(sq_dists.chunks_mut(TILE_ROWS * k))
     {
         let nb = qblock.len() / d;
         let q64: Vec<f64> = qblock.iter().map(|v| f64::from(*v)).collect();
         let qn: Vec<f64> = q64.chunks_exact(d).map(norm).collect();
         let qt = dev.tensor_from_vec(q64, (nb, d));
-        let g = qt.matmul(rt.clone().permute::<_, Axes2<1, 0>>()).as_vec();
-        g.par_chunks(nr)
+        let mut scans: Vec<RowScan> = (0..nb).map(|_| RowScan::new(k)).collect();
+        for (c0, c1, rt) in &tiles {
+            let (c0, c1) = (*c0, *c1);
+            copy_out(
+                &qt.clone().matmul(rt.clone().permute::<_, Axes2<1, 0>>()),
+                &mut g,
+            );
+            scans
+                .par_iter_mut()
+                .zip(g.par_chunks(c1 - c0))
+                .zip(qn.par_iter())
+                .for_each(|((scan, gr), &qni)| scan.scan(gr, &rn[c0..c1], c0, qni, k, tol));
+        }
+        scans
+            .into_par_iter()
             .zip(qblock.par_chunks(d))
-            .zip(qn.par_iter())
             .zip(idx_out.par_chunks_mut(k).zip(dist_out.par_chunks_mut(k)))
-            .for_each(|(((gr, q), &qni), (io, dout))| {
-                let top = select_row(q, qni, gr, &rn, reference, d, k, tol);
+            .for_each(|((scan, q), (io, dout))| {
+                let top = scan.finish(q, reference, d, k);
                 for ((i, dv), (dist, idx)) in io.iter_mut().zip(dout.iter_mut()).zip(top) {
                     *i = idx;
                     *dv = dist;
