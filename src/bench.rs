@@ -295,6 +295,12 @@ fn evaluation(shapes: &BenchShapes) -> Result<f64> {
             evaluator.0,
             t.elapsed().as_secs_f64()
         );
+        // full-precision values, so speed work can check that results are unchanged
+        for row in &rows {
+            for m in &row.metrics {
+                eprintln!("evaluation:   {}.{} = {:?}", row.name, m.name, m.value);
+            }
+        }
     }
     Ok(1.0 / start.elapsed().as_secs_f64())
 }

@@ -160,29 +160,128 @@ pub(crate) fn resolve_sigmas(
     Ok(sigmas)
 }
 
-/// Sum of RBF kernels `Σ_s exp(−sq_dist / (2 σ_s²))` given precomputed `-1/(2σ_s²)`.
+/// One term of [`RbfSum`].
+#[derive(Debug, Clone, Copy)]
+enum RbfTerm {
+    /// `exp(sq · base)^r`: the coefficient is exactly `r · base`.
+    Power(i32),
+    /// `exp(sq · c)` evaluated directly.
+    Direct(f64),
+}
+
+/// `e^r` for `r ≥ 1` by binary exponentiation (for a power of two: repeated squaring).
 #[inline]
-pub(crate) fn rbf_sum(sq: f64, neg_inv_two_sigma2: &[f64]) -> f64 {
-    neg_inv_two_sigma2.iter().map(|c| (sq * c).exp()).sum()
+fn pow_int(e: f64, r: i32) -> f64 {
+    let (mut acc, mut b, mut r) = (1.0, e, r);
+    while r > 0 {
+        if r & 1 == 1 {
+            acc *= b;
+        }
+        r >>= 1;
+        if r > 0 {
+            b *= b;
+        }
+    }
+    acc
+}
+
+/// Sum of RBF kernels `Σ_s exp(sq · c_s)` for coefficients `c_s = −1/(2σ_s²)`, summed in
+/// the order given.
+///
+/// A coefficient that is exactly an integer multiple `r ≤ 64` of the smallest-magnitude one
+/// (`base`) is evaluated as `exp(sq · base)^r` instead of its own `exp`: with bandwidth
+/// factors that differ by powers of two (the default `{0.5, 1, 2}`) one `exp` per pair
+/// serves all three terms. The argument `sq · c_s = r · (sq · base)` is then the same number,
+/// so the term differs from its own `exp` only by rounding (at most about `r + 1` units in
+/// the last place).
+#[derive(Debug, Clone)]
+pub(crate) struct RbfSum {
+    base: f64,
+    terms: Vec<RbfTerm>,
+}
+
+impl RbfSum {
+    /// Plans the sum for the coefficients `neg_inv_two_sigma2` (each `−1/(2σ²)`).
+    pub(crate) fn new(neg_inv_two_sigma2: &[f64]) -> Self {
+        let base = neg_inv_two_sigma2
+            .iter()
+            .copied()
+            .filter(|c| c.is_finite() && *c != 0.0)
+            .min_by(|a, b| a.abs().total_cmp(&b.abs()))
+            .unwrap_or(0.0);
+        let terms = neg_inv_two_sigma2
+            .iter()
+            .map(|&c| {
+                let r = c / base;
+                if base != 0.0 && r.fract() == 0.0 && (1.0..=64.0).contains(&r) && r * base == c {
+                    RbfTerm::Power(r as i32)
+                } else {
+                    RbfTerm::Direct(c)
+                }
+            })
+            .collect();
+        RbfSum { base, terms }
+    }
+
+    /// `Σ_s exp(sq · c_s)`.
+    #[inline]
+    pub(crate) fn eval(&self, sq: f64) -> f64 {
+        let e = (sq * self.base).exp();
+        self.terms
+            .iter()
+            .map(|t| match *t {
+                RbfTerm::Power(1) => e,
+                RbfTerm::Power(r) => pow_int(e, r),
+                RbfTerm::Direct(c) => (sq * c).exp(),
+            })
+            .sum()
+    }
 }
 
 /// `Σ_{i<j} k(a_i, a_j)` within one `(n, d)` sample (deterministic parallel sum; squared
 /// distances from blocked matrix products, see [`pairwise_sq_dist_row_sums`]).
 pub(crate) fn within_sum(a: &[f32], n: usize, d: usize, coef: &[f64]) -> f64 {
-    let partial = pairwise_sq_dist_row_sums(a, n, a, n, d, true, |sq| rbf_sum(sq, coef));
+    let rbf = RbfSum::new(coef);
+    let partial = pairwise_sq_dist_row_sums(a, n, a, n, d, true, |sq| rbf.eval(sq));
     partial.iter().sum()
 }
 
 /// `Σ_{i,j} k(a_i, b_j)` between two samples (deterministic parallel sum; squared distances
 /// from blocked matrix products, see [`pairwise_sq_dist_row_sums`]).
 pub(crate) fn cross_sum(a: &[f32], na: usize, b: &[f32], nb: usize, d: usize, coef: &[f64]) -> f64 {
-    let partial = pairwise_sq_dist_row_sums(a, na, b, nb, d, false, |sq| rbf_sum(sq, coef));
+    let rbf = RbfSum::new(coef);
+    let partial = pairwise_sq_dist_row_sums(a, na, b, nb, d, false, |sq| rbf.eval(sq));
     partial.iter().sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rbf_sum_matches_direct_exponentials() {
+        let s = 1.7f64;
+        // default factors {0.5, 1, 2} (powers 16, 4, 1 of the widest), plus a non-multiple
+        for factors in [vec![0.5, 1.0, 2.0], vec![1.0], vec![0.7, 1.0, 3.0]] {
+            let coef: Vec<f64> = factors
+                .iter()
+                .map(|f| -1.0 / (2.0 * (f * s) * (f * s)))
+                .collect();
+            let rbf = RbfSum::new(&coef);
+            for sq in [0.0, 1e-9, 0.3, 2.0, 17.5, 300.0, 5e4] {
+                let direct: f64 = coef.iter().map(|c| (sq * c).exp()).sum();
+                let got = rbf.eval(sq);
+                assert!(
+                    (got - direct).abs() <= 1e-14 * direct.max(f64::MIN_POSITIVE),
+                    "{factors:?} sq={sq}: {got} vs {direct}"
+                );
+            }
+        }
+        assert!(matches!(
+            RbfSum::new(&[-2.0, -0.5, -0.125]).terms[..],
+            [RbfTerm::Power(16), RbfTerm::Power(4), RbfTerm::Power(1)]
+        ));
+    }
 
     #[test]
     fn median_heuristic_by_hand() {

@@ -145,11 +145,43 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// Rows of `a` multiplied at once by [`pairwise_sq_dist_row_sums`]: at most `2²¹` entries
-/// (16 MB, below glibc's largest mmap threshold so blocks are reused, not page-faulted in
-/// again) of the distance block, at least 8 and at most 256 rows.
-fn pair_block_rows(nb: usize) -> usize {
-    (2_097_152 / nb.max(1)).clamp(8, 256)
+/// Copies the (contiguous) values of a CPU tensor into `out`, resized to fit: one memcpy
+/// into a buffer that is reused across blocks (dfdx's `as_vec` allocates and walks an index
+/// iterator per element, which cost more than the matrix product itself here).
+pub(crate) fn copy_out<S: dfdx::shapes::Shape>(
+    t: &dfdx::tensor::Tensor<S, f64, dfdx::tensor::Cpu>,
+    out: &mut Vec<f64>,
+) {
+    use dfdx::prelude::*;
+    out.resize(t.shape().num_elements(), 0.0);
+    t.copy_into(out);
+}
+
+/// Rows of one tile of the pair matrix (matrix product plus scan), see [`TILE_COLS`].
+pub(crate) const TILE_ROWS: usize = 128;
+/// Columns of one tile: `128 × 1024` f64 entries (1 MB) stay in cache between the matrix
+/// product that writes them and the scan that reads them (a whole `rows × nb` slab does
+/// not, and streaming it through memory several times cost as much as the products).
+pub(crate) const TILE_COLS: usize = 1024;
+
+/// A row-major f64 matrix on dfdx's CPU device.
+pub(crate) type CpuMatrix = dfdx::tensor::Tensor<(usize, usize), f64, dfdx::tensor::Cpu>;
+
+/// The rows of `x` (`(n, d)`, f64) in blocks of [`TILE_COLS`] as `(first row, end, tensor)`.
+pub(crate) fn column_tiles(x: &[f64], n: usize, d: usize) -> Vec<(usize, usize, CpuMatrix)> {
+    use dfdx::prelude::*;
+    let dev: Cpu = Default::default();
+    (0..n)
+        .step_by(TILE_COLS)
+        .map(|c0| {
+            let c1 = (c0 + TILE_COLS).min(n);
+            (
+                c0,
+                c1,
+                dev.tensor_from_vec(x[c0 * d..c1 * d].to_vec(), (c1 - c0, d)),
+            )
+        })
+        .collect()
 }
 
 /// For every row `i` of `a` (`(na, d)` row-major), `Σ_j f(‖a_i − b_j‖²)` over the rows `j`
@@ -157,10 +189,12 @@ fn pair_block_rows(nb: usize) -> usize {
 /// same matrix). Returns the `na` row sums.
 ///
 /// Squared distances are formed as `max(‖a_i‖² + ‖b_j‖² − 2 a_i·b_j, 0)` in f64, the dot
-/// products by one dense matrix product per block of rows of `a` (the `gemm` kernels behind
-/// dfdx's CPU matmul). This agrees with the direct difference [`sq_dist`] up to rounding
+/// products by one dense matrix product per `TILE_ROWS × TILE_COLS` tile (the `gemm`
+/// kernels behind dfdx's CPU matmul; with `upper`, tiles wholly on or below the diagonal
+/// are skipped). This agrees with the direct difference [`sq_dist`] up to rounding
 /// relative to the row norms (about `1e-16 (‖a_i‖² + ‖b_j‖²)` absolute). Each row sum is
-/// accumulated in increasing `j`, parallel over rows: deterministic for a given thread count.
+/// accumulated in increasing `j` across tiles, parallel over rows: deterministic for a
+/// given thread count.
 pub(crate) fn pairwise_sq_dist_row_sums<F>(
     a: &[f32],
     na: usize,
@@ -175,8 +209,9 @@ where
 {
     use dfdx::prelude::*;
     use rayon::prelude::*;
+    let mut sums = vec![0.0f64; na];
     if na == 0 || nb == 0 {
-        return vec![0.0; na];
+        return sums;
     }
     let dev: Cpu = Default::default();
     let a64: Vec<f64> = a.iter().map(|v| f64::from(*v)).collect();
@@ -184,25 +219,34 @@ where
     let norm = |r: &[f64]| r.iter().map(|v| v * v).sum::<f64>();
     let an: Vec<f64> = a64.chunks_exact(d).map(norm).collect();
     let bn: Vec<f64> = b64.chunks_exact(d).map(norm).collect();
-    let bt = dev.tensor_from_vec(b64, (nb, d));
-    let rb = pair_block_rows(nb);
-    let mut sums = Vec::with_capacity(na);
-    for i0 in (0..na).step_by(rb) {
-        let i1 = (i0 + rb).min(na);
+    let tiles = column_tiles(&b64, nb, d);
+    let mut g = Vec::new();
+    for i0 in (0..na).step_by(TILE_ROWS) {
+        let i1 = (i0 + TILE_ROWS).min(na);
         let at = dev.tensor_from_vec(a64[i0 * d..i1 * d].to_vec(), (i1 - i0, d));
-        let g = at.matmul(bt.clone().permute::<_, Axes2<1, 0>>()).as_vec();
-        let block: Vec<f64> = g
-            .par_chunks(nb)
-            .enumerate()
-            .map(|(r, gr)| {
-                let i = i0 + r;
-                let j0 = if upper { i + 1 } else { 0 };
-                (j0..nb)
-                    .map(|j| f((an[i] + bn[j] - 2.0 * gr[j]).max(0.0)))
-                    .sum()
-            })
-            .collect();
-        sums.extend(block);
+        for (c0, c1, bt) in &tiles {
+            let (c0, c1) = (*c0, *c1);
+            if upper && c1 <= i0 + 1 {
+                continue; // no j > i in this tile
+            }
+            copy_out(
+                &at.clone().matmul(bt.clone().permute::<_, Axes2<1, 0>>()),
+                &mut g,
+            );
+            sums[i0..i1]
+                .par_iter_mut()
+                .zip(g.par_chunks(c1 - c0))
+                .enumerate()
+                .for_each(|(r, (s, gr))| {
+                    let i = i0 + r;
+                    let j0 = if upper { (i + 1).max(c0) } else { c0 };
+                    let mut acc = *s;
+                    for j in j0..c1 {
+                        acc += f((an[i] + bn[j] - 2.0 * gr[j - c0]).max(0.0));
+                    }
+                    *s = acc;
+                });
+        }
     }
     sums
 }
