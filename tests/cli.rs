@@ -628,3 +628,63 @@ fn train_resume_continues_a_killed_run() {
     assert_one_line_failure(&nothing, "no interrupted training to resume");
     assert!(!dir.join("other").exists());
 }
+
+/// A run with a `combined` conditioner trained with per-part dropout samples with one guidance
+/// scale per attribute; an attribute no part covers is refused with the attributes listed.
+#[test]
+fn per_attribute_guidance_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let text = std::fs::read_to_string(tiny_config(dir, ""))
+        .unwrap()
+        .replace(
+            "[conditioner]\ntype = \"class_embedding\"\nkeys = [\"bulk_labels\"]\ndim = 16",
+            "[conditioner]\ntype = \"combined\"\npart_drop_prob = 0.2\n\
+         [[conditioner.parts]]\ntype = \"class_embedding\"\nkeys = [\"bulk_labels\"]\ndim = 16\n\
+         [[conditioner.parts]]\ntype = \"class_embedding\"\nkeys = [\"phase\"]\ndim = 16",
+        );
+    assert!(text.contains("part_drop_prob"));
+    std::fs::write(dir.join("combined.toml"), text).unwrap();
+    let run_dir = dir.join("run");
+    let out = run(&[
+        "train",
+        "--config",
+        dir.join("combined.toml").to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cells = dir.join("cells.h5ad");
+    let sample = |attribute: &str| {
+        run(&[
+            "sample",
+            "--run",
+            run_dir.to_str().unwrap(),
+            "--n",
+            "12",
+            "--steps",
+            "5",
+            "--cfg",
+            "1.5",
+            "--cfg-attribute",
+            attribute,
+            "--out",
+            cells.to_str().unwrap(),
+        ])
+    };
+    let out = sample("phase=3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cells.exists());
+    std::fs::remove_file(&cells).unwrap();
+    let out = sample("louvain=3");
+    assert_one_line_failure(&out, "bulk_labels, phase");
+    assert!(!cells.exists());
+}

@@ -769,6 +769,12 @@ pub fn sample(run: &Run, request: &SampleRequest) -> Result<Sampled> {
     );
     provenance.insert("steps".to_string(), UnsValue::Int(steps as i64));
     provenance.insert("guidance".to_string(), UnsValue::Float(guidance as f64));
+    for (key, scale) in &attribute_guidance {
+        provenance.insert(
+            format!("attribute_guidance.{key}"),
+            UnsValue::Float(f64::from(*scale)),
+        );
+    }
     provenance.insert("seed".to_string(), UnsValue::Int(request.seed as i64));
     if let Some(from) = &request.from {
         provenance.insert(
