@@ -223,20 +223,28 @@ fn joint_fine_tuning_keeps_per_label_means() {
     assert_recovers_per_label_means(&models, "after joint fine-tuning");
 }
 
-/// Same seed, same machine: two trainings give bit-identical curves and generated latents.
-#[test]
-fn training_is_reproducible_bit_for_bit() {
+/// [`CONFIG`] with `steps` steps per stage, 20 joint steps, validation every 10 and `dropout`.
+fn short_config(steps: u64, dropout: &str) -> ExperimentConfig {
     latentlab::plugins::link();
     let text = CONFIG
-        .replace("autoencoder_steps = 400", "autoencoder_steps = 40")
-        .replace("denoiser_steps = 800", "denoiser_steps = 40")
-        .replace("dropout = 0.0", "dropout = 0.2")
+        .replace(
+            "autoencoder_steps = 400",
+            &format!("autoencoder_steps = {steps}"),
+        )
+        .replace("denoiser_steps = 800", &format!("denoiser_steps = {steps}"))
+        .replace("dropout = 0.0", dropout)
         .replace(
             "validate_every = 200",
             "validate_every = 10\njoint_steps = 20",
         );
-    let config =
-        ExperimentConfig::from_str_with_path(&text, std::path::Path::new("inline.toml")).unwrap();
+    ExperimentConfig::from_str_with_path(&text, std::path::Path::new("inline.toml")).unwrap()
+}
+
+/// Same seed, same machine: two trainings give bit-identical curves and generated latents.
+#[test]
+fn training_is_reproducible_bit_for_bit() {
+    latentlab::plugins::link();
+    let config = short_config(40, "dropout = 0.2");
     let data = synthetic(50);
     let once = || {
         let dev = device(7).unwrap();
@@ -300,15 +308,7 @@ impl Checkpoints for MemoryCheckpoints {
 #[test]
 fn joint_phase_resumes_from_its_snapshot() {
     latentlab::plugins::link();
-    let text = CONFIG
-        .replace("autoencoder_steps = 400", "autoencoder_steps = 30")
-        .replace("denoiser_steps = 800", "denoiser_steps = 30")
-        .replace(
-            "validate_every = 200",
-            "validate_every = 10\njoint_steps = 20",
-        );
-    let config =
-        ExperimentConfig::from_str_with_path(&text, std::path::Path::new("inline.toml")).unwrap();
+    let config = short_config(30, "dropout = 0.0");
     let data = synthetic(50);
     let models = || {
         build_models(
