@@ -32,6 +32,19 @@ pub fn line_curves<S: AsRef<str>>(
     )
 }
 
+/// True when the positive finite `y` values span at least two powers of ten (with the 1.2×
+/// padding the log axis adds).
+fn spans_two_powers_of_ten<'a>(points: impl Iterator<Item = &'a (f64, f64)>) -> bool {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(_, y) in points {
+        if y.is_finite() && y > 0.0 {
+            lo = lo.min(y);
+            hi = hi.max(y);
+        }
+    }
+    lo.is_finite() && ((hi * 1.2).log10().floor() - (lo / 1.2).log10().ceil()) >= 1.0
+}
+
 fn draw_lines<DB: DrawingBackend, S: AsRef<str>>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
@@ -41,6 +54,9 @@ fn draw_lines<DB: DrawingBackend, S: AsRef<str>>(
     log_y: bool,
 ) -> Result<(), PlotError> {
     root.fill(&WHITE).map_err(draw_err)?;
+    // plotters labels a log axis only at powers of ten: fewer than two in range leaves the axis
+    // without numbers, so such a range is drawn linearly.
+    let log_y = log_y && spans_two_powers_of_ten(series.iter().flat_map(|(_, v)| v.iter()));
     let keep = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite() && (!log_y || p.1 > 0.0);
     let pts: Vec<Vec<(f64, f64)>> = series
         .iter()
@@ -138,4 +154,19 @@ fn draw_lines<DB: DrawingBackend, S: AsRef<str>>(
             .map_err(draw_err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spans_two_powers_of_ten;
+
+    #[test]
+    fn log_axis_only_when_two_powers_of_ten_are_in_range() {
+        let ys = |v: &[f64]| v.iter().map(|&y| (0.0, y)).collect::<Vec<_>>();
+        assert!(spans_two_powers_of_ten(ys(&[2.0, 900.0]).iter()));
+        assert!(spans_two_powers_of_ten(ys(&[0.9, 9.0]).iter()));
+        assert!(!spans_two_powers_of_ten(ys(&[250.0, 3000.0]).iter()));
+        assert!(!spans_two_powers_of_ten(ys(&[270.0, 300.0]).iter()));
+        assert!(!spans_two_powers_of_ten(ys(&[0.0, -1.0, f64::NAN]).iter()));
+    }
 }
