@@ -13,12 +13,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use latentlab::framework::config::TrainConfig;
-use latentlab::framework::device::device;
+use latentlab::framework::device::{device, Dev};
 use latentlab::framework::metrics::{mmd2_unbiased, MmdConfig};
 use latentlab::framework::pipeline::{generate_latents, GenerateOptions};
 use latentlab::framework::plugin::{
-    summarize, ConditionColumn, ConditionKind, ConditionTable, ConditionerConfig,
-    ConditionerContext, DenoiserConfig, DenoiserContext, SamplerConfig,
+    summarize, ConditionColumn, ConditionKind, ConditionTable, Conditioner, ConditionerConfig,
+    ConditionerContext, Denoiser, DenoiserConfig, DenoiserContext, LatentSampler, SamplerConfig,
 };
 use latentlab::framework::registry::{of_kind, PluginKind};
 use latentlab::framework::rng::stream;
@@ -90,6 +90,43 @@ fn mmd(a: &[f32], b: &[f32]) -> f64 {
     .mmd2
 }
 
+/// Trains stage 2 on `data` for `steps` steps with the toy settings (batch 128, learning rate
+/// 2e-3, no EMA, no validation), training data as validation data.
+fn train_toy(
+    (denoiser, conditioner): (
+        &mut (dyn Denoiser + 'static),
+        &mut (dyn Conditioner + 'static),
+    ),
+    sampler: &dyn LatentSampler,
+    data: &LatentData,
+    (drop_prob, steps): (f32, u64),
+    dev: &Dev,
+) {
+    let cfg = TrainConfig {
+        denoiser_steps: steps,
+        batch_size: 128,
+        denoiser_lr: 2e-3,
+        ema_decay: 0.0,
+        validate_every: 0,
+        ..TrainConfig::default()
+    };
+    train_denoiser(
+        &mut Stage2 {
+            denoiser,
+            conditioner: Some(conditioner),
+        },
+        sampler,
+        data,
+        data,
+        drop_prob,
+        &cfg,
+        9,
+        dev,
+        &mut Silent,
+    )
+    .unwrap();
+}
+
 #[test]
 fn every_combination_learns_a_class_conditional_mixture() {
     latentlab::plugins::link();
@@ -97,14 +134,6 @@ fn every_combination_learns_a_class_conditional_mixture() {
     let n = 600;
     let classes: Vec<usize> = (0..n).map(|i| i % 2).collect();
     let z = points(&classes, 1);
-    let cfg = TrainConfig {
-        denoiser_steps: 400,
-        batch_size: 128,
-        denoiser_lr: 2e-3,
-        ema_decay: 0.0,
-        validate_every: 0,
-        ..TrainConfig::default()
-    };
     let n_eval = 200;
     let truth = [points(&[0; 200], 2), points(&[1; 200], 3)];
     let mut report = Vec::new();
@@ -151,22 +180,13 @@ fn every_combination_learns_a_class_conditional_mixture() {
                     dim: DIM,
                     conditions: train_table.clone(),
                 };
-                let mut stage = Stage2 {
-                    denoiser: denoiser.as_mut(),
-                    conditioner: Some(conditioner.as_mut()),
-                };
-                train_denoiser(
-                    &mut stage,
+                train_toy(
+                    (denoiser.as_mut(), conditioner.as_mut()),
                     sampler.as_ref(),
                     &data,
-                    &data,
-                    cond_cfg.drop_prob(),
-                    &cfg,
-                    9,
+                    (cond_cfg.drop_prob(), 400),
                     &dev,
-                    &mut Silent,
-                )
-                .unwrap();
+                );
                 let mut line = combo.clone();
                 let generate = |class: usize, guidance: f32, seed: u64| -> Vec<f32> {
                     generate_latents(
@@ -314,29 +334,13 @@ fn per_attribute_guidance_scales_one_attribute() {
         dim: DIM,
         conditions: train_table,
     };
-    let cfg = TrainConfig {
-        denoiser_steps: 800,
-        batch_size: 128,
-        denoiser_lr: 2e-3,
-        ema_decay: 0.0,
-        validate_every: 0,
-        ..TrainConfig::default()
-    };
-    train_denoiser(
-        &mut Stage2 {
-            denoiser: denoiser.as_mut(),
-            conditioner: Some(conditioner.as_mut()),
-        },
+    train_toy(
+        (denoiser.as_mut(), conditioner.as_mut()),
         sampler.as_ref(),
         &data,
-        &data,
-        cond_cfg.drop_prob(),
-        &cfg,
-        9,
+        (cond_cfg.drop_prob(), 800),
         &dev,
-        &mut Silent,
-    )
-    .unwrap();
+    );
     let m = 300;
     let generate = |class_a: usize, class_b: usize, guidance: f32, scales: &[f32]| {
         generate_latents(

@@ -410,14 +410,14 @@ pub fn train_jointly_with(
         if should_validate(cfg, step, total) && validation.cells.n > 0 {
             let (v, ae, den) =
                 joint_validation_loss(models, sampler, stats, validation, (cfg, seed), dev)?;
-            state.curves.push(point(step, "validation_loss", v));
+            let stop = state.validated(step, v);
             state
                 .curves
                 .push(point(step, "validation_autoencoder_loss", ae));
             state
                 .curves
                 .push(point(step, "validation_denoiser_loss", den));
-            if state.stopper.should_stop(v) {
+            if stop {
                 stopped_at = step + 1;
                 break;
             }

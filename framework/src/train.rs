@@ -75,8 +75,7 @@ pub(crate) struct StageState {
     /// The autoencoder adversary's optimizer (kept in snapshots when `with_adversary`).
     pub(crate) adversary: AdamW,
     with_adversary: bool,
-    /// Early stopping on the validation loss.
-    pub(crate) stopper: EarlyStopping,
+    stopper: EarlyStopping,
     /// The stage's curves so far.
     pub(crate) curves: Vec<CurvePoint>,
     /// The step to continue from (0 when fresh); `None` when the stage is already complete.
@@ -127,6 +126,17 @@ impl StageState {
             state.curves = snap.curves;
         }
         Ok(state)
+    }
+
+    /// Logs the validation loss `value` at `step`; true when early stopping ends the stage.
+    pub(crate) fn validated(&mut self, step: u64, value: f64) -> bool {
+        self.curves.push(CurvePoint {
+            stage: self.stage,
+            step,
+            name: "validation_loss".into(),
+            value,
+        });
+        self.stopper.should_stop(value)
     }
 
     /// The stage's snapshot before step `next_step` (`complete` at the end) holding `params`.
@@ -234,13 +244,13 @@ pub(crate) fn should_validate(cfg: &TrainConfig, step: u64, total: u64) -> bool 
 }
 
 /// Tracks the best validation loss for early stopping.
-pub(crate) struct EarlyStopping {
+struct EarlyStopping {
     best: f64,
     bad: u64,
     patience: u64,
 }
 impl EarlyStopping {
-    pub(crate) fn should_stop(&mut self, value: f64) -> bool {
+    fn should_stop(&mut self, value: f64) -> bool {
         if value < self.best {
             self.best = value;
             self.bad = 0;
@@ -353,13 +363,7 @@ pub fn train_autoencoder_with(
         progress.step("autoencoder", step, total, value);
         if should_validate(cfg, step, total) && validation.n > 0 {
             let v = autoencoder_validation_loss(model, validation, cfg.batch_size, seed)?;
-            state.curves.push(CurvePoint {
-                stage: "autoencoder",
-                step,
-                name: "validation_loss".into(),
-                value: v,
-            });
-            if state.stopper.should_stop(v) {
+            if state.validated(step, v) {
                 stopped_at = step + 1;
                 break;
             }
@@ -640,13 +644,7 @@ pub fn train_denoiser_with(
         if should_validate(cfg, step, total) && validation.n > 0 {
             let v =
                 denoiser_validation_loss(stage, sampler, validation, cfg.batch_size, seed, dev)?;
-            state.curves.push(CurvePoint {
-                stage: "denoiser",
-                step,
-                name: "validation_loss".into(),
-                value: v,
-            });
-            if state.stopper.should_stop(v) {
+            if state.validated(step, v) {
                 stopped_at = step + 1;
                 break;
             }
