@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::config::{ExperimentConfig, PreprocessConfig};
-use crate::data::preprocess::{gene_indices, require_finite};
+use crate::data::preprocess::require_finite;
 use crate::data::{
-    highly_variable_genes, log1p, normalize_total, read_any, stratified_split, AnnData, Column,
-    HvgFlavor, Matrix, MatrixSource,
+    log1p, normalize_total, read_any, stratified_split, AnnData, Column, Matrix, MatrixSource,
 };
 use crate::experiment::PreparedData;
 use crate::modality::fit_condition;
+use crate::preparation::{require_cells, Preparation};
 use crate::plugin::{ConditionColumn, ConditionKind, ConditionTable, ExpressionBatch, InputKind};
 use crate::rng::derive_seed;
 use crate::{LatentError, Result};
@@ -118,49 +118,22 @@ pub fn select_matrix(
 ) -> Result<(Matrix, Vec<String>, InputKind, Vec<f32>)> {
     let source = MatrixSource::from_str(matrix)
         .map_err(|e| LatentError::Data(format!("{}: data.matrix: {e}", path.display())))?;
-    let mut m = adata.matrix(&source, path)?.into_owned();
-    let mut genes: Vec<String> = adata.gene_names_for(&source).to_vec();
-    require_finite(&m, path, &source.to_string())?;
+    let m = adata.matrix(&source, path)?;
     let (rows, cols) = m.shape();
-    if rows == 0 || cols == 0 {
-        return Err(LatentError::Data(format!("{}: {source} is empty ({rows} cells x {cols} genes); point data.path at a file with cells", path.display())));
-    }
-    if let Some(wanted) = &pre.genes {
-        let idx = gene_indices(&genes, wanted, path)?;
-        m = m.select_cols(&idx);
-        genes = idx.iter().map(|&i| genes[i].clone()).collect();
-    }
-    let library_size = m.row_sums();
-    let mut kind = if m.looks_like_counts() {
-        InputKind::Counts
-    } else {
-        InputKind::Continuous
-    };
-    // Counts: Seurat v3 selection on the raw counts, before normalization (as scanpy). Other
-    // input: Seurat dispersion on the log-normalized values, after normalization (as scanpy).
-    let select_hvg = |m: &mut Matrix, genes: &mut Vec<String>, flavor: HvgFlavor| {
-        if let Some(n_top) = pre.highly_variable_genes {
-            let idx = highly_variable_genes(m, n_top.min(genes.len()), flavor);
-            *m = m.select_cols(&idx);
-            *genes = idx.iter().map(|&i| genes[i].clone()).collect();
-        }
-    };
-    let counts = kind == InputKind::Counts;
-    if counts {
-        select_hvg(&mut m, &mut genes, HvgFlavor::SeuratV3);
-    }
-    if let Some(target) = pre.normalize_total {
-        normalize_total(&mut m, target);
-        kind = InputKind::Continuous;
-    }
-    if pre.log1p {
-        log1p(&mut m);
-        kind = InputKind::Continuous;
-    }
-    if !counts {
-        select_hvg(&mut m, &mut genes, HvgFlavor::Seurat);
-    }
-    Ok((m, genes, kind, library_size))
+    require_cells(rows, cols, path, &source.to_string())?;
+    let preparation = Preparation::fit(
+        &adata.gene_names_for(&source),
+        pre,
+        (path, &source.to_string()),
+        &mut |visit| visit(&m),
+    )?;
+    let (prepared, library_size) = preparation.apply(m.into_owned());
+    Ok((
+        prepared,
+        preparation.genes,
+        preparation.input_kind,
+        library_size,
+    ))
 }
 
 /// Extracts one condition source from obs/obsm.

@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod plots;
 pub mod plugin;
 pub mod prediction;
+pub mod preparation;
 pub mod protocol;
 pub mod registry;
 pub mod report;

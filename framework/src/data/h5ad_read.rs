@@ -28,6 +28,25 @@ pub fn read_h5ad(path: &Path) -> Result<AnnData, DataError> {
     let mut reader = Reader {
         h5: &h5,
         skipped: Vec::new(),
+        matrices: true,
+    };
+    reader.read()
+}
+
+/// Read an `.h5ad` file's annotations without its expression matrices: `obs`, `var`, `obsm`,
+/// `uns` and `raw/var` as [`read_h5ad`] reads them, while `X` (and `raw/X`) are replaced by
+/// empty sparse matrices of their stored shape and `layers` are left out. For streaming
+/// training, where the matrix is read in row chunks ([`crate::data::CsrRowChunks`]) and only
+/// the annotations are held in memory.
+///
+/// # Errors
+/// As [`read_h5ad`], except that matrix contents are not read and so not checked.
+pub fn read_h5ad_annotations(path: &Path) -> Result<AnnData, DataError> {
+    let h5 = H5::open(path)?;
+    let mut reader = Reader {
+        h5: &h5,
+        skipped: Vec::new(),
+        matrices: false,
     };
     reader.read()
 }
@@ -42,6 +61,8 @@ pub(crate) struct StoredMatrix {
 struct Reader<'a> {
     h5: &'a H5,
     skipped: Vec<String>,
+    /// Read matrix contents (false: shapes only, see [`read_h5ad_annotations`]).
+    matrices: bool,
 }
 
 impl Reader<'_> {
@@ -56,7 +77,7 @@ impl Reader<'_> {
                 "latentlab needs an X matrix; if the data sits in a layer, set `adata.X = adata.layers[name]` in Python and save again",
             ));
         }
-        let x = read_matrix(self.h5, "X")?;
+        let x = self.matrix("X")?;
         let (n_obs, n_vars) = x.matrix.shape();
         let obs = if has("obs") {
             self.read_dataframe("obs")?
@@ -69,7 +90,7 @@ impl Reader<'_> {
             DataFrame::from_index((0..n_vars).map(|i| i.to_string()).collect())
         };
         let mut layers = BTreeMap::new();
-        if has("layers") {
+        if has("layers") && self.matrices {
             for name in self.h5.child_names("layers")? {
                 let m = read_matrix(self.h5, &join("layers", &name))?;
                 layers.insert(name, m.matrix);
@@ -111,6 +132,43 @@ impl Reader<'_> {
         Ok(adata)
     }
 
+    /// The matrix at `path`, or an empty CSR matrix of its stored shape when matrices are not
+    /// read.
+    fn matrix(&self, path: &str) -> Result<StoredMatrix, DataError> {
+        if self.matrices {
+            return read_matrix(self.h5, path);
+        }
+        let node = self.h5.node(path)?.ok_or_else(|| {
+            DataError::missing(
+                &self.h5.path,
+                format!("HDF5 element \"{path}\""),
+                vec![],
+                "re-create the file with anndata",
+            )
+        })?;
+        let encoding = node.encoding();
+        let shape = match &node {
+            Node::Dataset(ds) => Some(ds.shape().iter().map(|&d| d as i64).collect()),
+            Node::Group(_) => node
+                .attr("shape")
+                .or_else(|| node.attr("h5sparse_shape"))
+                .and_then(|a| attr_i64s(&a)),
+        }
+        .filter(|s: &Vec<i64>| s.len() == 2 && s.iter().all(|&d| d >= 0))
+        .ok_or_else(|| {
+            self.h5.bad(
+                path,
+                "matrix without a valid 2-d shape",
+                "re-create the file with anndata",
+            )
+        })?;
+        Ok(StoredMatrix {
+            matrix: Matrix::Csr(CsrMatrix::zeros(shape[0] as usize, shape[1] as usize)),
+            encoding: encoding.unwrap_or_else(|| "array".into()),
+            dtype: "not read".into(),
+        })
+    }
+
     fn skip(&mut self, path: &str, what: impl std::fmt::Display) {
         self.skipped.push(format!("{path} ({what})"));
     }
@@ -121,7 +179,7 @@ impl Reader<'_> {
             self.skip("raw", "no raw/X");
             return Ok(None);
         }
-        let x = read_matrix(self.h5, "raw/X")?.matrix;
+        let x = self.matrix("raw/X")?.matrix;
         let var = if children.iter().any(|c| c == "var") {
             self.read_dataframe("raw/var")?
         } else {

@@ -25,7 +25,7 @@ pub use anndata::{AnnData, MatrixSource, ObsmEntry, Raw, StorageInfo, UnsValue};
 pub use delimited::read_delimited;
 pub use error::DataError;
 pub use frame::{Column, DataFrame};
-pub use h5ad_read::read_h5ad;
+pub use h5ad_read::{read_h5ad, read_h5ad_annotations};
 pub use h5ad_write::{write_h5ad, write_h5ad_with, H5adWriteOptions};
 pub use inspect::{summarize, value_kind, ValueKind};
 pub use matrix::{CsrMatrix, Matrix};

@@ -42,43 +42,74 @@ pub enum HvgFlavor {
     SeuratV3,
 }
 
-/// Per-gene mean and sample variance (ddof = 1) of `f(x)` over all cells, where `f(0) = 0`.
-fn gene_moments(m: &Matrix, f: impl Fn(f32) -> f64) -> (Vec<f64>, Vec<f64>) {
-    let (n, g) = m.shape();
-    let mut s = vec![0f64; g];
-    let mut s2 = vec![0f64; g];
-    match m {
-        Matrix::Dense { data, .. } => {
-            for row in data.chunks(g.max(1)) {
-                for (j, &v) in row.iter().enumerate() {
+/// Per-gene running sums of `f(x)` and `f(x)²` over cells, accumulated chunk by chunk (rows in
+/// order), so that a matrix streamed in row chunks gives the same moments as the whole matrix.
+#[derive(Debug, Clone)]
+pub struct GeneMoments {
+    cells: usize,
+    sum: Vec<f64>,
+    sum_sq: Vec<f64>,
+}
+
+impl GeneMoments {
+    /// Empty sums over `genes` genes.
+    pub fn new(genes: usize) -> Self {
+        GeneMoments {
+            cells: 0,
+            sum: vec![0.0; genes],
+            sum_sq: vec![0.0; genes],
+        }
+    }
+
+    /// Adds the rows of `m` (same number of columns), transformed by `f` with `f(0) = 0`.
+    pub fn add(&mut self, m: &Matrix, f: impl Fn(f32) -> f64) {
+        let (n, g) = m.shape();
+        self.cells += n;
+        let (s, s2) = (&mut self.sum, &mut self.sum_sq);
+        match m {
+            Matrix::Dense { data, .. } => {
+                for row in data.chunks(g.max(1)) {
+                    for (j, &v) in row.iter().enumerate() {
+                        let x = f(v);
+                        s[j] += x;
+                        s2[j] += x * x;
+                    }
+                }
+            }
+            Matrix::Csr(c) => {
+                for (&j, &v) in c.indices.iter().zip(&c.data) {
                     let x = f(v);
-                    s[j] += x;
-                    s2[j] += x * x;
+                    s[j as usize] += x;
+                    s2[j as usize] += x * x;
                 }
             }
         }
-        Matrix::Csr(c) => {
-            for (&j, &v) in c.indices.iter().zip(&c.data) {
-                let x = f(v);
-                s[j as usize] += x;
-                s2[j as usize] += x * x;
-            }
-        }
     }
-    let nf = n as f64;
-    let mean: Vec<f64> = s.iter().map(|x| x / nf.max(1.0)).collect();
-    let var = s2
-        .iter()
-        .zip(&mean)
-        .map(|(q, mu)| {
-            if n > 1 {
-                ((q - nf * mu * mu) / (nf - 1.0)).max(0.0)
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    (mean, var)
+
+    /// Cells added so far.
+    pub fn cells(&self) -> usize {
+        self.cells
+    }
+
+    /// Per-gene mean and sample variance (ddof = 1; 0 for fewer than two cells).
+    pub fn mean_var(&self) -> (Vec<f64>, Vec<f64>) {
+        let n = self.cells;
+        let nf = n as f64;
+        let mean: Vec<f64> = self.sum.iter().map(|x| x / nf.max(1.0)).collect();
+        let var = self
+            .sum_sq
+            .iter()
+            .zip(&mean)
+            .map(|(q, mu)| {
+                if n > 1 {
+                    ((q - nf * mu * mu) / (nf - 1.0)).max(0.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        (mean, var)
+    }
 }
 
 /// The `n_top` most variable genes, as sorted column indices (all genes if `n_top` ≥ the
@@ -92,7 +123,12 @@ pub fn highly_variable_genes(m: &Matrix, n_top: usize, flavor: HvgFlavor) -> Vec
         HvgFlavor::Seurat => seurat_scores(m),
         HvgFlavor::SeuratV3 => seurat_v3_scores(m),
     };
-    let mut order: Vec<usize> = (0..g).collect();
+    top_scores(&score, n_top)
+}
+
+/// The `n_top` highest `score`s' indices, sorted; NaN scores rank last, ties by index.
+pub fn top_scores(score: &[f64], n_top: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..score.len()).collect();
     order.sort_by(|&a, &b| {
         let (x, y) = (score[a], score[b]);
         match (x.is_nan(), y.is_nan()) {
@@ -110,7 +146,14 @@ pub fn highly_variable_genes(m: &Matrix, n_top: usize, flavor: HvgFlavor) -> Vec
 /// Normalized dispersion per gene (scanpy `seurat` flavor); NaN for genes with zero mean
 /// or zero dispersion.
 pub fn seurat_scores(m: &Matrix) -> Vec<f64> {
-    let (mean, var) = gene_moments(m, |v| f64::from(v).exp_m1());
+    let mut moments = GeneMoments::new(m.shape().1);
+    moments.add(m, |v| f64::from(v).exp_m1());
+    seurat_scores_from(&moments)
+}
+
+/// [`seurat_scores`] from the moments of `expm1(x)` of the log-normalized values.
+pub fn seurat_scores_from(expm1_moments: &GeneMoments) -> Vec<f64> {
+    let (mean, var) = expm1_moments.mean_var();
     let g = mean.len();
     let mut disp = vec![f64::NAN; g];
     let mut logmean = vec![0f64; g];
@@ -170,50 +213,91 @@ pub fn seurat_scores(m: &Matrix) -> Vec<f64> {
 /// Standardized clipped variance per gene (scanpy `seurat_v3` flavor, single batch); NaN
 /// for constant genes.
 pub fn seurat_v3_scores(m: &Matrix) -> Vec<f64> {
-    let (n, g) = m.shape();
-    let (mean, var) = gene_moments(m, f64::from);
-    let fit_idx: Vec<usize> = (0..g).filter(|&j| var[j] > 0.0).collect();
-    let xs: Vec<f64> = fit_idx.iter().map(|&j| mean[j].log10()).collect();
-    let ys: Vec<f64> = fit_idx.iter().map(|&j| var[j].log10()).collect();
-    let fitted = loess(&xs, &ys, 0.3);
-    let mut reg_sd = vec![f64::NAN; g];
-    for (k, &j) in fit_idx.iter().enumerate() {
-        reg_sd[j] = 10f64.powf(fitted[k]).sqrt();
+    let mut moments = GeneMoments::new(m.shape().1);
+    moments.add(m, f64::from);
+    let mut clipped = SeuratV3Clipped::new(&moments);
+    clipped.add(m);
+    clipped.scores()
+}
+
+/// The second pass of [`seurat_v3_scores`] over the counts, chunk by chunk: sums of the values
+/// clipped at `mean + sqrt(n_cells) * fitted sd`, with the fit from the first pass's moments.
+#[derive(Debug, Clone)]
+pub struct SeuratV3Clipped {
+    cells: usize,
+    mean: Vec<f64>,
+    reg_sd: Vec<f64>,
+    clip: Vec<f64>,
+    sum: Vec<f64>,
+    sum_sq: Vec<f64>,
+}
+
+impl SeuratV3Clipped {
+    /// Fits the mean–variance trend (loess, span 0.3) on the counts' `moments`.
+    pub fn new(moments: &GeneMoments) -> Self {
+        let n = moments.cells();
+        let (mean, var) = moments.mean_var();
+        let g = mean.len();
+        let fit_idx: Vec<usize> = (0..g).filter(|&j| var[j] > 0.0).collect();
+        let xs: Vec<f64> = fit_idx.iter().map(|&j| mean[j].log10()).collect();
+        let ys: Vec<f64> = fit_idx.iter().map(|&j| var[j].log10()).collect();
+        let fitted = loess(&xs, &ys, 0.3);
+        let mut reg_sd = vec![f64::NAN; g];
+        for (k, &j) in fit_idx.iter().enumerate() {
+            reg_sd[j] = 10f64.powf(fitted[k]).sqrt();
+        }
+        let nf = n as f64;
+        let clip: Vec<f64> = (0..g).map(|j| mean[j] + reg_sd[j] * nf.sqrt()).collect();
+        SeuratV3Clipped {
+            cells: n,
+            mean,
+            reg_sd,
+            clip,
+            sum: vec![0.0; g],
+            sum_sq: vec![0.0; g],
+        }
     }
-    let nf = n as f64;
-    let clip: Vec<f64> = (0..g).map(|j| mean[j] + reg_sd[j] * nf.sqrt()).collect();
-    // Sums of clipped values and squares over the stored entries (zeros contribute 0).
-    let mut s = vec![0f64; g];
-    let mut s2 = vec![0f64; g];
-    let mut add = |j: usize, v: f32| {
-        let x = f64::from(v).min(clip[j]);
-        s[j] += x;
-        s2[j] += x * x;
-    };
-    match m {
-        Matrix::Dense { data, .. } => {
-            for row in data.chunks(g.max(1)) {
-                for (j, &v) in row.iter().enumerate() {
-                    add(j, v);
+
+    /// Adds the clipped values of the count rows in `m` (zeros contribute 0).
+    pub fn add(&mut self, m: &Matrix) {
+        let g = m.shape().1;
+        let (clip, s, s2) = (&self.clip, &mut self.sum, &mut self.sum_sq);
+        let mut add = |j: usize, v: f32| {
+            let x = f64::from(v).min(clip[j]);
+            s[j] += x;
+            s2[j] += x * x;
+        };
+        match m {
+            Matrix::Dense { data, .. } => {
+                for row in data.chunks(g.max(1)) {
+                    for (j, &v) in row.iter().enumerate() {
+                        add(j, v);
+                    }
+                }
+            }
+            Matrix::Csr(c) => {
+                for (&j, &v) in c.indices.iter().zip(&c.data) {
+                    add(j as usize, v);
                 }
             }
         }
-        Matrix::Csr(c) => {
-            for (&j, &v) in c.indices.iter().zip(&c.data) {
-                add(j as usize, v);
-            }
-        }
     }
-    (0..g)
-        .map(|j| {
-            let sd = reg_sd[j];
-            if !(sd.is_finite() && sd > 0.0) || n < 2 {
-                return f64::NAN;
-            }
-            let mu = mean[j];
-            (nf * mu * mu + s2[j] - 2.0 * mu * s[j]) / ((nf - 1.0) * sd * sd)
-        })
-        .collect()
+
+    /// The standardized clipped variance per gene (NaN for constant genes).
+    pub fn scores(&self) -> Vec<f64> {
+        let n = self.cells;
+        let nf = n as f64;
+        (0..self.mean.len())
+            .map(|j| {
+                let sd = self.reg_sd[j];
+                if !(sd.is_finite() && sd > 0.0) || n < 2 {
+                    return f64::NAN;
+                }
+                let mu = self.mean[j];
+                (nf * mu * mu + self.sum_sq[j] - 2.0 * mu * self.sum[j]) / ((nf - 1.0) * sd * sd)
+            })
+            .collect()
+    }
 }
 
 /// Local quadratic regression (loess, tricube weights, `span` fraction of points as
@@ -354,16 +438,20 @@ pub fn require_counts(
 /// # Errors
 /// [`DataError::Invalid`] giving the count of bad values.
 pub fn require_finite(m: &Matrix, file: &Path, source: &str) -> Result<(), DataError> {
-    let bad = m.count_non_finite();
-    if bad == 0 {
-        return Ok(());
+    match m.count_non_finite() {
+        0 => Ok(()),
+        bad => Err(non_finite_error(bad, file, source)),
     }
-    Err(DataError::invalid(
+}
+
+/// The error for `count` NaN/infinite values in the matrix `source` of `file`.
+pub fn non_finite_error(count: usize, file: &Path, source: &str) -> DataError {
+    DataError::invalid(
         file,
         source,
-        format!("contains {bad} NaN/infinite values"),
+        format!("contains {count} NaN/infinite values"),
         "remove or impute them before training (e.g. in Python `adata.X = np.nan_to_num(adata.X)`)",
-    ))
+    )
 }
 
 #[cfg(test)]

@@ -50,13 +50,23 @@ impl CsrRowChunks {
     /// As [`crate::data::read_h5ad`] for unreadable files; [`DataError::Missing`] when the
     /// element is absent; [`DataError::UnsupportedEncoding`] for CSC or other encodings.
     pub fn open(path: &Path, source: &MatrixSource, chunk_rows: usize) -> Result<Self, DataError> {
-        let h5 = H5::open(path)?;
         let element = match source {
             MatrixSource::X => "X".to_string(),
             MatrixSource::Raw => "raw/X".to_string(),
             MatrixSource::Layer(name) => format!("layers/{name}"),
             MatrixSource::Obsm(key) => format!("obsm/{key}"),
         };
+        Self::open_element(path, &element, chunk_rows)
+    }
+
+    /// [`CsrRowChunks::open`] for the HDF5 element path `element` (`"X"`, `"raw/X"`,
+    /// `"layers/counts"`, …).
+    ///
+    /// # Errors
+    /// As [`CsrRowChunks::open`].
+    pub fn open_element(path: &Path, element: &str, chunk_rows: usize) -> Result<Self, DataError> {
+        let h5 = H5::open(path)?;
+        let element = element.to_string();
         let fix = "re-create the file with anndata";
         let node = h5.node(&element)?.ok_or_else(|| {
             DataError::missing(
@@ -128,6 +138,14 @@ impl CsrRowChunks {
             chunk_rows: chunk_rows.max(1),
             next: 0,
         })
+    }
+
+    /// The element's anndata encoding: `"csr_matrix"` or `"array"`.
+    pub fn encoding(&self) -> &'static str {
+        match self.layout {
+            Layout::Csr { .. } => "csr_matrix",
+            Layout::Dense(_) => "array",
+        }
     }
 
     /// `(rows, cols)` of the whole matrix.
