@@ -63,6 +63,39 @@ pub struct DataConfig {
     /// reference of the held-out-condition protocol of `latentlab run`. Default none.
     #[serde(default)]
     pub hold_out: Option<HoldOutConfig>,
+    /// Stream the matrix from disk in row chunks instead of loading it (`.h5ad` with a CSR or
+    /// dense `X`/layer/`raw`): memory stays bounded by the chunk size, not the number of cells.
+    /// Default off (the whole matrix is loaded).
+    #[serde(default)]
+    pub streaming: Option<StreamingConfig>,
+}
+
+/// `[data.streaming]`: training from row chunks read from disk.
+///
+/// Preprocessing is fitted in one or two passes over the chunks (HVG statistics, counts
+/// detection); training minibatches come from shuffle windows of `shuffle_chunks` chunks in a
+/// new random chunk order every epoch; stage 2's latents are encoded chunk by chunk. The
+/// validation cells held in memory are a seeded random subset of at most
+/// `max_validation_cells` of the validation split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// Rows read per chunk. Default 4096.
+    pub chunk_cells: usize,
+    /// Chunks shuffled together into one window of minibatches. Default 8.
+    pub shuffle_chunks: usize,
+    /// Validation cells kept in memory (for validation losses and the report). Default 10000.
+    pub max_validation_cells: usize,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            chunk_cells: 4096,
+            shuffle_chunks: 8,
+            max_validation_cells: 10_000,
+        }
+    }
 }
 
 /// `[data.hold_out]`: the cells whose obs `key` has one of `values` are never trained on.
@@ -335,6 +368,18 @@ impl ExperimentConfig {
                 "a value in (0, 1)",
                 self.data.validation_fraction.to_string(),
             ));
+        }
+        if let Some(st) = &self.data.streaming {
+            if st.chunk_cells == 0 || st.shuffle_chunks == 0 || st.max_validation_cells == 0 {
+                return Err(bad(
+                    "data.streaming.chunk_cells/shuffle_chunks/max_validation_cells",
+                    "> 0",
+                    format!(
+                        "{}/{}/{}",
+                        st.chunk_cells, st.shuffle_chunks, st.max_validation_cells
+                    ),
+                ));
+            }
         }
         if self.sample.guidance < 0.0 || self.sample.chunk_size == 0 {
             return Err(bad(

@@ -11,8 +11,8 @@ use crate::data::{
 };
 use crate::experiment::PreparedData;
 use crate::modality::fit_condition;
-use crate::preparation::{require_cells, Preparation};
 use crate::plugin::{ConditionColumn, ConditionKind, ConditionTable, ExpressionBatch, InputKind};
+use crate::preparation::{require_cells, Preparation};
 use crate::rng::derive_seed;
 use crate::{LatentError, Result};
 
@@ -203,6 +203,53 @@ pub fn load(config: &ExperimentConfig) -> Result<LoadedData> {
     let adata = read(&path)?;
     let (matrix, genes, input_kind, library_size) =
         select_matrix(&adata, &config.data.matrix, &config.data.preprocess, &path)?;
+    let annotations = annotate(config, &adata, &path)?;
+    let prepared = PreparedData {
+        expression: ExpressionBatch {
+            x: matrix.to_dense(),
+            n: adata.n_obs(),
+            library_size,
+        },
+        gene_names: genes,
+        conditions: annotations.conditions,
+        input_kind,
+        train_rows: annotations.train_rows,
+        validation_rows: annotations.validation_rows,
+    };
+    Ok(LoadedData {
+        prepared,
+        cell_names: adata.cell_names().to_vec(),
+        label_key: annotations.label_key,
+        labels: annotations.labels,
+        path,
+        held_out_rows: annotations.held_out_rows,
+    })
+}
+
+/// What the obs annotations give a run: labels, the split, held-out cells and conditions.
+#[derive(Debug, Clone)]
+pub struct Annotations {
+    /// The label column used for stratification and per-label reports, if any.
+    pub label_key: Option<String>,
+    /// Per-cell label strings for `label_key`.
+    pub labels: Option<Vec<String>>,
+    /// Training rows.
+    pub train_rows: Vec<usize>,
+    /// Validation rows.
+    pub validation_rows: Vec<usize>,
+    /// Rows excluded by `data.hold_out`.
+    pub held_out_rows: Vec<usize>,
+    /// Conditions of every cell for every source the conditioner declares.
+    pub conditions: ConditionTable,
+}
+
+/// Labels, the stratified split (minus `data.hold_out`) and the conditions of `adata`'s cells.
+///
+/// # Errors
+/// Missing obs keys, missing values, no training cells left.
+pub fn annotate(config: &ExperimentConfig, adata: &AnnData, path: &Path) -> Result<Annotations> {
+    let path = path.to_path_buf();
+    let n = adata.n_obs();
     let sources = config
         .conditioner
         .as_ref()
@@ -229,16 +276,15 @@ pub fn load(config: &ExperimentConfig) -> Result<LoadedData> {
                 .collect();
             (Some(strings), codes)
         }
-        None => (None, vec![0; adata.n_obs()]),
+        None => (None, vec![0; n]),
     };
     let (train_rows, validation_rows) = stratified_split(
         &codes,
         config.data.validation_fraction,
         derive_seed(config.seed, "split"),
     );
-    let (n, _) = matrix.shape();
     let held_out_rows = match &config.data.hold_out {
-        Some(h) => rows_matching(&adata, &h.key, &h.values, &path)?,
+        Some(h) => rows_matching(adata, &h.key, &h.values, &path)?,
         None => Vec::new(),
     };
     let (train_rows, validation_rows) = if held_out_rows.is_empty() {
@@ -258,37 +304,25 @@ pub fn load(config: &ExperimentConfig) -> Result<LoadedData> {
             path.display()
         )));
     }
-    let mut table = ConditionTable::default();
+    let mut conditions = ConditionTable::default();
     for (key, kind) in &sources {
         let column = match kind {
             ConditionKind::Modality(source) => {
-                let (column, encoder) = fit_condition(&adata, source, &train_rows, &path)?;
-                table.encoders.insert(key.clone(), encoder);
+                let (column, encoder) = fit_condition(adata, source, &train_rows, &path)?;
+                conditions.encoders.insert(key.clone(), encoder);
                 column
             }
-            kind => condition_column(&adata, key, kind, &path)?,
+            kind => condition_column(adata, key, kind, &path)?,
         };
-        table.columns.insert(key.clone(), column);
+        conditions.columns.insert(key.clone(), column);
     }
-    let prepared = PreparedData {
-        expression: ExpressionBatch {
-            x: matrix.to_dense(),
-            n,
-            library_size,
-        },
-        gene_names: genes,
-        conditions: table,
-        input_kind,
-        train_rows,
-        validation_rows,
-    };
-    Ok(LoadedData {
-        prepared,
-        cell_names: adata.cell_names().to_vec(),
+    Ok(Annotations {
         label_key,
         labels,
-        path,
+        train_rows,
+        validation_rows,
         held_out_rows,
+        conditions,
     })
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::cells::TrainingCells;
 use crate::config::ExperimentConfig;
 use crate::device::Dev;
 use crate::joint::{check_supported, train_jointly_with, JointData, JointModels};
@@ -177,26 +178,73 @@ pub fn fit_with(
     progress: &mut dyn Progress,
     checkpoints: &mut dyn Checkpoints,
 ) -> Result<Vec<CurvePoint>> {
-    if data.train_rows.is_empty() {
-        return Err(LatentError::Data("no training cells after the split; provide more cells or lower data.validation_fraction".into()));
-    }
     let train = data.expression.select(&data.train_rows);
     let validation = data.expression.select(&data.validation_rows);
+    let train_conditions = data.conditions.select(&data.train_rows);
+    let validation_conditions = data.conditions.select(&data.validation_rows);
+    fit_cells(
+        config,
+        &FitData {
+            train: &train,
+            validation: &validation,
+            train_conditions: &train_conditions,
+            validation_conditions: &validation_conditions,
+            n_genes: data.gene_names.len(),
+            input_kind: data.input_kind,
+        },
+        models,
+        progress,
+        checkpoints,
+    )
+}
+
+/// The cells both stages train and validate on: the training cells from any source (in memory
+/// or streamed), the validation cells in memory, and their conditions (row-aligned).
+pub struct FitData<'a> {
+    /// Training cells.
+    pub train: &'a dyn TrainingCells,
+    /// Validation cells.
+    pub validation: &'a ExpressionBatch,
+    /// Conditions of the training cells, in training order.
+    pub train_conditions: &'a ConditionTable,
+    /// Conditions of the validation cells.
+    pub validation_conditions: &'a ConditionTable,
+    /// Genes per cell.
+    pub n_genes: usize,
+    /// What the expression values are.
+    pub input_kind: InputKind,
+}
+
+/// [`fit_with`] on cells from any [`TrainingCells`] source: stage 1 → encode every training
+/// cell → standardize the latents → stage 2 → optional joint fine-tuning.
+///
+/// # Errors
+/// As [`fit_with`]; read errors of a streamed source.
+pub fn fit_cells(
+    config: &ExperimentConfig,
+    data: &FitData<'_>,
+    models: &mut Models,
+    progress: &mut dyn Progress,
+    checkpoints: &mut dyn Checkpoints,
+) -> Result<Vec<CurvePoint>> {
+    if data.train.is_empty() {
+        return Err(LatentError::Data("no training cells after the split; provide more cells or lower data.validation_fraction".into()));
+    }
     if config.train.joint_steps > 0 {
         // On a throwaway copy with its own device, so the check draws nothing from the streams
         // (dropout masks) that train the stages: runs with and without a joint phase share them.
         let mut copy = config.autoencoder.build(&AutoencoderContext {
-            n_genes: data.gene_names.len(),
+            n_genes: data.n_genes,
             input: data.input_kind,
             seed: 0,
             dev: crate::device::device(0)?,
         })?;
-        check_supported(copy.as_mut(), models.sampler.as_ref(), &train)?;
+        check_supported(copy.as_mut(), models.sampler.as_ref(), &data.train.head(2)?)?;
     }
     let mut curves = train_autoencoder_with(
         models.autoencoder.as_mut(),
-        &train,
-        &validation,
+        data.train,
+        data.validation,
         &config.train,
         derive_seed(config.seed, "stage1"),
         progress,
@@ -204,32 +252,23 @@ pub fn fit_with(
     )?;
 
     let dim = models.autoencoder.latent_dim();
-    let mut z_train = encode_rows(
-        models.autoencoder.as_ref(),
-        &data.expression,
-        &data.train_rows,
-        1024,
-    )?;
-    let mut z_val = encode_rows(
-        models.autoencoder.as_ref(),
-        &data.expression,
-        &data.validation_rows,
-        1024,
-    )?;
-    models.stats = LatentStats::fit(&z_train, data.train_rows.len(), dim);
+    let mut z_train = data.train.encode(models.autoencoder.as_ref())?;
+    let mut z_val = data.validation.encode(models.autoencoder.as_ref())?;
+    let n_train = data.train.len();
+    models.stats = LatentStats::fit(&z_train, n_train, dim);
     models.stats.standardize(&mut z_train);
     models.stats.standardize(&mut z_val);
     let train_latents = LatentData {
         z: z_train,
-        n: data.train_rows.len(),
+        n: n_train,
         dim,
-        conditions: data.conditions.select(&data.train_rows),
+        conditions: data.train_conditions.clone(),
     };
     let val_latents = LatentData {
         z: z_val,
-        n: data.validation_rows.len(),
+        n: data.validation.n,
         dim,
-        conditions: data.conditions.select(&data.validation_rows),
+        conditions: data.validation_conditions.clone(),
     };
     let drop_prob = config.conditioner.as_ref().map_or(0.0, |c| c.drop_prob());
     let mut stage = Stage2 {
@@ -248,8 +287,7 @@ pub fn fit_with(
         checkpoints,
     )?;
     curves.extend(stage2_curves);
-    let (train_conditions, validation_conditions) =
-        (train_latents.conditions, val_latents.conditions);
+    drop((train_latents, val_latents));
     curves.extend(train_jointly_with(
         &mut JointModels {
             autoencoder: models.autoencoder.as_mut(),
@@ -259,12 +297,12 @@ pub fn fit_with(
         &models.stats,
         (
             JointData {
-                cells: &train,
-                conditions: &train_conditions,
+                cells: data.train,
+                conditions: data.train_conditions,
             },
             JointData {
-                cells: &validation,
-                conditions: &validation_conditions,
+                cells: data.validation,
+                conditions: data.validation_conditions,
             },
         ),
         drop_prob,

@@ -18,6 +18,7 @@ use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::Rng;
 
+use crate::cells::{CellBatch, TrainingCells};
 use crate::checkpoint::{collect, TensorMap};
 use crate::config::TrainConfig;
 use crate::device::{tensor2, Dev, Scalar, Tensor2, TrainTape};
@@ -31,8 +32,8 @@ use crate::plugin::{
 use crate::rng::fill_normal;
 use crate::train::{
     adversary_steps, at_step, autoencoder_validation_loss, denoiser_validation_loss, due,
-    restore_params, should_validate, stage_stream, Checkpoints, CurvePoint, LatentData,
-    Minibatches, Progress, Stage2, StageState,
+    restore_params, should_validate, stage_stream, Checkpoints, CurvePoint, LatentData, Progress,
+    Stage2, StageState,
 };
 use crate::{LatentError, Result};
 
@@ -59,14 +60,21 @@ impl Parameters for JointModels<'_> {
     }
 }
 
-/// Cells of one split with their conditions (row-aligned).
-#[derive(Clone, Copy)]
-pub struct JointData<'a> {
+/// Cells of one split with their conditions (row-aligned): the training cells as any
+/// [`TrainingCells`] source, the validation cells in memory.
+pub struct JointData<'a, C: ?Sized = ExpressionBatch> {
     /// Expression as the autoencoder consumes it.
-    pub cells: &'a ExpressionBatch,
+    pub cells: &'a C,
     /// Conditions of the same rows.
     pub conditions: &'a ConditionTable,
 }
+
+impl<C: ?Sized> Clone for JointData<'_, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<C: ?Sized> Copy for JointData<'_, C> {}
 
 /// A training pair written as an affine function of the clean latent: `noisy = noisy_scale ⊙ z₀
 /// + noisy_offset`, `target = target_scale ⊙ z₀ + target_offset` (all `(n, dim)` row-major).
@@ -319,7 +327,7 @@ pub fn train_jointly_with(
     models: &mut JointModels<'_>,
     sampler: &dyn LatentSampler,
     stats: &LatentStats,
-    (train, validation): (JointData<'_>, JointData<'_>),
+    (train, validation): (JointData<'_, dyn TrainingCells + '_>, JointData<'_>),
     drop_prob: f32,
     (cfg, seed): (&TrainConfig, u64),
     dev: &Dev,
@@ -340,11 +348,9 @@ pub fn train_jointly_with(
     let Some(start) = state.start else {
         return Ok(state.curves);
     };
-    let mut batches = Minibatches::new(
-        train.cells.n,
-        cfg.batch_size,
-        stage_stream(seed, "joint.batches", start),
-    );
+    let mut batches = train
+        .cells
+        .batches(cfg.batch_size, stage_stream(seed, "joint.batches", start))?;
     let mut rng = stage_stream(seed, "joint.noise", start);
     let mut adversary_noise = stage_stream(seed, "joint.adversary", start);
     let mut stopped_at = total;
@@ -355,8 +361,7 @@ pub fn train_jointly_with(
         value,
     };
     for step in start..total {
-        let rows = batches.next_batch();
-        let batch = train.cells.select(&rows);
+        let CellBatch { rows, cells: batch } = batches.next_batch()?;
         let settings = JointLossSettings {
             autoencoder_step: cfg.autoencoder_steps + step,
             denoiser_weight: cfg.joint_denoiser_weight,

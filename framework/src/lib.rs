@@ -4,6 +4,7 @@
 //! Plugins (in `latentlab-plugins`) implement the traits in [`plugin`] and register themselves
 //! with [`register_plugin!`]; everything is chosen by name in one experiment config.
 
+pub mod cells;
 pub mod checkpoint;
 pub mod config;
 pub mod counterfactual;
@@ -35,6 +36,7 @@ pub mod run;
 pub mod run_evaluation;
 pub mod sampling;
 pub mod schedules;
+pub mod streaming;
 pub mod testing;
 pub mod train;
 pub mod train_run;

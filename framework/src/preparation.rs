@@ -34,8 +34,7 @@ pub struct Preparation {
 
 /// Visits the source matrix as row chunks, in row order: called once per pass over the data
 /// with the function each chunk is given to.
-pub type ChunkPasses<'a> =
-    dyn FnMut(&mut dyn FnMut(&Matrix) -> Result<()>) -> Result<()> + 'a;
+pub type ChunkPasses<'a> = dyn FnMut(&mut dyn FnMut(&Matrix) -> Result<()>) -> Result<()> + 'a;
 
 impl Preparation {
     /// Fits `pre` on a source matrix whose columns are `source_genes`, reading it through
@@ -58,9 +57,7 @@ impl Preparation {
             None => None,
         };
         let width = subset.as_ref().map_or(source_genes.len(), Vec::len);
-        let wants_variable = pre
-            .highly_variable_genes
-            .is_some_and(|n_top| n_top < width);
+        let wants_variable = pre.highly_variable_genes.is_some_and(|n_top| n_top < width);
         let mut non_finite = 0usize;
         let mut counts = true;
         let mut raw = GeneMoments::new(width);
@@ -292,6 +289,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("t.h5ad: X: contains 2 NaN/infinite values"), "{e}");
+        assert!(
+            e.contains("t.h5ad: X: contains 2 NaN/infinite values"),
+            "{e}"
+        );
     }
 }

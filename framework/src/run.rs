@@ -73,6 +73,27 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// SHA-256 (hex) of a file's bytes, read in blocks (a folder or unreadable path hashes as
+/// empty, so a 10x folder's runs compare equal across re-runs).
+pub fn file_sha256(path: &std::path::Path) -> String {
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    if let Some(mut f) = std::fs::File::open(path).ok().filter(|_| path.is_file()) {
+        let mut block = vec![0u8; 1 << 20];
+        while let Ok(n) = f.read(&mut block) {
+            if n == 0 {
+                break;
+            }
+            hasher.update(&block[..n]);
+        }
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// SHA-256 of a gene list.
 pub fn genes_digest(genes: &[String]) -> String {
     sha256_hex(genes.join("\n").as_bytes())

@@ -5,6 +5,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::BTreeMap;
 
+use crate::cells::TrainingCells;
 use crate::checkpoint::{collect, restore, TensorMap};
 use crate::config::TrainConfig;
 use crate::device::{tensor2, Dev, Scalar, TrainTape};
@@ -268,7 +269,7 @@ impl EarlyStopping {
 /// Non-finite losses (with the step), shape errors.
 pub fn train_autoencoder(
     model: &mut dyn Autoencoder,
-    train: &ExpressionBatch,
+    train: &dyn TrainingCells,
     validation: &ExpressionBatch,
     cfg: &TrainConfig,
     seed: u64,
@@ -300,7 +301,7 @@ fn autoencoder_params(model: &mut dyn Autoencoder) -> TensorMap {
 /// As [`train_autoencoder`]; snapshot I/O errors.
 pub fn train_autoencoder_with(
     model: &mut dyn Autoencoder,
-    train: &ExpressionBatch,
+    train: &dyn TrainingCells,
     validation: &ExpressionBatch,
     cfg: &TrainConfig,
     seed: u64,
@@ -317,11 +318,10 @@ pub fn train_autoencoder_with(
     let Some(start) = state.start else {
         return Ok(state.curves);
     };
-    let mut batches = Minibatches::new(
-        train.n,
+    let mut batches = train.batches(
         cfg.batch_size,
         stage_stream(seed, "autoencoder.batches", start),
-    );
+    )?;
     // The adversary (if any) has its own optimizer state and noise stream, so models without one
     // train exactly as before.
     let mut noise = stage_stream(seed, "autoencoder.noise", start);
@@ -329,7 +329,7 @@ pub fn train_autoencoder_with(
     let total = cfg.autoencoder_steps;
     let mut stopped_at = total;
     for step in start..total {
-        let batch = train.select(&batches.next_batch());
+        let batch = batches.next_batch()?.cells;
         let loss = model.loss(&batch, step, &mut noise)?;
         let (value, mut grads) = NamedGradients::backward(loss.total, &*model, "autoencoder")
             .map_err(|e| at_step(e, "autoencoder", step))?;

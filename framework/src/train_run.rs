@@ -1,17 +1,22 @@
 //! `latentlab train`: data → both stages → run directory.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::cells::TrainingCells;
 use crate::config::ExperimentConfig;
 use crate::dataset;
+use crate::dataset::Annotations;
 use crate::device::device;
-use crate::experiment::{build_models, condition_summaries, fit_with, reconstruction_quality};
-use crate::plugin::InputKind;
+use crate::experiment::{
+    build_models, condition_summaries, fit_cells, reconstruction_quality, FitData,
+};
+use crate::plugin::{ConditionTable, ExpressionBatch, InputKind};
 use crate::resume::ResumeDir;
 use crate::rng::derive_seed;
-use crate::run::{genes_digest, save, sha256_hex, Manifest, RunContents, Split};
+use crate::run::{file_sha256, genes_digest, save, Manifest, RunContents, Split};
+use crate::streaming::{load_streamed, StreamedCells};
 use crate::train::{autoencoder_validation_terms, curves_csv, Progress};
 use crate::{LatentError, Result};
 
@@ -49,14 +54,17 @@ pub fn train_run_with(
         });
     }
     let start = Instant::now();
-    let loaded = dataset::load(config)?;
-    let p = &loaded.prepared;
+    let data = TrainingData::load(config)?;
     let dev = device(derive_seed(config.seed, "device"))?;
-    let train_table = p.conditions.select(&p.train_rows);
-    let mut models = build_models(config, p.gene_names.len(), p.input_kind, &train_table, &dev)?;
+    let mut models = build_models(
+        config,
+        data.gene_names.len(),
+        data.input_kind,
+        &data.train_conditions,
+        &dev,
+    )?;
     let load_s = start.elapsed().as_secs_f64();
-    let file_bytes = std::fs::read(&loaded.path).unwrap_or_default();
-    let data_sha256 = sha256_hex(&file_bytes);
+    let data_sha256 = file_sha256(&data.path);
     let mut snapshots = ResumeDir::open(
         out,
         config,
@@ -65,7 +73,15 @@ pub fn train_run_with(
         resume,
     )?;
     let t = Instant::now();
-    let curves = match fit_with(config, p, &mut models, progress, &mut snapshots) {
+    let fit_data = FitData {
+        train: data.train(),
+        validation: &data.validation,
+        train_conditions: &data.train_conditions,
+        validation_conditions: &data.validation_conditions,
+        n_genes: data.gene_names.len(),
+        input_kind: data.input_kind,
+    };
+    let curves = match fit_cells(config, &fit_data, &mut models, progress, &mut snapshots) {
         Ok(curves) => curves,
         Err(e) => {
             snapshots.remove()?;
@@ -77,17 +93,16 @@ pub fn train_run_with(
     for c in &curves {
         final_losses.insert(format!("{}.{}", c.stage, c.name), c.value);
     }
-    let mut reconstruction = reconstruction_quality(
-        models.autoencoder.as_ref(),
-        &p.expression,
-        &p.validation_rows,
-    )?;
-    if !p.validation_rows.is_empty() && config.train.autoencoder_steps > 0 {
+    let validation = &data.validation;
+    let all_validation: Vec<usize> = (0..validation.n).collect();
+    let mut reconstruction =
+        reconstruction_quality(models.autoencoder.as_ref(), validation, &all_validation)?;
+    if validation.n > 0 && config.train.autoencoder_steps > 0 {
         // Held-out loss terms: `validation_reconstruction` is the held-out negative
         // log-likelihood per cell for likelihood models (NB/ZINB: counts).
         let terms = autoencoder_validation_terms(
             models.autoencoder.as_mut(),
-            &p.expression.select(&p.validation_rows),
+            validation,
             config.train.batch_size,
             derive_seed(config.seed, "reconstruction"),
         )?;
@@ -95,28 +110,23 @@ pub fn train_run_with(
             reconstruction.insert(format!("validation_{name}"), value);
         }
     }
-    let libs: Vec<f32> = p
-        .train_rows
-        .iter()
-        .take(10_000)
-        .map(|&r| p.expression.library_size[r])
-        .collect();
+    let libs = data.train().head(10_000)?.library_size;
     let manifest = Manifest {
         crate_version: env!("CARGO_PKG_VERSION").into(),
         seed: config.seed,
-        data_path: loaded.path.clone(),
+        data_path: data.path.clone(),
         data_sha256,
-        genes_sha256: genes_digest(&p.gene_names),
-        n_cells: p.expression.n,
-        n_train: p.train_rows.len(),
-        n_validation: p.validation_rows.len(),
-        input_kind: p.input_kind,
+        genes_sha256: genes_digest(&data.gene_names),
+        n_cells: data.cell_names.len(),
+        n_train: data.annotations.train_rows.len(),
+        n_validation: data.annotations.validation_rows.len(),
+        input_kind: data.input_kind,
         process: models.process.clone(),
-        label_key: loaded.label_key.clone(),
-        conditions: condition_summaries(config, &train_table)
+        label_key: data.annotations.label_key.clone(),
+        conditions: condition_summaries(config, &data.train_conditions)
             .into_values()
             .collect(),
-        library_sizes: if p.input_kind == InputKind::Counts {
+        library_sizes: if data.input_kind == InputKind::Counts {
             libs
         } else {
             Vec::new()
@@ -127,17 +137,10 @@ pub fn train_run_with(
             .into_iter()
             .collect(),
     };
+    let names = |rows: &[usize]| rows.iter().map(|&r| data.cell_names[r].clone()).collect();
     let split = Split {
-        train: p
-            .train_rows
-            .iter()
-            .map(|&r| loaded.cell_names[r].clone())
-            .collect(),
-        validation: p
-            .validation_rows
-            .iter()
-            .map(|&r| loaded.cell_names[r].clone())
-            .collect(),
+        train: names(&data.annotations.train_rows),
+        validation: names(&data.annotations.validation_rows),
     };
     let csv = curves_csv(&curves);
     save(
@@ -145,7 +148,7 @@ pub fn train_run_with(
         &RunContents {
             config,
             models: &models,
-            genes: &p.gene_names,
+            genes: &data.gene_names,
             manifest: &manifest,
             curves_csv: &csv,
             split: &split,
@@ -154,4 +157,69 @@ pub fn train_run_with(
     )?;
     snapshots.remove()?;
     Ok(manifest)
+}
+
+/// The training run's data, in memory or streamed (`[data.streaming]`).
+struct TrainingData {
+    cells: Cells,
+    validation: ExpressionBatch,
+    train_conditions: ConditionTable,
+    validation_conditions: ConditionTable,
+    annotations: Annotations,
+    cell_names: Vec<String>,
+    gene_names: Vec<String>,
+    input_kind: InputKind,
+    path: PathBuf,
+}
+
+enum Cells {
+    InMemory(ExpressionBatch),
+    Streamed(Box<StreamedCells>),
+}
+
+impl TrainingData {
+    fn load(config: &ExperimentConfig) -> Result<TrainingData> {
+        if config.data.streaming.is_some() {
+            let s = load_streamed(config)?;
+            let validation_conditions = s.annotations.conditions.select(&s.validation_rows);
+            return Ok(TrainingData {
+                train_conditions: s.annotations.conditions.select(&s.annotations.train_rows),
+                validation_conditions,
+                cells: Cells::Streamed(Box::new(s.train)),
+                validation: s.validation,
+                annotations: s.annotations,
+                cell_names: s.cell_names,
+                gene_names: s.gene_names,
+                input_kind: s.input_kind,
+                path: s.path,
+            });
+        }
+        let loaded = dataset::load(config)?;
+        let p = loaded.prepared;
+        Ok(TrainingData {
+            cells: Cells::InMemory(p.expression.select(&p.train_rows)),
+            validation: p.expression.select(&p.validation_rows),
+            train_conditions: p.conditions.select(&p.train_rows),
+            validation_conditions: p.conditions.select(&p.validation_rows),
+            annotations: Annotations {
+                label_key: loaded.label_key,
+                labels: loaded.labels,
+                train_rows: p.train_rows,
+                validation_rows: p.validation_rows,
+                held_out_rows: loaded.held_out_rows,
+                conditions: p.conditions,
+            },
+            cell_names: loaded.cell_names,
+            gene_names: p.gene_names,
+            input_kind: p.input_kind,
+            path: loaded.path,
+        })
+    }
+
+    fn train(&self) -> &dyn TrainingCells {
+        match &self.cells {
+            Cells::InMemory(cells) => cells,
+            Cells::Streamed(cells) => cells.as_ref(),
+        }
+    }
 }
