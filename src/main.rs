@@ -354,23 +354,11 @@ fn run_all(config_path: &Path, out: &Path, overwrite: bool, resume: bool) -> Res
         return Ok(());
     }
     // Mirror the validation split's labels so per-label metrics compare like with like.
-    let loaded = latentlab::framework::dataset::load(&run.config)?;
-    let per_cell = match (&loaded.label_key, &loaded.labels) {
-        (Some(key), Some(labels)) if run.manifest.conditions.iter().any(|c| &c.key == key) => {
-            Some((
-                key.clone(),
-                loaded
-                    .prepared
-                    .validation_rows
-                    .iter()
-                    .map(|&r| labels[r].clone())
-                    .collect(),
-            ))
-        }
-        _ => None,
-    };
+    let (n_reference, labels) =
+        latentlab::framework::run_evaluation::validation_labels(&run.config)?;
+    let per_cell = labels.filter(|(key, _)| run.manifest.conditions.iter().any(|c| &c.key == key));
     let request = SampleRequest {
-        n: manifest.n_validation,
+        n: n_reference,
         fixed: BTreeMap::new(),
         per_cell,
         from: None,

@@ -688,3 +688,56 @@ fn per_attribute_guidance_through_the_cli() {
     assert_one_line_failure(&out, "bulk_labels, phase");
     assert!(!cells.exists());
 }
+
+#[test]
+fn streamed_training_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = tiny_config(
+        dir,
+        "joint_steps = 4\n[data.streaming]\nchunk_cells = 50\nshuffle_chunks = 2\nmax_validation_cells = 60\n",
+    );
+    let out_dir = dir.join("run");
+    let out = run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The report compares with the capped validation subset and says so.
+    let report = std::fs::read_to_string(out_dir.join("report/report.md")).unwrap();
+    assert!(
+        report.contains("(60 cells, a seeded sample of it"),
+        "{report}"
+    );
+    let manifest = std::fs::read_to_string(out_dir.join("run/manifest.json")).unwrap();
+    assert!(manifest.contains("\"n_validation\": 112"), "{manifest}");
+    let curves = std::fs::read_to_string(out_dir.join("run/curves.csv")).unwrap();
+    assert!(
+        curves.contains("joint,"),
+        "the joint phase ran on streamed cells"
+    );
+
+    // What cannot be streamed is refused in one line, before any output exists.
+    let csc = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("train.h5ad", "variants/train_csc.h5ad");
+    let csc_config = dir.join("csc.toml");
+    std::fs::write(&csc_config, csc).unwrap();
+    let refused = dir.join("refused");
+    let out = run(&[
+        "train",
+        "--config",
+        csc_config.to_str().unwrap(),
+        "--out",
+        refused.to_str().unwrap(),
+    ]);
+    assert_one_line_failure(&out, "streaming needs CSR or dense storage");
+    assert!(!refused.exists());
+}

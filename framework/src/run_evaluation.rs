@@ -1,8 +1,12 @@
 //! `latentlab evaluate`: compares generated cells with real reference cells of a run (its
 //! held-out validation split by default), with control rows and baselines, and writes a report.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+use crate::cells::TrainingCells;
+use crate::config::ExperimentConfig;
+use crate::streaming::{capped_subset, load_streamed};
 
 use crate::data::preprocess::gene_indices;
 use crate::data::{log1p, normalize_total, read_any, AnnData, MatrixSource};
@@ -11,7 +15,7 @@ use crate::evaluation::{
     evaluate_rows, gaussian_baseline, real_control, subset_label, Evaluation, Projection,
 };
 use crate::plots::ScatterGroup;
-use crate::plugin::{CellSet, EvalContext, Evaluator, EvaluatorConfig};
+use crate::plugin::{CellSet, EvalContext, Evaluator, EvaluatorConfig, ExpressionBatch};
 use crate::registry::{names, PluginKind};
 use crate::report::{write_report, ExtraScatter, Figures};
 use crate::rng::{derive_seed, stream};
@@ -137,21 +141,24 @@ pub fn evaluate_run(
     out: &Path,
 ) -> Result<Evaluation> {
     let seed = derive_seed(run.config.seed, "evaluate");
-    let loaded = dataset::load(&run.config)?;
-    if loaded.prepared.gene_names != run.genes {
-        return Err(LatentError::Data(format!("{}: genes differ from the run's genes.txt; the training data changed since `latentlab train`", loaded.path.display())));
+    let real = real_cells(&run.config)?;
+    if real.genes != run.genes {
+        return Err(LatentError::Data(format!("{}: genes differ from the run's genes.txt; the training data changed since `latentlab train`", real.path.display())));
     }
     let g = run.genes.len();
-    let p = &loaded.prepared;
-    let cells = |rows: &[usize]| cells_of(&loaded, rows);
-    let mut train = cells(&p.train_rows);
+    let mut train = real.train.clone();
     let (mut reference, reference_name) = match reference_path {
         None => (
-            cells(&p.validation_rows),
+            real.validation.clone(),
             format!(
-                "held-out validation split of {} ({} cells)",
-                loaded.path.display(),
-                p.validation_rows.len()
+                "held-out validation split of {} ({} cells{})",
+                real.path.display(),
+                real.validation.n,
+                if real.sampled {
+                    ", a seeded sample of it: data.streaming.max_validation_cells"
+                } else {
+                    ""
+                }
             ),
         ),
         Some(path) => {
@@ -163,7 +170,7 @@ pub fn evaluate_run(
                     x,
                     n,
                     n_genes: g,
-                    labels: labels_of(&adata, &loaded.label_key),
+                    labels: labels_of(&adata, &real.label_key),
                     pcs: Vec::new(),
                 },
                 format!("{} ({n} cells)", path.display()),
@@ -176,7 +183,7 @@ pub fn evaluate_run(
         x: gx,
         n: generated_adata.n_obs(),
         n_genes: g,
-        labels: labels_of(&generated_adata, &loaded.label_key),
+        labels: labels_of(&generated_adata, &real.label_key),
         pcs: Vec::new(),
     };
     if generated.n < 2 || reference.n < 2 {
@@ -277,7 +284,15 @@ pub fn evaluate_run(
         pca_components: projection.k,
         per_label,
     };
-    let mut extra = latent_plot(run, &loaded, seed)?;
+    let mut extra = latent_plot(
+        run,
+        &real.validation_expression,
+        real.validation
+            .labels
+            .as_deref()
+            .zip(real.label_key.as_deref()),
+        seed,
+    )?;
     extra.push(mean_variance_plot(&reference, &generated)?);
     let curves = std::fs::read_to_string(run.dir.join("curves.csv")).ok();
     write_report(
@@ -295,29 +310,28 @@ pub fn evaluate_run(
     Ok(evaluation)
 }
 
-/// The stage-1 latents (posterior means / codes) of the validation cells on their first two
-/// principal components, coloured by the label column (no plot without labels).
+/// The stage-1 latents (posterior means / codes) of the validation `cells` on their first two
+/// principal components, coloured by their `(labels, label key)` (no plot without labels).
 ///
 /// # Errors
 /// Model or PCA errors.
-pub fn latent_plot(run: &Run, loaded: &LoadedData, seed: u64) -> Result<Vec<ExtraScatter>> {
-    let p = &loaded.prepared;
-    let (Some(labels), Some(key)) = (&loaded.labels, &loaded.label_key) else {
+pub fn latent_plot(
+    run: &Run,
+    cells: &ExpressionBatch,
+    labels: Option<(&[String], &str)>,
+    seed: u64,
+) -> Result<Vec<ExtraScatter>> {
+    let Some((labels, key)) = labels else {
         return Ok(Vec::new());
     };
-    if p.validation_rows.len() < 3 {
+    if cells.n < 3 {
         return Ok(Vec::new());
     }
     let dim = run.models.autoencoder.latent_dim();
-    let z = crate::experiment::encode_rows(
-        run.models.autoencoder.as_ref(),
-        &p.expression,
-        &p.validation_rows,
-        1024,
-    )?;
+    let z = cells.encode(run.models.autoencoder.as_ref())?;
     let mut latents = CellSet {
         x: z,
-        n: p.validation_rows.len(),
+        n: cells.n,
         n_genes: dim,
         labels: None,
         pcs: Vec::new(),
@@ -325,18 +339,17 @@ pub fn latent_plot(run: &Run, loaded: &LoadedData, seed: u64) -> Result<Vec<Extr
     let projection = Projection::fit(&latents, 2, seed)?;
     projection.project(&mut latents)?;
     let k = projection.k;
-    let mut names: Vec<&String> = p.validation_rows.iter().map(|&r| &labels[r]).collect();
+    let mut names: Vec<&String> = labels.iter().collect();
     names.sort();
     names.dedup();
     let groups = names
         .iter()
         .map(|name| ScatterGroup {
             label: (*name).clone(),
-            points: p
-                .validation_rows
+            points: labels
                 .iter()
                 .enumerate()
-                .filter(|(_, &r)| labels[r] == **name)
+                .filter(|(_, l)| *l == *name)
                 .map(|(i, _)| (latents.pcs[i * k], latents.pcs[i * k + k.min(2) - 1]))
                 .collect(),
             color: None,
@@ -350,6 +363,113 @@ pub fn latent_plot(run: &Run, loaded: &LoadedData, seed: u64) -> Result<Vec<Extr
         groups,
         axes: ("latent PC1".into(), "latent PC2".into()),
     }])
+}
+
+/// The real cells an evaluation of a run compares with, at model scale.
+#[derive(Debug, Clone)]
+pub struct RealCells {
+    /// Training cells (PCA fit, controls, baselines): all of them, or with
+    /// `[data.streaming]` a seeded sample of at most `max_validation_cells`.
+    pub train: CellSet,
+    /// The held-out validation split (with streaming: the capped subset training validated on).
+    pub validation: CellSet,
+    /// The same validation cells as the autoencoder consumes them.
+    pub validation_expression: ExpressionBatch,
+    /// Whether the cells are samples of the splits (streaming with more cells than the cap).
+    pub sampled: bool,
+    /// The label column, if any.
+    pub label_key: Option<String>,
+    /// The data file.
+    pub path: PathBuf,
+    /// Gene names after preprocessing.
+    pub genes: Vec<String>,
+}
+
+/// How many validation cells [`real_cells`] gives and, with a label column, `(label key,
+/// their labels)`, without reading the expression matrix when streaming.
+///
+/// # Errors
+/// Data errors, as for training.
+pub fn validation_labels(
+    config: &ExperimentConfig,
+) -> Result<(usize, Option<(String, Vec<String>)>)> {
+    let (key, labels, rows) = match &config.data.streaming {
+        Some(streaming) => {
+            let path = &config.data.path;
+            let adata = crate::data::read_h5ad_annotations(path)?;
+            let a = dataset::annotate(config, &adata, path)?;
+            let rows = capped_subset(
+                &a.validation_rows,
+                streaming.max_validation_cells,
+                derive_seed(config.seed, "streaming.validation"),
+            );
+            (a.label_key, a.labels, rows)
+        }
+        None => {
+            let loaded = dataset::load(config)?;
+            (
+                loaded.label_key,
+                loaded.labels,
+                loaded.prepared.validation_rows,
+            )
+        }
+    };
+    let labelled = key
+        .zip(labels)
+        .map(|(k, l)| (k, rows.iter().map(|&r| l[r].clone()).collect()));
+    Ok((rows.len(), labelled))
+}
+
+/// Loads the training and validation cells of the data in `config` for evaluation, streaming
+/// only the sampled rows from disk when the config has `[data.streaming]`.
+///
+/// # Errors
+/// Data errors, as for training.
+pub fn real_cells(config: &ExperimentConfig) -> Result<RealCells> {
+    let to_cells = |batch: &ExpressionBatch, labels: Option<Vec<String>>| CellSet {
+        x: batch.x.clone(),
+        n: batch.n,
+        n_genes: batch.n_genes(),
+        labels,
+        pcs: Vec::new(),
+    };
+    if let Some(streaming) = &config.data.streaming {
+        let s = load_streamed(config)?;
+        let a = &s.annotations;
+        let train_rows = capped_subset(
+            &a.train_rows,
+            streaming.max_validation_cells,
+            derive_seed(config.seed, "streaming.evaluation_train"),
+        );
+        let labels_at = |rows: &[usize]| {
+            a.labels
+                .as_ref()
+                .map(|l| rows.iter().map(|&r| l[r].clone()).collect())
+        };
+        let train = s.train.read_rows(&train_rows)?;
+        return Ok(RealCells {
+            train: to_cells(&train, labels_at(&train_rows)),
+            validation: to_cells(&s.validation, labels_at(&s.validation_rows)),
+            sampled: s.validation_rows.len() < a.validation_rows.len()
+                || train_rows.len() < a.train_rows.len(),
+            validation_expression: s.validation,
+            label_key: a.label_key.clone(),
+            path: s.path,
+            genes: s.gene_names,
+        });
+    }
+    let loaded = dataset::load(config)?;
+    let p = &loaded.prepared;
+    let validation_expression = p.expression.select(&p.validation_rows);
+    Ok(RealCells {
+        train: cells_of(&loaded, &p.train_rows),
+        validation: cells_of(&loaded, &p.validation_rows),
+        validation_expression,
+        sampled: false,
+        label_key: loaded.label_key.clone(),
+        genes: p.gene_names.clone(),
+        path: loaded.path,
+    })
 }
 
 /// Per-gene mean–variance relationship, real reference vs generated (log1p of both axes).

@@ -76,6 +76,15 @@ impl StreamedCells {
     pub fn preparation(&self) -> &Preparation {
         &self.preparation
     }
+
+    /// Reads and prepares the file rows `rows` (any cells, not only training ones; any order,
+    /// no repeats), in that order.
+    ///
+    /// # Errors
+    /// Read errors.
+    pub fn read_rows(&self, rows: &[usize]) -> Result<ExpressionBatch> {
+        read_prepared(&self.reader, &self.preparation, rows)
+    }
 }
 
 /// A shuffle window: prepared chunks and a shuffled list of `(chunk, row, position)`.
