@@ -1,5 +1,10 @@
 //! The `latentlab` command line: train, sample, evaluate, run (all three), plugins, inspect.
 
+/// mimalloc keeps freed pages for reuse: every training step allocates the same multi-MiB
+/// buffers, which the system allocator returns to the OS and page-faults back in (decision 0011).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

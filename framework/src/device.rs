@@ -22,6 +22,15 @@ pub type TrainTape = OwnedTape<f32, Dev>;
 pub trait Taped: Tape<f32, Dev> + Merge<Self> + Merge<NoneTape> + std::fmt::Debug {}
 impl<T: Tape<f32, Dev> + Merge<T> + Merge<NoneTape> + std::fmt::Debug> Taped for T {}
 
+/// Host copy of a tensor whose storage is dense and row-major — parameters, their gradients,
+/// fresh op results: one memory copy, where dfdx's `as_vec` walks an index iterator element by
+/// element. Not for broadcast or permuted views (their storage differs from their values).
+pub fn dense_values<S: Shape, T>(t: &Tensor<S, f32, Dev, T>) -> Vec<f32> {
+    let mut values = vec![0.0; t.shape().num_elements()];
+    t.copy_into(&mut values);
+    values
+}
+
 /// Builds the device, seeded so that any device-side randomness is reproducible.
 ///
 /// # Errors

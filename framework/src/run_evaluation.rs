@@ -385,14 +385,15 @@ pub struct RealCells {
     pub genes: Vec<String>,
 }
 
+/// A label column's key and per-cell labels.
+pub type LabelColumn = (String, Vec<String>);
+
 /// How many validation cells [`real_cells`] gives and, with a label column, `(label key,
 /// their labels)`, without reading the expression matrix when streaming.
 ///
 /// # Errors
 /// Data errors, as for training.
-pub fn validation_labels(
-    config: &ExperimentConfig,
-) -> Result<(usize, Option<(String, Vec<String>)>)> {
+pub fn validation_labels(config: &ExperimentConfig) -> Result<(usize, Option<LabelColumn>)> {
     let (key, labels, rows) = match &config.data.streaming {
         Some(streaming) => {
             let path = &config.data.path;

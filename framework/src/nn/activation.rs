@@ -1,5 +1,6 @@
 //! Elementwise activations chosen by config.
 
+#[cfg(feature = "cuda")]
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,9 @@ impl Activation {
     /// Applies the activation to `(batch, dim)`.
     pub fn forward<T: Taped>(self, x: Tensor2<T>) -> Tensor2<T> {
         match self {
+            #[cfg(not(feature = "cuda"))]
+            Activation::Silu => super::rowwise_cpu::silu(x),
+            #[cfg(feature = "cuda")]
             Activation::Silu => {
                 let s = x.with_empty_tape().sigmoid();
                 x * s

@@ -40,7 +40,14 @@ impl LayerNorm {
                 format!("({batch}, {width})"),
             ));
         }
-        Ok(x.normalize::<Axis<1>>(self.eps))
+        #[cfg(not(feature = "cuda"))]
+        {
+            Ok(super::rowwise_cpu::normalize_rows(x, self.eps))
+        }
+        #[cfg(feature = "cuda")]
+        {
+            Ok(x.normalize::<Axis<1>>(self.eps))
+        }
     }
 
     /// `(batch, dim) -> (batch, dim)`.

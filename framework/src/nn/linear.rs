@@ -62,6 +62,20 @@ impl Linear {
     /// # Errors
     /// [`LatentError::Shape`] when the input width differs from `in`.
     pub fn forward<T: Taped>(&self, x: Tensor2<T>) -> Result<Tensor2<T>> {
+        self.forward_with(x, true)
+    }
+
+    /// [`Linear::forward`] for a layer fed with data, whose input needs no gradient: the
+    /// backward pass skips the input gradient (on the CPU; the CUDA build computes and drops
+    /// it). Use it only where `x` depends on no parameter.
+    ///
+    /// # Errors
+    /// [`LatentError::Shape`] when the input width differs from `in`.
+    pub fn forward_data<T: Taped>(&self, x: Tensor2<T>) -> Result<Tensor2<T>> {
+        self.forward_with(x, false)
+    }
+
+    fn forward_with<T: Taped>(&self, x: Tensor2<T>, input_gradient: bool) -> Result<Tensor2<T>> {
         let (batch, width) = *x.shape();
         if width != self.inputs() {
             return Err(LatentError::shape(
@@ -70,12 +84,25 @@ impl Linear {
                 format!("({batch}, {width})"),
             ));
         }
-        let y = x.matmul(self.weight.retaped::<T>());
-        let b = self
-            .bias
-            .retaped::<T>()
-            .broadcast_like::<_, Axis<0>>(y.shape());
-        Ok(y + b)
+        #[cfg(not(feature = "cuda"))]
+        {
+            Ok(super::linear_cpu::linear(
+                x,
+                &self.weight,
+                &self.bias,
+                input_gradient,
+            ))
+        }
+        #[cfg(feature = "cuda")]
+        {
+            let _ = input_gradient;
+            let y = x.matmul(self.weight.retaped::<T>());
+            let b = self
+                .bias
+                .retaped::<T>()
+                .broadcast_like::<_, Axis<0>>(y.shape());
+            Ok(y + b)
+        }
     }
 }
 

@@ -60,9 +60,31 @@ impl Mlp {
     ///
     /// # Errors
     /// Shape errors.
-    pub fn forward<T: Taped>(&self, mut x: Tensor2<T>, train: bool) -> Result<Tensor2<T>> {
-        for (layer, norm) in self.layers.iter().zip(&self.norms) {
-            x = layer.forward(x)?;
+    pub fn forward<T: Taped>(&self, x: Tensor2<T>, train: bool) -> Result<Tensor2<T>> {
+        self.forward_with(x, train, false)
+    }
+
+    /// [`Mlp::forward`] for data input (an encoder's cells): the first layer computes no input
+    /// gradient ([`Linear::forward_data`]). Use it only where `x` depends on no parameter.
+    ///
+    /// # Errors
+    /// Shape errors.
+    pub fn forward_data<T: Taped>(&self, x: Tensor2<T>, train: bool) -> Result<Tensor2<T>> {
+        self.forward_with(x, train, true)
+    }
+
+    fn forward_with<T: Taped>(
+        &self,
+        mut x: Tensor2<T>,
+        train: bool,
+        data: bool,
+    ) -> Result<Tensor2<T>> {
+        for (i, (layer, norm)) in self.layers.iter().zip(&self.norms).enumerate() {
+            x = if data && i == 0 {
+                layer.forward_data(x)?
+            } else {
+                layer.forward(x)?
+            };
             if let Some(n) = norm {
                 x = n.forward(x)?;
             }

@@ -17,10 +17,14 @@ mod gaussian_posterior;
 mod init;
 mod layer_norm;
 mod linear;
+#[cfg(not(feature = "cuda"))]
+mod linear_cpu;
 mod mlp;
 mod null_embedding;
 mod params;
 mod residual_block;
+#[cfg(not(feature = "cuda"))]
+mod rowwise_cpu;
 mod sinusoidal;
 mod vector_quantizer;
 

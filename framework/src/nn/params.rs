@@ -3,7 +3,7 @@
 
 use dfdx::prelude::*;
 
-use crate::device::{Tensor1, Tensor2};
+use crate::device::{dense_values, Tensor1, Tensor2};
 
 /// A borrowed trainable tensor.
 pub enum ParamRef<'a> {
@@ -32,8 +32,8 @@ impl ParamRef<'_> {
     /// Values copied to the host (row-major).
     pub fn to_vec(&self) -> Vec<f32> {
         match self {
-            ParamRef::Vector(t) => t.as_vec(),
-            ParamRef::Matrix(t) => t.as_vec(),
+            ParamRef::Vector(t) => dense_values(*t),
+            ParamRef::Matrix(t) => dense_values(*t),
         }
     }
 }
@@ -49,8 +49,8 @@ impl ParamMut<'_> {
     /// Values copied to the host (row-major).
     pub fn to_vec(&self) -> Vec<f32> {
         match self {
-            ParamMut::Vector(t) => t.as_vec(),
-            ParamMut::Matrix(t) => t.as_vec(),
+            ParamMut::Vector(t) => dense_values(&**t),
+            ParamMut::Matrix(t) => dense_values(&**t),
         }
     }
     /// Overwrites the values in place (the tensor keeps its identity, so gradients still match).

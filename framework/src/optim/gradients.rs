@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use dfdx::prelude::*;
 
-use crate::device::{Dev, Scalar, TrainTape};
+use crate::device::{dense_values, Dev, Scalar, TrainTape};
 use crate::nn::{ParamRef, Parameters};
 use crate::{LatentError, Result};
 
@@ -38,8 +38,8 @@ impl NamedGradients {
         let mut failure = None;
         model.visit(prefix, &mut |name, p| {
             let values = match p {
-                ParamRef::Vector(t) => grads.try_alloc_for(t).map(|_| grads.get(t).as_vec()),
-                ParamRef::Matrix(t) => grads.try_alloc_for(t).map(|_| grads.get(t).as_vec()),
+                ParamRef::Vector(t) => grads.try_alloc_for(t).map(|_| dense_values(&grads.get(t))),
+                ParamRef::Matrix(t) => grads.try_alloc_for(t).map(|_| dense_values(&grads.get(t))),
             };
             match values {
                 Ok(v) => {

@@ -290,7 +290,7 @@ impl Autoencoder for CountVae {
         let (n, g) = (batch.n, self.n_genes);
         let h = self
             .encoder
-            .forward(self.encoder_input(batch)?.retaped::<TrainTape>(), true)?;
+            .forward_data(self.encoder_input(batch)?.retaped::<TrainTape>(), true)?;
         let posterior = self.posterior.sample(h, rng)?;
         let (kl, latent) = (posterior.kl, posterior.mean);
         let h = self.decoder.forward(posterior.z, true)?;

@@ -167,7 +167,7 @@ impl Autoencoder for Vae {
         rng: &mut dyn RngCore,
     ) -> Result<AutoencoderLoss> {
         let x = self.input(batch)?;
-        let h = self.encoder.forward(x.retaped::<TrainTape>(), true)?;
+        let h = self.encoder.forward_data(x.retaped::<TrainTape>(), true)?;
         let posterior = self.posterior.sample(h, rng)?;
         let h = self.decoder.forward(posterior.z, true)?;
         let reconstruction = self.head.loss(h, &batch.x, x)?;

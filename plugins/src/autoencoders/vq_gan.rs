@@ -403,7 +403,7 @@ impl Autoencoder for VqGan {
         let x = self.input(batch)?;
         let z_e = self
             .to_code
-            .forward(self.encoder.forward(x.retaped::<TrainTape>(), true)?)?;
+            .forward(self.encoder.forward_data(x.retaped::<TrainTape>(), true)?)?;
         let q = self.codebook.quantize(z_e)?;
         let (z_q, latent) = fork(q.z_q);
         let h = self.decoder.forward(z_q, true)?;

@@ -1,0 +1,180 @@
+//! CPU kernels for the per-element and per-row operations of every block: row normalization
+//! (LayerNorm without its affine part) and SiLU, each one pass forward and one pass backward,
+//! split over rayon's threads by rows. dfdx composes them from 3–8 single-threaded elementwise
+//! ops, each allocating its result and its gradient, which at the reference shapes costs as much
+//! as the matrix products on two threads. Rows are independent, so results do not depend on
+//! the thread count.
+
+use dfdx::prelude::*;
+use rayon::prelude::*;
+
+use crate::device::{Dev, Taped, Tensor2};
+
+/// Rows handed to one rayon task (a few KiB of work each at the reference widths).
+const ROWS_PER_TASK: usize = 16;
+
+/// Runs `f(row_index, rows…)` over row-chunks of the `(rows, width)` buffers in parallel.
+fn for_rows<F>(width: usize, out: &mut [f32], f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    let width = width.max(1);
+    out.par_chunks_mut(width * ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(task, block)| {
+            for (k, row) in block.chunks_mut(width).enumerate() {
+                f(task * ROWS_PER_TASK + k, row);
+            }
+        });
+}
+
+/// `(x - mean) / sqrt(var + eps)` over each row of `(batch, width)` (biased variance, as
+/// LayerNorm). Backward: `dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂))` per row.
+pub(crate) fn normalize_rows<T: Taped>(x: Tensor2<T>, eps: f64) -> Tensor2<T> {
+    let (batch, width) = *x.shape();
+    let dev: Dev = x.device().clone();
+    let (x, mut tape) = x.split_tape();
+    let xv = x.as_vec();
+    let mut y = vec![0.0f32; batch * width];
+    let mut rstd = vec![0.0f32; batch];
+    let n = width.max(1) as f64;
+    y.par_chunks_mut(width.max(1))
+        .zip(rstd.par_iter_mut())
+        .zip(xv.par_chunks(width.max(1)))
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|((out, r), row)| {
+            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+            let var = row
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let s = 1.0 / (var + eps).sqrt();
+            *r = s as f32;
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o = ((f64::from(v) - mean) * s) as f32;
+            }
+        });
+    let out = dev.tensor_from_vec(y.clone(), (batch, width));
+    if T::OWNS_TAPE {
+        let result = out.clone();
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&x)?;
+            grads.try_alloc_for(&result)?;
+            let g: Vec<f32> = grads.get_or_alloc_mut(&result)?.to_vec();
+            let gx: &mut [f32] = grads.get_or_alloc_mut(&x)?;
+            for_rows(width, gx, |i, dx| {
+                let (gr, yr) = (
+                    &g[i * width..(i + 1) * width],
+                    &y[i * width..(i + 1) * width],
+                );
+                let mean_g = gr.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+                let mean_gy = gr
+                    .iter()
+                    .zip(yr)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum::<f64>()
+                    / n;
+                let s = f64::from(rstd[i]);
+                for ((d, &a), &b) in dx.iter_mut().zip(gr).zip(yr) {
+                    *d += (s * (f64::from(a) - mean_g - f64::from(b) * mean_gy)) as f32;
+                }
+            });
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// `x · sigmoid(x)`. Backward: `dx = g · σ(x) · (1 + x · (1 − σ(x)))`.
+pub(crate) fn silu<T: Taped>(x: Tensor2<T>) -> Tensor2<T> {
+    let (batch, width) = *x.shape();
+    let dev: Dev = x.device().clone();
+    let (x, mut tape) = x.split_tape();
+    let xv = x.as_vec();
+    let mut y = vec![0.0f32; batch * width];
+    for_rows(width, &mut y, |i, out| {
+        for (o, &v) in out.iter_mut().zip(&xv[i * width..(i + 1) * width]) {
+            *o = v / (1.0 + (-v).exp());
+        }
+    });
+    let out = dev.tensor_from_vec(y, (batch, width));
+    if T::OWNS_TAPE {
+        let result = out.clone();
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&x)?;
+            grads.try_alloc_for(&result)?;
+            let g: Vec<f32> = grads.get_or_alloc_mut(&result)?.to_vec();
+            let gx: &mut [f32] = grads.get_or_alloc_mut(&x)?;
+            for_rows(width, gx, |i, dx| {
+                let range = i * width..(i + 1) * width;
+                for ((d, &a), &v) in dx.iter_mut().zip(&g[range.clone()]).zip(&xv[range]) {
+                    let s = 1.0 / (1.0 + (-v).exp());
+                    *d += a * s * (1.0 + v * (1.0 - s));
+                }
+            });
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{device, tensor2, TrainTape};
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 250.0
+                    - 2.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (u, v) in a.iter().zip(b) {
+            assert!((u - v).abs() < tol, "{u} vs {v}");
+        }
+    }
+
+    /// Output and input gradient of `op` against dfdx's composite version, on 37 rows (more
+    /// than one rayon task) of width 24.
+    fn check(
+        fused: impl Fn(Tensor2<TrainTape>) -> Tensor2<TrainTape>,
+        composite: impl Fn(Tensor2<TrainTape>) -> Tensor2<TrainTape>,
+    ) {
+        let dev = device(0).unwrap();
+        let (rows, width) = (37, 24);
+        let x = tensor2(&dev, &values(rows * width, 1), rows, width).unwrap();
+        let r = tensor2(&dev, &values(rows * width, 2), rows, width).unwrap();
+        let run = |f: &dyn Fn(Tensor2<TrainTape>) -> Tensor2<TrainTape>| {
+            let y = f(x.clone().retaped::<TrainTape>());
+            let values = y.as_vec();
+            let grads = (y * r.clone()).sum::<(), _>().backward();
+            (values, grads.get(&x).as_vec())
+        };
+        let (y0, g0) = run(&composite);
+        let (y1, g1) = run(&fused);
+        close(&y0, &y1, 1e-5);
+        close(&g0, &g1, 1e-4);
+    }
+
+    #[test]
+    fn normalize_rows_matches_the_composite_ops() {
+        check(
+            |x| normalize_rows(x, 1e-5),
+            |x| x.normalize::<Axis<1>>(1e-5),
+        );
+    }
+
+    #[test]
+    fn silu_matches_the_composite_ops() {
+        check(silu, |x| {
+            let s = x.with_empty_tape().sigmoid();
+            x * s
+        });
+    }
+}
