@@ -23,6 +23,17 @@ pub fn test_device() -> crate::Result<Dev> {
     device(0)
 }
 
+/// `n` deterministic values spread over `[-half_range, half_range)` (a multiplicative hash of the
+/// index and `seed`), for kernel tests that compare two implementations on the same inputs.
+pub fn spread_values(n: usize, seed: u32, half_range: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let k = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000;
+            k as f32 / 1000.0 * 2.0 * half_range - half_range
+        })
+        .collect()
+}
+
 /// Non-negative, sparse-ish synthetic expression `(n, GENES)` with library sizes.
 pub fn expression(n: usize, seed: u64, counts: bool) -> ExpressionBatch {
     let mut rng = stream(seed, "testing.expression");

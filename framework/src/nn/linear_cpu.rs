@@ -151,12 +151,7 @@ mod tests {
     use crate::device::{device, tensor1, tensor2, TrainTape};
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
-                    - 1.0
-            })
-            .collect()
+        crate::testing::spread_values(n, seed, 1.0)
     }
 
     /// The kernel's output and gradients equal dfdx's composite `matmul + broadcast add`.

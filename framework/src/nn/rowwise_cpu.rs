@@ -28,6 +28,19 @@ where
         });
 }
 
+/// In a backward op of `result = f(x)`: a copy of the gradient reaching `result`, and the
+/// gradient buffer of `x` to add into.
+fn output_and_input_gradients<'g>(
+    grads: &'g mut Gradients<f32, Dev>,
+    result: &Tensor2,
+    x: &Tensor2,
+) -> Result<(Vec<f32>, &'g mut [f32]), <Dev as HasErr>::Err> {
+    grads.try_alloc_for(x)?;
+    grads.try_alloc_for(result)?;
+    let g = grads.get_or_alloc_mut(result)?.to_vec();
+    Ok((g, grads.get_or_alloc_mut(x)?))
+}
+
 /// `(x - mean) / sqrt(var + eps)` over each row of `(batch, width)` (biased variance, as
 /// LayerNorm). Backward: `dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂))` per row.
 pub(crate) fn normalize_rows<T: Taped>(x: Tensor2<T>, eps: f64) -> Tensor2<T> {
@@ -59,10 +72,7 @@ pub(crate) fn normalize_rows<T: Taped>(x: Tensor2<T>, eps: f64) -> Tensor2<T> {
     if T::OWNS_TAPE {
         let result = out.clone();
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&x)?;
-            grads.try_alloc_for(&result)?;
-            let g: Vec<f32> = grads.get_or_alloc_mut(&result)?.to_vec();
-            let gx: &mut [f32] = grads.get_or_alloc_mut(&x)?;
+            let (g, gx) = output_and_input_gradients(grads, &result, &x)?;
             for_rows(width, gx, |i, dx| {
                 let (gr, yr) = (
                     &g[i * width..(i + 1) * width],
@@ -102,10 +112,7 @@ pub(crate) fn silu<T: Taped>(x: Tensor2<T>) -> Tensor2<T> {
     if T::OWNS_TAPE {
         let result = out.clone();
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&x)?;
-            grads.try_alloc_for(&result)?;
-            let g: Vec<f32> = grads.get_or_alloc_mut(&result)?.to_vec();
-            let gx: &mut [f32] = grads.get_or_alloc_mut(&x)?;
+            let (g, gx) = output_and_input_gradients(grads, &result, &x)?;
             for_rows(width, gx, |i, dx| {
                 let range = i * width..(i + 1) * width;
                 for ((d, &a), &v) in dx.iter_mut().zip(&g[range.clone()]).zip(&xv[range]) {
@@ -125,12 +132,7 @@ mod tests {
     use crate::device::{device, tensor2, TrainTape};
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 250.0
-                    - 2.0
-            })
-            .collect()
+        crate::testing::spread_values(n, seed, 2.0)
     }
 
     fn close(a: &[f32], b: &[f32], tol: f32) {
