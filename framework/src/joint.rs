@@ -22,7 +22,6 @@ use crate::cells::{CellBatch, TrainingCells};
 use crate::checkpoint::{collect, TensorMap};
 use crate::config::TrainConfig;
 use crate::device::{tensor2, Dev, Scalar, Tensor2, TrainTape};
-use crate::experiment::encode_rows;
 use crate::nn::{fork, join, ParamMut, ParamRef, Parameters};
 use crate::optim::NamedGradients;
 use crate::pipeline::LatentStats;
@@ -289,8 +288,7 @@ pub fn joint_validation_loss(
 ) -> Result<(f64, f64, f64)> {
     let cells = validation.cells;
     let autoencoder = autoencoder_validation_loss(models.autoencoder, cells, cfg.batch_size, seed)?;
-    let rows: Vec<usize> = (0..cells.n).collect();
-    let mut z = encode_rows(models.autoencoder, cells, &rows, 1024)?;
+    let mut z = cells.encode(models.autoencoder)?;
     stats.standardize(&mut z);
     let latents = LatentData {
         z,

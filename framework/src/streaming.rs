@@ -72,11 +72,6 @@ impl StreamedCells {
         Ok((positions, m, library_size))
     }
 
-    /// The prepared genes.
-    pub fn preparation(&self) -> &Preparation {
-        &self.preparation
-    }
-
     /// Reads and prepares the file rows `rows` (any cells, not only training ones; any order,
     /// no repeats), in that order.
     ///
@@ -335,11 +330,12 @@ pub fn load_streamed(config: &ExperimentConfig) -> Result<StreamedData> {
         derive_seed(config.seed, "streaming.validation"),
     );
     let validation = read_prepared(&reader, &preparation, &validation_rows)?;
+    let (gene_names, input_kind) = (preparation.genes.clone(), preparation.input_kind);
     Ok(StreamedData {
         train: StreamedCells {
             n_train: annotations.train_rows.len(),
             reader,
-            preparation: preparation.clone(),
+            preparation,
             position,
             shuffle_chunks: streaming.shuffle_chunks,
         },
@@ -347,8 +343,8 @@ pub fn load_streamed(config: &ExperimentConfig) -> Result<StreamedData> {
         validation_rows,
         annotations,
         cell_names: adata.cell_names().to_vec(),
-        gene_names: preparation.genes,
-        input_kind: preparation.input_kind,
+        gene_names,
+        input_kind,
         path,
     })
 }
