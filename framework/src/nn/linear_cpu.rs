@@ -115,7 +115,8 @@ pub(crate) fn linear<T: Taped>(
             grads.try_alloc_for(&weight)?;
             grads.try_alloc_for(&bias)?;
             grads.try_alloc_for(&result)?;
-            let g: Vec<f32> = grads.get_or_alloc_mut(&result)?.to_vec();
+            // Complete when this op runs and read by nothing afterwards: moved, not copied.
+            let g: Vec<f32> = std::mem::take(&mut **grads.get_or_alloc_mut(&result)?);
             gemm(
                 grads.get_or_alloc_mut(&weight)?,
                 true,

@@ -23,6 +23,7 @@ mod mlp;
 mod null_embedding;
 mod params;
 mod residual_block;
+mod row_groups;
 #[cfg(not(feature = "cuda"))]
 mod rowwise_cpu;
 mod sinusoidal;
@@ -44,6 +45,7 @@ pub use mlp::Mlp;
 pub use null_embedding::NullEmbedding;
 pub use params::{join, ParamMut, ParamRef, Parameters};
 pub use residual_block::{Modulation, ResidualBlock};
+pub use row_groups::RowGroups;
 pub use sinusoidal::{sinusoidal_embedding, sinusoidal_tensor};
 pub use vector_quantizer::{
     CodebookUpdate, CodebookUsage, Quantized, QuantizerLosses, QuantizerSettings, VectorQuantizer,

@@ -53,6 +53,16 @@ impl ParamMut<'_> {
             ParamMut::Matrix(t) => dense_values(&**t),
         }
     }
+    /// Copies the values (row-major) into `buffer`, resizing it; reusing one buffer across
+    /// parameters avoids an allocation per parameter per optimizer step.
+    pub fn copy_values_into(&self, buffer: &mut Vec<f32>) {
+        let n: usize = self.shape().iter().product();
+        buffer.resize(n, 0.0);
+        match self {
+            ParamMut::Vector(t) => t.copy_into(buffer),
+            ParamMut::Matrix(t) => t.copy_into(buffer),
+        }
+    }
     /// Overwrites the values in place (the tensor keeps its identity, so gradients still match).
     ///
     /// # Errors

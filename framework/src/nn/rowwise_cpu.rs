@@ -37,7 +37,9 @@ fn output_and_input_gradients<'g>(
 ) -> Result<(Vec<f32>, &'g mut [f32]), <Dev as HasErr>::Err> {
     grads.try_alloc_for(x)?;
     grads.try_alloc_for(result)?;
-    let g = grads.get_or_alloc_mut(result)?.to_vec();
+    // The result's gradient is complete when its producer's backward op runs, and nothing reads
+    // it afterwards: move the buffer out instead of copying it.
+    let g = std::mem::take(&mut **grads.get_or_alloc_mut(result)?);
     Ok((g, grads.get_or_alloc_mut(x)?))
 }
 

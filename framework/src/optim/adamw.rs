@@ -52,6 +52,8 @@ pub struct AdamW {
     pub config: AdamWConfig,
     step: u64,
     moments: BTreeMap<String, Moments>,
+    /// Host copy of the parameter being updated, reused across parameters and steps.
+    scratch: Vec<f32>,
 }
 
 impl AdamW {
@@ -82,6 +84,7 @@ impl AdamW {
             config,
             step: 0,
             moments: BTreeMap::new(),
+            scratch: Vec::new(),
         })
     }
 
@@ -147,11 +150,12 @@ impl AdamW {
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias2 = 1.0 - c.beta2.powi(self.step as i32);
         let mut failure = None;
+        let (moments, values) = (&mut self.moments, &mut self.scratch);
         model.visit_mut(prefix, &mut |name, mut p| {
             let Some(g) = grads.by_name.get(name) else {
                 return;
             };
-            let mut values = p.to_vec();
+            p.copy_values_into(values);
             if g.len() != values.len() {
                 failure = Some(LatentError::shape(
                     format!("AdamW({name})"),
@@ -160,13 +164,10 @@ impl AdamW {
                 ));
                 return;
             }
-            let state = self
-                .moments
-                .entry(name.to_string())
-                .or_insert_with(|| Moments {
-                    m: vec![0.0; g.len()],
-                    v: vec![0.0; g.len()],
-                });
+            let state = moments.entry(name.to_string()).or_insert_with(|| Moments {
+                m: vec![0.0; g.len()],
+                v: vec![0.0; g.len()],
+            });
             // Element-wise and independent: split across the rayon pool in fixed chunks (the
             // result does not depend on the thread count).
             values
@@ -185,7 +186,7 @@ impl AdamW {
                         w[i] -= lr * m_hat / (v_hat.sqrt() + c.eps);
                     }
                 });
-            if let Err(e) = p.set(&values) {
+            if let Err(e) = p.set(values) {
                 failure = Some(e);
             }
         });

@@ -6,8 +6,11 @@
 use std::collections::BTreeMap;
 
 use dfdx::prelude::*;
+use rayon::prelude::*;
 
-use crate::device::{dense_values, Dev, Scalar, TrainTape};
+#[cfg(feature = "cuda")]
+use crate::device::dense_values;
+use crate::device::{Dev, Scalar, TrainTape};
 use crate::nn::{ParamRef, Parameters};
 use crate::{LatentError, Result};
 
@@ -38,30 +41,36 @@ impl NamedGradients {
         let mut failure = None;
         model.visit(prefix, &mut |name, p| {
             let values = match p {
-                ParamRef::Vector(t) => grads.try_alloc_for(t).map(|_| dense_values(&grads.get(t))),
-                ParamRef::Matrix(t) => grads.try_alloc_for(t).map(|_| dense_values(&grads.get(t))),
+                ParamRef::Vector(t) => take_gradient(&mut grads, t),
+                ParamRef::Matrix(t) => take_gradient(&mut grads, t),
             };
             match values {
                 Ok(v) => {
                     out.by_name.insert(name.to_string(), v);
                 }
-                Err(e) => failure = Some(format!("{name}: {e:?}")),
+                Err(e) => failure = Some(format!("{name}: {e}")),
             }
         });
         match failure {
             Some(f) => Err(LatentError::NonFinite(format!(
-                "gradient allocation failed for {f}"
+                "gradient extraction failed for {f}"
             ))),
             None => Ok((value, out)),
         }
     }
 
-    /// Global L2 norm over all gradients.
+    /// Global L2 norm over all gradients (summed in f64 over fixed chunks, so the value does not
+    /// depend on the thread count).
     pub fn global_norm(&self) -> f32 {
         self.by_name
             .values()
-            .flat_map(|g| g.iter())
-            .map(|&x| (x as f64) * (x as f64))
+            .map(|g| {
+                g.par_chunks(NORM_CHUNK)
+                    .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
+                    .collect::<Vec<f64>>()
+                    .into_iter()
+                    .sum::<f64>()
+            })
             .sum::<f64>()
             .sqrt() as f32
     }
@@ -74,7 +83,7 @@ impl NamedGradients {
         let factor = max_norm / (norm + 1e-6);
         if factor < 1.0 {
             for g in self.by_name.values_mut() {
-                g.iter_mut().for_each(|x| *x *= factor);
+                g.par_iter_mut().for_each(|x| *x *= factor);
             }
         }
         norm
@@ -85,6 +94,34 @@ impl NamedGradients {
         self.by_name
             .values()
             .all(|g| g.iter().all(|x| x.is_finite()))
+    }
+}
+
+/// Elements per parallel partial sum of [`NamedGradients::global_norm`].
+const NORM_CHUNK: usize = 64 * 1024;
+
+/// Moves the gradient of `t` out of dfdx's store (zeros when `t` took no part in the loss). On
+/// the CPU the buffer itself is moved, not copied: parameters are leaves, and nothing reads their
+/// gradient after the backward pass.
+fn take_gradient<S: Shape>(
+    grads: &mut Gradients<f32, Dev>,
+    t: &Tensor<S, f32, Dev>,
+) -> std::result::Result<Vec<f32>, String> {
+    let n = t.shape().num_elements();
+    #[cfg(not(feature = "cuda"))]
+    let values = std::mem::take(&mut **grads.get_or_alloc_mut(t).map_err(|e| format!("{e:?}"))?);
+    #[cfg(feature = "cuda")]
+    let values = {
+        grads.try_alloc_for(t).map_err(|e| format!("{e:?}"))?;
+        dense_values(&grads.get(t))
+    };
+    if values.len() == n {
+        Ok(values)
+    } else {
+        Err(format!(
+            "{} gradient values for {n} parameters (a tensor visited under two names?)",
+            values.len()
+        ))
     }
 }
 

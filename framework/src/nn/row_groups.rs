@@ -1,0 +1,175 @@
+//! Rows of a batch that are exact duplicates, so that work depending only on them is done once
+//! per distinct row.
+//!
+//! At sampling time every cell of a chunk shares the step's time `t`, and class-conditioned cells
+//! share one of a few condition embeddings: a denoiser's time embedding, condition projection
+//! and every block's modulation (scale, shift, gate) then take only as many distinct values as
+//! there are classes. Computing them for the distinct rows and copying the results out to the
+//! batch gives the same values for a fraction of the matrix products (half of the reference
+//! MLP denoiser's work at 10 classes and 1,024 cells per chunk).
+
+use std::collections::HashMap;
+
+use dfdx::prelude::*;
+
+use crate::device::{Dev, Tensor2};
+use crate::{LatentError, Result};
+
+/// A partition of `n` rows into groups of bit-identical keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowGroups {
+    /// The first row of every group, in order of first appearance.
+    representatives: Vec<usize>,
+    /// For every row, the index of its group in `representatives`.
+    inverse: Vec<usize>,
+}
+
+impl RowGroups {
+    /// Groups the rows of the row-major `(n, width)` matrix `keys` by their bit patterns (so
+    /// `0.0` and `-0.0` differ, and NaN rows group only with identical NaNs: grouping never merges
+    /// rows whose values could differ).
+    ///
+    /// # Errors
+    /// [`LatentError::Shape`] when `keys` is not a whole number of rows of `width`.
+    pub fn of(keys: &[f32], width: usize) -> Result<Self> {
+        if width == 0 || keys.len() % width != 0 {
+            return Err(LatentError::shape(
+                "row group keys",
+                format!("rows of {width} values"),
+                keys.len(),
+            ));
+        }
+        let mut first: HashMap<Vec<u32>, usize> = HashMap::new();
+        let mut representatives = Vec::new();
+        let inverse = keys
+            .chunks_exact(width)
+            .enumerate()
+            .map(|(row, key)| {
+                let bits = key.iter().map(|v| v.to_bits()).collect();
+                *first.entry(bits).or_insert_with(|| {
+                    representatives.push(row);
+                    representatives.len() - 1
+                })
+            })
+            .collect();
+        Ok(Self {
+            representatives,
+            inverse,
+        })
+    }
+
+    /// Number of rows grouped.
+    pub fn rows(&self) -> usize {
+        self.inverse.len()
+    }
+
+    /// Number of distinct rows (groups).
+    pub fn distinct(&self) -> usize {
+        self.representatives.len()
+    }
+
+    /// True when at most half of the rows are distinct: below that, the copies out cost more
+    /// than the work they save.
+    pub fn worthwhile(&self) -> bool {
+        2 * self.distinct() <= self.rows()
+    }
+
+    /// The representatives' entries of a per-row list.
+    ///
+    /// # Errors
+    /// [`LatentError::Shape`] when `values` does not have one entry per row.
+    pub fn pick<V: Copy>(&self, values: &[V]) -> Result<Vec<V>> {
+        if values.len() != self.rows() {
+            return Err(LatentError::shape(
+                "row groups pick",
+                self.rows(),
+                values.len(),
+            ));
+        }
+        Ok(self.representatives.iter().map(|&r| values[r]).collect())
+    }
+
+    /// The representatives' rows of `x (rows, width)`: `(distinct, width)`.
+    ///
+    /// # Errors
+    /// [`LatentError::Shape`] when `x` does not have one row per grouped row.
+    pub fn select(&self, x: &Tensor2) -> Result<Tensor2> {
+        if x.shape().0 != self.rows() {
+            return Err(LatentError::shape(
+                "row groups select",
+                self.rows(),
+                x.shape().0,
+            ));
+        }
+        gather_rows(x, &self.representatives)
+    }
+
+    /// Every row's group value from `x (distinct, width)`: `(rows, width)`.
+    ///
+    /// # Errors
+    /// [`LatentError::Shape`] when `x` does not have one row per group.
+    pub fn expand(&self, x: &Tensor2) -> Result<Tensor2> {
+        if x.shape().0 != self.distinct() {
+            return Err(LatentError::shape(
+                "row groups expand",
+                self.distinct(),
+                x.shape().0,
+            ));
+        }
+        gather_rows(x, &self.inverse)
+    }
+}
+
+/// `out[i] = x[index[i]]` for the rows of `x`, by host row copies (the tensors involved are a
+/// few MiB at most and carry no tape).
+fn gather_rows(x: &Tensor2, index: &[usize]) -> Result<Tensor2> {
+    let width = x.shape().1;
+    let values = x.as_vec();
+    let mut out = Vec::with_capacity(index.len() * width);
+    for &row in index {
+        out.extend_from_slice(&values[row * width..(row + 1) * width]);
+    }
+    let dev: Dev = x.device().clone();
+    Ok(dev.tensor_from_vec(out, (index.len(), width)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{device, tensor2};
+
+    #[test]
+    fn groups_identical_rows_in_order_of_first_appearance() {
+        let keys = [1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 0.0, -0.0, 3.0, 4.0, 1.0, 2.0];
+        let g = RowGroups::of(&keys, 2).unwrap();
+        assert_eq!(g.representatives, vec![0, 1, 3]);
+        assert_eq!(g.inverse, vec![0, 1, 0, 2, 1, 0]);
+        assert_eq!((g.rows(), g.distinct()), (6, 3));
+        assert!(g.worthwhile());
+        // 0.0 and -0.0 stay apart; all-distinct rows are not worth grouping.
+        let apart = RowGroups::of(&[0.0, -0.0, 1.0], 1).unwrap();
+        assert_eq!(apart.distinct(), 3);
+        assert!(!apart.worthwhile());
+        assert!(RowGroups::of(&keys, 5).is_err());
+        assert!(RowGroups::of(&keys, 0).is_err());
+    }
+
+    #[test]
+    fn select_then_expand_restores_every_row() {
+        let dev = device(0).unwrap();
+        let keys = [5.0, 7.0, 5.0, 5.0, 7.0, 9.0];
+        let g = RowGroups::of(&keys, 1).unwrap();
+        let x: Vec<f32> = keys.iter().flat_map(|&k| [k, 10.0 * k, -k]).collect();
+        let xt = tensor2(&dev, &x, 6, 3).unwrap();
+        let distinct = g.select(&xt).unwrap();
+        assert_eq!(
+            distinct.as_vec(),
+            vec![5.0, 50.0, -5.0, 7.0, 70.0, -7.0, 9.0, 90.0, -9.0]
+        );
+        assert_eq!(g.expand(&distinct).unwrap().as_vec(), x);
+        assert_eq!(g.pick(&[0, 1, 2, 3, 4, 5]).unwrap(), vec![0, 1, 5]);
+        assert!(g.pick(&[0, 1]).is_err());
+        assert!(g.expand(&xt).is_err());
+        assert!(g.select(&distinct).is_err());
+    }
+}
