@@ -112,10 +112,24 @@ fn vae_step(shapes: &BenchShapes, dev: &Dev) -> Result<f64> {
     })
 }
 
-fn denoiser_step(shapes: &BenchShapes, dim: usize, dev: &Dev) -> Result<f64> {
-    let den_cfg: Box<dyn DenoiserConfig> =
-        parse("type = \"mlp\"\nwidth = 512\nblocks = 4\nexpansion = 1\ntime_features = 128")?;
-    let cond_cfg: Box<dyn ConditionerConfig> = parse("type = \"class_embedding\"\nkeys = [\"label\"]\ndim = 512\ninjection = \"adaln\"\ndrop_prob = 0.1")?;
+/// The reference MLP denoiser (width 512, 4 adaLN-Zero blocks, like the peer's).
+const MLP_DENOISER: &str =
+    "type = \"mlp\"\nwidth = 512\nblocks = 4\nexpansion = 1\ntime_features = 128";
+/// The small DiT of the `dit_step` case: 16 tokens of 4 latent values, width 128, 4 blocks of
+/// 4 heads, MLP ratio 4 (`benches/torch_dit.py` is the same network in PyTorch).
+const DIT_DENOISER: &str = "type = \"dit\"\npatch_size = 4\nwidth = 128\nblocks = 4\nheads = 4\nmlp_ratio = 4\ntime_features = 128";
+
+/// One rectified-flow training step (AdamW) of `denoiser` on `dim` inputs with class
+/// conditioning (10 classes, adaLN, 10 % label dropout) of width `cond_dim`.
+fn denoiser_step(
+    shapes: &BenchShapes,
+    denoiser: &str,
+    cond_dim: usize,
+    dim: usize,
+    dev: &Dev,
+) -> Result<f64> {
+    let den_cfg: Box<dyn DenoiserConfig> = parse(denoiser)?;
+    let cond_cfg: Box<dyn ConditionerConfig> = parse(&format!("type = \"class_embedding\"\nkeys = [\"label\"]\ndim = {cond_dim}\ninjection = \"adaln\"\ndrop_prob = 0.1"))?;
     let sampler = parse::<Box<dyn SamplerConfig>>("type = \"rectified_flow\"")?.build()?;
     let table = conditions(shapes.batch, 1);
     let mut conditioner = cond_cfg.build(&ConditionerContext {
@@ -125,7 +139,7 @@ fn denoiser_step(shapes: &BenchShapes, dim: usize, dev: &Dev) -> Result<f64> {
     })?;
     let mut denoiser = den_cfg.build(&DenoiserContext {
         latent_dim: dim,
-        condition: Some((512, conditioner.injection())),
+        condition: Some((cond_dim, conditioner.injection())),
         seed: 0,
         dev: dev.clone(),
     })?;
@@ -154,8 +168,7 @@ fn denoiser_step(shapes: &BenchShapes, dim: usize, dev: &Dev) -> Result<f64> {
 }
 
 fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result<f64> {
-    let den_cfg: Box<dyn DenoiserConfig> =
-        parse("type = \"mlp\"\nwidth = 512\nblocks = 4\nexpansion = 1\ntime_features = 128")?;
+    let den_cfg: Box<dyn DenoiserConfig> = parse(MLP_DENOISER)?;
     let cond_cfg: Box<dyn ConditionerConfig> =
         parse("type = \"class_embedding\"\nkeys = [\"label\"]\ndim = 512\ninjection = \"adaln\"")?;
     let sampler = parse::<Box<dyn SamplerConfig>>("type = \"rectified_flow\"")?.build()?;
@@ -324,12 +337,17 @@ pub fn run(
         for case in cases {
             let r = pool.install(|| match case.as_str() {
                 "vae_step" => vae_step(shapes, &dev),
-                "latent_denoiser_step" => denoiser_step(shapes, shapes.latent, &dev),
-                "gene_denoiser_step" => denoiser_step(shapes, shapes.genes, &dev),
+                "latent_denoiser_step" => {
+                    denoiser_step(shapes, MLP_DENOISER, 512, shapes.latent, &dev)
+                }
+                "gene_denoiser_step" => {
+                    denoiser_step(shapes, MLP_DENOISER, 512, shapes.genes, &dev)
+                }
+                "dit_step" => denoiser_step(shapes, DIT_DENOISER, 128, shapes.latent, &dev),
                 "latent_sampling" => sampling(shapes, shapes.latent, true, &dev),
                 "gene_sampling" => sampling(shapes, shapes.genes, false, &dev),
                 "evaluation" => evaluation(shapes),
-                other => Err(LatentError::config("bench", "--case", "vae_step, latent_denoiser_step, gene_denoiser_step, latent_sampling, gene_sampling, evaluation", other)),
+                other => Err(LatentError::config("bench", "--case", "vae_step, latent_denoiser_step, gene_denoiser_step, dit_step, latent_sampling, gene_sampling, evaluation", other)),
             })?;
             out.entry(case.clone())
                 .or_default()

@@ -484,6 +484,7 @@ fn execute(cli: Cli) -> Result<()> {
                     "vae_step",
                     "latent_denoiser_step",
                     "gene_denoiser_step",
+                    "dit_step",
                     "latent_sampling",
                     "gene_sampling",
                 ]

@@ -30,6 +30,9 @@ impl Activation {
                 let s = x.with_empty_tape().sigmoid();
                 x * s
             }
+            #[cfg(not(feature = "cuda"))]
+            Activation::Gelu => super::rowwise_cpu::gelu_tanh(x),
+            #[cfg(feature = "cuda")]
             Activation::Gelu => x.fast_gelu(),
             Activation::Relu => x.relu(),
         }

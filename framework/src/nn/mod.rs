@@ -22,6 +22,7 @@ mod linear_cpu;
 mod mlp;
 mod null_embedding;
 mod params;
+mod repeat_rows;
 mod residual_block;
 mod row_groups;
 #[cfg(not(feature = "cuda"))]
@@ -44,6 +45,7 @@ pub use linear::Linear;
 pub use mlp::Mlp;
 pub use null_embedding::NullEmbedding;
 pub use params::{join, ParamMut, ParamRef, Parameters};
+pub use repeat_rows::repeat_rows;
 pub use residual_block::{Modulation, ResidualBlock};
 pub use row_groups::RowGroups;
 pub use sinusoidal::{sinusoidal_embedding, sinusoidal_tensor};

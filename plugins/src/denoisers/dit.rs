@@ -7,7 +7,8 @@
 use dfdx::prelude::*;
 use latentlab_framework::device::{Dev, Taped, Tensor2, TrainTape};
 use latentlab_framework::nn::{
-    fan_out, sinusoidal_tensor, Activation, Embedding, Init, LayerNorm, Linear, MultiHeadAttention,
+    fan_out, repeat_rows, sinusoidal_tensor, Activation, Embedding, Init, LayerNorm, Linear,
+    MultiHeadAttention,
 };
 use latentlab_framework::plugin::{
     ConditionEmbedding, Denoiser, DenoiserConfig, DenoiserContext, Injection,
@@ -237,17 +238,16 @@ impl Dit {
                 ))
             }
         }
-        // Per-token copies of the (activated) conditioning vector.
-        let owner: Vec<usize> = (0..rows).map(|r| r / self.tokens).collect();
-        let mut idx: Tensor<(usize,), usize, Dev> = self.dev.zeros_like(&(rows,));
-        idx.copy_from(&owner);
-        let c_tok: Tensor2<T> = Activation::Silu.forward(c).gather(idx);
+        // Every modulation is computed once per sample from the activated conditioning vector
+        // and then copied to the sample's tokens (the projection is row-wise, so projecting
+        // per-token copies would give the same values for `tokens` times the work).
         let uses = self.blocks.len() * 6 + 2;
-        let mut c_uses = fan_out(c_tok, uses).into_iter();
-        let mut next = || {
-            c_uses
+        let mut c_uses = fan_out(Activation::Silu.forward(c), uses).into_iter();
+        let mut modulation = |layer: &Linear| -> Result<Tensor2<T>> {
+            let c = c_uses
                 .next()
-                .ok_or_else(|| LatentError::shape("dit modulation", uses, "fewer"))
+                .ok_or_else(|| LatentError::shape("dit modulation", uses, "fewer"))?;
+            Ok(repeat_rows(layer.forward(c)?, self.tokens))
         };
         let positions: Vec<usize> = (0..rows).map(|r| r % self.tokens).collect();
         let mut h = self
@@ -259,7 +259,7 @@ impl Dit {
             let m: Vec<Tensor2<T>> = block
                 .modulation
                 .iter()
-                .map(|l| next().and_then(|c| l.forward(c)))
+                .map(&mut modulation)
                 .collect::<Result<_>>()?;
             let mut m = m.into_iter();
             let (Some(sh1), Some(sc1), Some(g1), Some(sh2), Some(sc2), Some(g2)) =
@@ -284,8 +284,8 @@ impl Dit {
                 .forward(Activation::Gelu.forward(block.fc1.forward(y)?))?;
             h = h + y * g2;
         }
-        let shift = self.final_modulation[0].forward(next()?)?;
-        let scale = self.final_modulation[1].forward(next()?)?;
+        let shift = modulation(&self.final_modulation[0])?;
+        let scale = modulation(&self.final_modulation[1])?;
         let out = self
             .patch_out
             .forward(modulate(self.final_norm.normalize(h)?, shift, scale))?;
