@@ -10,7 +10,7 @@
 
 use dfdx::prelude::*;
 
-use crate::device::{dense_values, Dev, Taped, Tensor1, Tensor2};
+use crate::device::{host_values, Dev, Taped, Tensor1, Tensor2};
 
 /// A row-major or transposed view of a dense matrix for [`gemm`]: element `(i, j)` is at
 /// `i * row_stride + j * col_stride`.
@@ -94,19 +94,19 @@ pub(crate) fn linear<T: Taped>(
     let outputs = weight.shape().1;
     let dev: Dev = x.device().clone();
     let (x, mut tape) = x.split_tape();
-    let xv = x.as_vec();
-    let wv = dense_values(weight);
-    let bv = dense_values(bias);
     let mut y = Vec::with_capacity(batch * outputs);
-    for _ in 0..batch {
-        y.extend_from_slice(&bv);
+    {
+        let bv = host_values(bias);
+        for _ in 0..batch {
+            y.extend_from_slice(&bv);
+        }
     }
     gemm(
         &mut y,
         true,
         (batch, inputs, outputs),
-        View::rows(&xv, inputs),
-        View::rows(&wv, outputs),
+        View::rows(&host_values(&x), inputs),
+        View::rows(&host_values(weight), outputs),
     );
     let out = dev.tensor_from_vec(y, (batch, outputs));
     if T::OWNS_TAPE {
@@ -117,6 +117,7 @@ pub(crate) fn linear<T: Taped>(
             grads.try_alloc_for(&result)?;
             // Complete when this op runs and read by nothing afterwards: moved, not copied.
             let g: Vec<f32> = std::mem::take(&mut **grads.get_or_alloc_mut(&result)?);
+            let xv = host_values(&x);
             gemm(
                 grads.get_or_alloc_mut(&weight)?,
                 true,
@@ -137,7 +138,7 @@ pub(crate) fn linear<T: Taped>(
                     true,
                     (batch, outputs, inputs),
                     View::rows(&g, outputs),
-                    View::transposed(&wv, outputs),
+                    View::transposed(&host_values(&weight), outputs),
                 );
             }
             Ok(())

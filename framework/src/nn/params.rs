@@ -53,6 +53,21 @@ impl ParamMut<'_> {
             ParamMut::Matrix(t) => dense_values(&**t),
         }
     }
+    /// The values as a mutable row-major slice of the tensor's own storage (CPU build; `None`
+    /// on CUDA, where values live on the device). Writes change the parameter in place.
+    pub fn values_mut(&mut self) -> Option<&mut [f32]> {
+        #[cfg(not(feature = "cuda"))]
+        {
+            match self {
+                ParamMut::Vector(t) => t.dense_slice_mut(),
+                ParamMut::Matrix(t) => t.dense_slice_mut(),
+            }
+        }
+        #[cfg(feature = "cuda")]
+        {
+            None
+        }
+    }
     /// Copies the values (row-major) into `buffer`, resizing it; reusing one buffer across
     /// parameters avoids an allocation per parameter per optimizer step.
     pub fn copy_values_into(&self, buffer: &mut Vec<f32>) {

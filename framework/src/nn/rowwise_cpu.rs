@@ -8,7 +8,7 @@
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
-use crate::device::{Dev, Taped, Tensor2};
+use crate::device::{host_values, Dev, Taped, Tensor2};
 
 /// Rows handed to one rayon task (a few KiB of work each at the reference widths).
 const ROWS_PER_TASK: usize = 16;
@@ -49,7 +49,7 @@ pub(crate) fn normalize_rows<T: Taped>(x: Tensor2<T>, eps: f64) -> Tensor2<T> {
     let (batch, width) = *x.shape();
     let dev: Dev = x.device().clone();
     let (x, mut tape) = x.split_tape();
-    let xv = x.as_vec();
+    let xv = host_values(&x);
     let mut y = vec![0.0f32; batch * width];
     let mut rstd = vec![0.0f32; batch];
     let n = width.max(1) as f64;
@@ -70,11 +70,12 @@ pub(crate) fn normalize_rows<T: Taped>(x: Tensor2<T>, eps: f64) -> Tensor2<T> {
                 *o = ((f64::from(v) - mean) * s) as f32;
             }
         });
-    let out = dev.tensor_from_vec(y.clone(), (batch, width));
+    let out = dev.tensor_from_vec(y, (batch, width));
     if T::OWNS_TAPE {
         let result = out.clone();
         tape.add_backward_op(move |grads| {
             let (g, gx) = output_and_input_gradients(grads, &result, &x)?;
+            let y = host_values(&result);
             for_rows(width, gx, |i, dx| {
                 let (gr, yr) = (
                     &g[i * width..(i + 1) * width],
@@ -103,7 +104,7 @@ pub(crate) fn silu<T: Taped>(x: Tensor2<T>) -> Tensor2<T> {
     let (batch, width) = *x.shape();
     let dev: Dev = x.device().clone();
     let (x, mut tape) = x.split_tape();
-    let xv = x.as_vec();
+    let xv = host_values(&x);
     let mut y = vec![0.0f32; batch * width];
     for_rows(width, &mut y, |i, out| {
         for (o, &v) in out.iter_mut().zip(&xv[i * width..(i + 1) * width]) {
@@ -115,6 +116,7 @@ pub(crate) fn silu<T: Taped>(x: Tensor2<T>) -> Tensor2<T> {
         let result = out.clone();
         tape.add_backward_op(move |grads| {
             let (g, gx) = output_and_input_gradients(grads, &result, &x)?;
+            let xv = host_values(&x);
             for_rows(width, gx, |i, dx| {
                 let range = i * width..(i + 1) * width;
                 for ((d, &a), &v) in dx.iter_mut().zip(&g[range.clone()]).zip(&xv[range]) {
@@ -135,7 +137,7 @@ pub(crate) fn repeat_rows<T: Taped>(x: Tensor2<T>, times: usize) -> Tensor2<T> {
     let (batch, width) = *x.shape();
     let dev: Dev = x.device().clone();
     let (x, mut tape) = x.split_tape();
-    let xv = x.as_vec();
+    let xv = host_values(&x);
     let mut y = vec![0.0f32; batch * times * width];
     if width > 0 && times > 0 {
         y.par_chunks_mut(width * times)
@@ -181,7 +183,7 @@ pub(crate) fn gelu_tanh<T: Taped>(x: Tensor2<T>) -> Tensor2<T> {
     let (batch, width) = *x.shape();
     let dev: Dev = x.device().clone();
     let (x, mut tape) = x.split_tape();
-    let xv = x.as_vec();
+    let xv = host_values(&x);
     let mut y = vec![0.0f32; batch * width];
     // tanh(u) = 1 − 2 / (1 + e^{2u}): one `exp` instead of libm's slower `tanhf`; the absolute
     // error (≤ 2 ulp of 1) is far below what the approximation itself differs from GELU.
@@ -216,6 +218,7 @@ pub(crate) fn gelu_tanh<T: Taped>(x: Tensor2<T>) -> Tensor2<T> {
         let result = out.clone();
         tape.add_backward_op(move |grads| {
             let (g, gx) = output_and_input_gradients(grads, &result, &x)?;
+            let xv = host_values(&x);
             for_rows(width, gx, |i, dx| {
                 let range = i * width..(i + 1) * width;
                 let rows = g[range.clone()]

@@ -149,29 +149,10 @@ impl AdamW {
         let c = self.config;
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias2 = 1.0 - c.beta2.powi(self.step as i32);
-        let mut failure = None;
-        let (moments, values) = (&mut self.moments, &mut self.scratch);
-        model.visit_mut(prefix, &mut |name, mut p| {
-            let Some(g) = grads.by_name.get(name) else {
-                return;
-            };
-            p.copy_values_into(values);
-            if g.len() != values.len() {
-                failure = Some(LatentError::shape(
-                    format!("AdamW({name})"),
-                    values.len(),
-                    g.len(),
-                ));
-                return;
-            }
-            let state = moments.entry(name.to_string()).or_insert_with(|| Moments {
-                m: vec![0.0; g.len()],
-                v: vec![0.0; g.len()],
-            });
-            // Element-wise and independent: split across the rayon pool in fixed chunks (the
-            // result does not depend on the thread count).
-            values
-                .par_chunks_mut(CHUNK)
+        // Element-wise and independent: split across the rayon pool in fixed chunks (the result
+        // does not depend on the thread count).
+        let update = |w: &mut [f32], state: &mut Moments, g: &[f32]| {
+            w.par_chunks_mut(CHUNK)
                 .zip(state.m.par_chunks_mut(CHUNK))
                 .zip(state.v.par_chunks_mut(CHUNK))
                 .zip(g.par_chunks(CHUNK))
@@ -186,6 +167,36 @@ impl AdamW {
                         w[i] -= lr * m_hat / (v_hat.sqrt() + c.eps);
                     }
                 });
+        };
+        let mut failure = None;
+        let (moments, values) = (&mut self.moments, &mut self.scratch);
+        model.visit_mut(prefix, &mut |name, mut p| {
+            let Some(g) = grads.by_name.get(name) else {
+                return;
+            };
+            let n: usize = p.shape().iter().product();
+            if g.len() != n {
+                failure = Some(LatentError::shape(format!("AdamW({name})"), n, g.len()));
+                return;
+            }
+            if !moments.contains_key(name) {
+                let zeros = Moments {
+                    m: vec![0.0; n],
+                    v: vec![0.0; n],
+                };
+                moments.insert(name.to_string(), zeros);
+            }
+            let Some(state) = moments.get_mut(name) else {
+                return;
+            };
+            // In place on the CPU build; through a reused host buffer where values live on a
+            // device.
+            if let Some(w) = p.values_mut() {
+                update(w, state, g);
+                return;
+            }
+            p.copy_values_into(values);
+            update(values, state, g);
             if let Err(e) = p.set(values) {
                 failure = Some(e);
             }
