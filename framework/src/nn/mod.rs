@@ -20,6 +20,7 @@ mod linear;
 #[cfg(not(feature = "cuda"))]
 mod linear_cpu;
 mod mlp;
+mod modulation;
 mod null_embedding;
 mod params;
 mod repeat_rows;
@@ -43,6 +44,7 @@ pub use init::Init;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use mlp::Mlp;
+pub use modulation::{modulate, residual};
 pub use null_embedding::NullEmbedding;
 pub use params::{join, ParamMut, ParamRef, Parameters};
 pub use repeat_rows::repeat_rows;

@@ -3,7 +3,7 @@
 use dfdx::prelude::*;
 use rand::Rng;
 
-use super::{dropout, Activation, Init, LayerNorm, Linear};
+use super::{dropout, modulate, residual, Activation, Init, LayerNorm, Linear};
 use crate::device::{Dev, Taped, Tensor2};
 use crate::Result;
 
@@ -83,15 +83,11 @@ impl ResidualBlock {
         }
         let mut gate = None;
         if let Some(m) = modulation {
-            h = h.with_empty_tape() * m.scale + h + m.shift;
+            h = modulate(h, m.scale, m.shift)?;
             gate = m.gate;
         }
         let h = self.activation.forward(self.linear1.forward(h)?);
         let h = dropout(h, self.dropout, train);
-        let mut h = self.linear2.forward(h)?;
-        if let Some(g) = gate {
-            h = h * g;
-        }
-        Ok(x + h)
+        residual(x, self.linear2.forward(h)?, gate)
     }
 }

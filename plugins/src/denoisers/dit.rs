@@ -7,8 +7,8 @@
 use dfdx::prelude::*;
 use latentlab_framework::device::{Dev, Taped, Tensor2, TrainTape};
 use latentlab_framework::nn::{
-    fan_out, repeat_rows, sinusoidal_tensor, Activation, Embedding, Init, LayerNorm, Linear,
-    MultiHeadAttention,
+    fan_out, modulate, repeat_rows, residual, sinusoidal_tensor, Activation, Embedding, Init,
+    LayerNorm, Linear, MultiHeadAttention,
 };
 use latentlab_framework::plugin::{
     ConditionEmbedding, Denoiser, DenoiserConfig, DenoiserContext, Injection,
@@ -193,10 +193,6 @@ parameters!(Dit {
     patch_out
 });
 
-fn modulate<T: Taped>(x: Tensor2<T>, shift: Tensor2<T>, scale: Tensor2<T>) -> Tensor2<T> {
-    x.with_empty_tape() * scale + x + shift
-}
-
 impl Dit {
     fn run<T: Taped>(
         &self,
@@ -267,10 +263,10 @@ impl Dit {
             else {
                 return Err(LatentError::shape("dit modulation", 6, "fewer"));
             };
-            let x = modulate(block.norm1.normalize(h.with_empty_tape())?, sh1, sc1);
+            let x = modulate(block.norm1.normalize(h.with_empty_tape())?, sc1, sh1)?;
             let x_ctx = x.with_empty_tape();
             let attended = block.attention.forward(x, x_ctx, batch)?;
-            h = h + attended * g1;
+            h = residual(h, attended, Some(g1))?;
             if let (Some(cross), Some(ctx_iter)) = (&block.cross, context_uses.as_mut()) {
                 let ctx = ctx_iter
                     .next()
@@ -278,17 +274,17 @@ impl Dit {
                 let q = block.norm1.normalize(h.with_empty_tape())?;
                 h = h + cross.forward(q, ctx, batch)?;
             }
-            let y = modulate(block.norm2.normalize(h.with_empty_tape())?, sh2, sc2);
+            let y = modulate(block.norm2.normalize(h.with_empty_tape())?, sc2, sh2)?;
             let y = block
                 .fc2
                 .forward(Activation::Gelu.forward(block.fc1.forward(y)?))?;
-            h = h + y * g2;
+            h = residual(h, y, Some(g2))?;
         }
         let shift = modulation(&self.final_modulation[0])?;
         let scale = modulation(&self.final_modulation[1])?;
         let out = self
             .patch_out
-            .forward(modulate(self.final_norm.normalize(h)?, shift, scale))?;
+            .forward(modulate(self.final_norm.normalize(h)?, scale, shift)?)?;
         Ok(out.reshape_like(&(batch, dim)))
     }
 }
