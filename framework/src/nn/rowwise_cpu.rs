@@ -170,14 +170,18 @@ pub(crate) fn repeat_rows<T: Taped>(x: Tensor2<T>, times: usize) -> Tensor2<T> {
     out.put_tape(tape)
 }
 
-/// Runs `f(chunk_index, chunk)` over fixed chunks of `out` in parallel.
-fn for_chunks<F>(out: &mut [f32], f: F)
+/// `out[i] += f(i)` for every element, over fixed chunks in parallel.
+fn accumulate<F>(out: &mut [f32], f: F)
 where
-    F: Fn(usize, &mut [f32]) + Sync + Send,
+    F: Fn(usize) -> f32 + Sync + Send,
 {
     out.par_chunks_mut(ELEMENTS_PER_TASK)
         .enumerate()
-        .for_each(|(i, chunk)| f(i * ELEMENTS_PER_TASK, chunk));
+        .for_each(|(c, chunk)| {
+            for (k, o) in chunk.iter_mut().enumerate() {
+                *o += f(c * ELEMENTS_PER_TASK + k);
+            }
+        });
 }
 
 /// Elements handed to one rayon task by the element-wise kernels.
@@ -199,12 +203,7 @@ pub(crate) fn modulate<T: Taped>(
     let mut y = vec![0.0f32; shape.0 * shape.1];
     {
         let (hv, sv, bv) = (host_values(&h), host_values(&scale), host_values(&shift));
-        for_chunks(&mut y, |start, out| {
-            for (k, o) in out.iter_mut().enumerate() {
-                let i = start + k;
-                *o = hv[i] * (1.0 + sv[i]) + bv[i];
-            }
-        });
+        accumulate(&mut y, |i| hv[i] * (1.0 + sv[i]) + bv[i]);
     }
     let out = dev.tensor_from_vec(y, shape);
     if T::OWNS_TAPE {
@@ -212,22 +211,10 @@ pub(crate) fn modulate<T: Taped>(
         tape.add_backward_op(move |grads| {
             let (g, gh) = output_and_input_gradients(grads, &result, &h)?;
             let sv = host_values(&scale);
-            for_chunks(gh, |start, d| {
-                for (k, d) in d.iter_mut().enumerate() {
-                    *d += g[start + k] * (1.0 + sv[start + k]);
-                }
-            });
+            accumulate(gh, |i| g[i] * (1.0 + sv[i]));
             let hv = host_values(&h);
-            for_chunks(grads.get_or_alloc_mut(&scale)?, |start, d| {
-                for (k, d) in d.iter_mut().enumerate() {
-                    *d += g[start + k] * hv[start + k];
-                }
-            });
-            for_chunks(grads.get_or_alloc_mut(&shift)?, |start, d| {
-                for (k, d) in d.iter_mut().enumerate() {
-                    *d += g[start + k];
-                }
-            });
+            accumulate(grads.get_or_alloc_mut(&scale)?, |i| g[i] * hv[i]);
+            accumulate(grads.get_or_alloc_mut(&shift)?, |i| g[i]);
             Ok(())
         });
     }
@@ -255,11 +242,8 @@ pub(crate) fn residual<T: Taped>(
     {
         let (xv, hv) = (host_values(&x), host_values(&h));
         let gv = gate.as_ref().map(host_values);
-        for_chunks(&mut y, |start, out| {
-            for (k, o) in out.iter_mut().enumerate() {
-                let i = start + k;
-                *o = xv[i] + gv.as_ref().map_or(hv[i], |g| hv[i] * g[i]);
-            }
+        accumulate(&mut y, |i| {
+            xv[i] + gv.as_ref().map_or(hv[i], |g| hv[i] * g[i])
         });
     }
     let out = dev.tensor_from_vec(y, shape);
@@ -267,25 +251,14 @@ pub(crate) fn residual<T: Taped>(
         let result = out.clone();
         tape.add_backward_op(move |grads| {
             let (g, gx) = output_and_input_gradients(grads, &result, &x)?;
-            for_chunks(gx, |start, d| {
-                for (k, d) in d.iter_mut().enumerate() {
-                    *d += g[start + k];
-                }
-            });
+            accumulate(gx, |i| g[i]);
             let gv = gate.as_ref().map(host_values);
-            for_chunks(grads.get_or_alloc_mut(&h)?, |start, d| {
-                for (k, d) in d.iter_mut().enumerate() {
-                    let i = start + k;
-                    *d += gv.as_ref().map_or(g[i], |gate| g[i] * gate[i]);
-                }
+            accumulate(grads.get_or_alloc_mut(&h)?, |i| {
+                gv.as_ref().map_or(g[i], |gate| g[i] * gate[i])
             });
             if let Some(gate) = &gate {
                 let hv = host_values(&h);
-                for_chunks(grads.get_or_alloc_mut(gate)?, |start, d| {
-                    for (k, d) in d.iter_mut().enumerate() {
-                        *d += g[start + k] * hv[start + k];
-                    }
-                });
+                accumulate(grads.get_or_alloc_mut(gate)?, |i| g[i] * hv[i]);
             }
             Ok(())
         });
