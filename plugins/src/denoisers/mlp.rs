@@ -7,7 +7,7 @@
 //! gate from time + condition (adaLN-Zero, Peebles & Xie 2023).
 
 use dfdx::prelude::*;
-use latentlab_framework::device::{Dev, Taped, Tensor2, TrainTape};
+use latentlab_framework::device::{host_values, Dev, Taped, Tensor2, TrainTape};
 use latentlab_framework::nn::{
     fan_out, sinusoidal_tensor, Activation, Init, LayerNorm, Linear, Modulation, ResidualBlock,
     RowGroups,
@@ -294,7 +294,7 @@ impl MlpDenoiser {
             return Ok(None);
         }
         let uses_time = self.injection != Some(Injection::Film);
-        let cond_values = cond.map(|c| c.as_vec());
+        let cond_values = cond.map(|c| host_values(c));
         let cond_width = cond.map_or(0, |c| c.shape().1);
         let width = usize::from(uses_time) + cond_width;
         let mut keys = Vec::with_capacity(t.len() * width);
