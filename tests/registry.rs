@@ -224,8 +224,9 @@ fn latent_gradient_reaches_the_encoder_only(
         .by_name
         .iter()
         .filter(|(k, g)| {
-            g.iter()
-                .zip(&with_latent.by_name[*k])
+            g.as_vec()
+                .iter()
+                .zip(&with_latent.by_name[*k].as_vec())
                 .any(|(a, b)| (a - b).abs() > 1e-6 * (1.0 + a.abs()))
         })
         .map(|(k, _)| k)

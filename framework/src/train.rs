@@ -632,7 +632,7 @@ pub fn train_denoiser_with(
         let lr = cfg.lr_schedule.rate(cfg.denoiser_lr, step, total);
         state.optimizer.apply(stage, "", &grads, lr)?;
         if let Some(e) = &mut ema {
-            e.update(stage, "");
+            e.update(stage, "")?;
         }
         state.curves.push(CurvePoint {
             stage: "denoiser",

@@ -25,7 +25,7 @@ fn check_gradients<M: Parameters>(
     let names = model.param_names("m");
     assert!(!names.is_empty());
     for name in names {
-        let analytic = grads.by_name[&name].clone();
+        let analytic = grads.by_name[&name].as_vec();
         let mut values = Vec::new();
         model.visit("m", &mut |n, p| {
             if n == name {

@@ -36,6 +36,17 @@ impl ParamRef<'_> {
             ParamRef::Matrix(t) => dense_values(*t),
         }
     }
+    /// The values as a flat vector on the parameter's device, sharing its storage (no copy;
+    /// an in-place update of either copies first).
+    pub fn flat(&self) -> Tensor1 {
+        match self {
+            ParamRef::Vector(t) => (*t).clone(),
+            ParamRef::Matrix(t) => {
+                let n = t.shape().0 * t.shape().1;
+                (*t).clone().reshape_like(&(n,))
+            }
+        }
+    }
 }
 
 impl ParamMut<'_> {
@@ -66,16 +77,6 @@ impl ParamMut<'_> {
         #[cfg(feature = "cuda")]
         {
             None
-        }
-    }
-    /// Copies the values (row-major) into `buffer`, resizing it; reusing one buffer across
-    /// parameters avoids an allocation per parameter per optimizer step.
-    pub fn copy_values_into(&self, buffer: &mut Vec<f32>) {
-        let n: usize = self.shape().iter().product();
-        buffer.resize(n, 0.0);
-        match self {
-            ParamMut::Vector(t) => t.copy_into(buffer),
-            ParamMut::Matrix(t) => t.copy_into(buffer),
         }
     }
     /// Overwrites the values in place (the tensor keeps its identity, so gradients still match).

@@ -2,16 +2,22 @@
 
 use std::collections::BTreeMap;
 
+use dfdx::prelude::*;
+#[cfg(not(feature = "cuda"))]
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Elements per parallel work item.
-const CHUNK: usize = 16 * 1024;
-
+use super::state_buffer::StateBuffer;
 use super::NamedGradients;
 use crate::checkpoint::TensorMap;
+#[cfg(feature = "cuda")]
+use crate::nn::ParamMut;
 use crate::nn::Parameters;
 use crate::{LatentError, Result};
+
+/// Elements per parallel work item (CPU build).
+#[cfg(not(feature = "cuda"))]
+const CHUNK: usize = 16 * 1024;
 
 /// AdamW hyper-parameters (defaults are PyTorch's).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -38,22 +44,22 @@ impl Default for AdamWConfig {
     }
 }
 
-/// Moment buffers of one parameter.
+/// Moment buffers of one parameter (on the parameter's device).
 #[derive(Debug, Clone)]
 struct Moments {
-    m: Vec<f32>,
-    v: Vec<f32>,
+    m: StateBuffer,
+    v: StateBuffer,
 }
 
-/// AdamW optimizer state keyed by parameter name.
+/// AdamW optimizer state keyed by parameter name. The update runs where the parameters live: in
+/// place on the host (rayon-parallel) on the CPU build, as one fused dfdx kernel per parameter
+/// on CUDA, with moments kept on the device.
 #[derive(Debug, Clone)]
 pub struct AdamW {
     /// Hyper-parameters.
     pub config: AdamWConfig,
     step: u64,
     moments: BTreeMap<String, Moments>,
-    /// Host copy of the parameter being updated, reused across parameters and steps.
-    scratch: Vec<f32>,
 }
 
 impl AdamW {
@@ -84,7 +90,6 @@ impl AdamW {
             config,
             step: 0,
             moments: BTreeMap::new(),
-            scratch: Vec::new(),
         })
     }
 
@@ -98,8 +103,8 @@ impl AdamW {
     pub fn state(&self) -> (u64, TensorMap) {
         let mut map = TensorMap::new();
         for (name, s) in &self.moments {
-            map.insert(format!("m.{name}"), (vec![s.m.len()], s.m.clone()));
-            map.insert(format!("v.{name}"), (vec![s.v.len()], s.v.clone()));
+            map.insert(format!("m.{name}"), (vec![s.m.len()], s.m.to_host()));
+            map.insert(format!("v.{name}"), (vec![s.v.len()], s.v.to_host()));
         }
         (self.step, map)
     }
@@ -126,8 +131,8 @@ impl AdamW {
             self.moments.insert(
                 name.to_string(),
                 Moments {
-                    m: m.clone(),
-                    v: v.1.clone(),
+                    m: StateBuffer::from_host(m.clone()),
+                    v: StateBuffer::from_host(v.1.clone()),
                 },
             );
         }
@@ -137,7 +142,8 @@ impl AdamW {
     /// Applies one update with learning rate `lr` to every parameter of `model` that has a gradient.
     ///
     /// # Errors
-    /// [`LatentError::Shape`] when a gradient's length differs from its parameter.
+    /// [`LatentError::Shape`] when a gradient's or a restored moment's length differs from its
+    /// parameter; [`LatentError::Incompatible`] when the CUDA kernel fails to launch.
     pub fn apply(
         &mut self,
         model: &mut dyn Parameters,
@@ -146,63 +152,149 @@ impl AdamW {
         lr: f32,
     ) -> Result<()> {
         self.step += 1;
-        let c = self.config;
-        let bias1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bias2 = 1.0 - c.beta2.powi(self.step as i32);
-        // Element-wise and independent: split across the rayon pool in fixed chunks (the result
-        // does not depend on the thread count).
-        let update = |w: &mut [f32], state: &mut Moments, g: &[f32]| {
-            w.par_chunks_mut(CHUNK)
-                .zip(state.m.par_chunks_mut(CHUNK))
-                .zip(state.v.par_chunks_mut(CHUNK))
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|(((w, m), v), g)| {
-                    for i in 0..w.len() {
-                        let gi = g[i];
-                        w[i] -= lr * c.weight_decay * w[i];
-                        m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * gi;
-                        v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * gi * gi;
-                        let m_hat = m[i] / bias1;
-                        let v_hat = v[i] / bias2;
-                        w[i] -= lr * m_hat / (v_hat.sqrt() + c.eps);
-                    }
-                });
+        let rule = UpdateRule {
+            config: self.config,
+            step: self.step,
+            lr,
         };
         let mut failure = None;
-        let (moments, values) = (&mut self.moments, &mut self.scratch);
+        let moments = &mut self.moments;
         model.visit_mut(prefix, &mut |name, mut p| {
             let Some(g) = grads.by_name.get(name) else {
                 return;
             };
             let n: usize = p.shape().iter().product();
-            if g.len() != n {
-                failure = Some(LatentError::shape(format!("AdamW({name})"), n, g.len()));
+            if g.shape().0 != n {
+                failure = Some(LatentError::shape(format!("AdamW({name})"), n, g.shape().0));
                 return;
             }
             if !moments.contains_key(name) {
-                let zeros = Moments {
-                    m: vec![0.0; n],
-                    v: vec![0.0; n],
+                let zeros = || StateBuffer::from_device(g.device().zeros_like(&(n,)));
+                let fresh = Moments {
+                    m: zeros(),
+                    v: zeros(),
                 };
-                moments.insert(name.to_string(), zeros);
+                moments.insert(name.to_string(), fresh);
             }
             let Some(state) = moments.get_mut(name) else {
                 return;
             };
-            // In place on the CPU build; through a reused host buffer where values live on a
-            // device.
-            if let Some(w) = p.values_mut() {
-                update(w, state, g);
+            if state.m.len() != n || state.v.len() != n {
+                failure = Some(LatentError::shape(
+                    format!("AdamW({name}) restored moments"),
+                    n,
+                    format!("{}/{}", state.m.len(), state.v.len()),
+                ));
                 return;
             }
-            p.copy_values_into(values);
-            update(values, state, g);
-            if let Err(e) = p.set(values) {
+            let m = state.m.on_device(g.device());
+            let v = state.v.on_device(g.device());
+            if let Err(e) = update(rule, name, &mut p, m, v, g) {
                 failure = Some(e);
             }
         });
         failure.map_or(Ok(()), Err)
     }
+}
+
+/// The hyper-parameters of one update.
+#[derive(Debug, Clone, Copy)]
+struct UpdateRule {
+    config: AdamWConfig,
+    step: u64,
+    lr: f32,
+}
+
+/// One AdamW step of one parameter on the host, in place, split across the rayon pool in fixed
+/// chunks (element-wise and independent, so the result does not depend on the thread count).
+#[cfg(not(feature = "cuda"))]
+fn update(
+    rule: UpdateRule,
+    name: &str,
+    p: &mut crate::nn::ParamMut<'_>,
+    m: &mut crate::device::Tensor1,
+    v: &mut crate::device::Tensor1,
+    g: &crate::device::Tensor1,
+) -> Result<()> {
+    let UpdateRule {
+        config: c,
+        step,
+        lr,
+    } = rule;
+    let bias1 = 1.0 - c.beta1.powi(step as i32);
+    let bias2 = 1.0 - c.beta2.powi(step as i32);
+    let (Some(w), Some(m), Some(v), Some(g)) = (
+        p.values_mut(),
+        m.dense_slice_mut(),
+        v.dense_slice_mut(),
+        g.dense_slice(),
+    ) else {
+        return Err(LatentError::shape(
+            format!("AdamW({name})"),
+            "dense row-major storage",
+            "a strided view",
+        ));
+    };
+    w.par_chunks_mut(CHUNK)
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .for_each(|(((w, m), v), g)| {
+            for i in 0..w.len() {
+                let gi = g[i];
+                w[i] -= lr * c.weight_decay * w[i];
+                m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * gi;
+                v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * gi * gi;
+                let m_hat = m[i] / bias1;
+                let v_hat = v[i] / bias2;
+                w[i] -= lr * m_hat / (v_hat.sqrt() + c.eps);
+            }
+        });
+    Ok(())
+}
+
+/// One AdamW step of one parameter on the GPU: dfdx's fused Adam kernel with decoupled weight
+/// decay (`p -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * p)`, the same update as the host loop),
+/// parameters, moments and gradient all in device memory.
+#[cfg(feature = "cuda")]
+fn update(
+    rule: UpdateRule,
+    name: &str,
+    p: &mut ParamMut<'_>,
+    m: &mut crate::device::Tensor1,
+    v: &mut crate::device::Tensor1,
+    g: &crate::device::Tensor1,
+) -> Result<()> {
+    let UpdateRule {
+        config: c,
+        step,
+        lr,
+    } = rule;
+    let adam = dfdx::optim::AdamConfig {
+        lr: f64::from(lr),
+        betas: [f64::from(c.beta1), f64::from(c.beta2)],
+        eps: f64::from(c.eps),
+        weight_decay: Some(dfdx::optim::WeightDecay::Decoupled(f64::from(
+            c.weight_decay,
+        ))),
+    };
+    let (Some(m), Some(v), Some(g)) = (
+        m.dense_storage_mut(),
+        v.dense_storage_mut(),
+        g.dense_storage(),
+    ) else {
+        return Err(LatentError::shape(
+            format!("AdamW({name})"),
+            "dense row-major storage",
+            "a strided view",
+        ));
+    };
+    let step = step as i32;
+    match p {
+        ParamMut::Vector(t) => adam.try_update(step, t, m, v, g),
+        ParamMut::Matrix(t) => adam.try_update(step, t, m, v, g),
+    }
+    .map_err(|e| LatentError::Incompatible(format!("AdamW({name}) CUDA kernel: {e:?}")))
 }
 
 #[cfg(test)]
@@ -236,12 +328,12 @@ mod tests {
         })
         .unwrap();
         let mut g = NamedGradients::default();
-        g.by_name.insert("w".into(), vec![0.5, -1.0]);
+        g.by_name.insert("w".into(), tensor1(&dev, &[0.5, -1.0]));
         opt.apply(&mut model, "", &g, 0.1).unwrap();
         let p1 = model.0.as_vec();
         assert!((p1[0] - (1.0 * 0.999 - 0.1)).abs() < 1e-6, "{p1:?}");
         assert!((p1[1] - (-2.0 * 0.999 + 0.1)).abs() < 1e-6, "{p1:?}");
-        g.by_name.insert("w".into(), vec![0.25, 2.0]);
+        g.by_name.insert("w".into(), tensor1(&dev, &[0.25, 2.0]));
         opt.apply(&mut model, "", &g, 0.1).unwrap();
         // Second step by hand (b1 = 0.9, b2 = 0.999).
         let step2 = |p: f32, g1: f32, g2: f32| {
@@ -257,5 +349,42 @@ mod tests {
             (p2[0] - 0.804_883).abs() < 1e-5 && (p2[1] + 1.932_712).abs() < 1e-5,
             "{p2:?}"
         );
+    }
+
+    /// An optimizer restored from another's state continues exactly as the original; the update
+    /// writes a parameter whose storage is shared (here with an EMA shadow) without changing the
+    /// sharer; restored moments of the wrong size are an error, not a silent truncation.
+    #[test]
+    fn restored_state_continues_and_shared_storage_is_not_aliased() {
+        let dev = device(0).unwrap();
+        let config = AdamWConfig::default();
+        let mut a = One(tensor1(&dev, &[1.0, -2.0]));
+        let mut opt = AdamW::new(config).unwrap();
+        let ema = super::super::Ema::new(&a, "", 0.999);
+        let mut g = NamedGradients::default();
+        g.by_name.insert("w".into(), tensor1(&dev, &[0.5, -1.0]));
+        opt.apply(&mut a, "", &g, 0.1).unwrap();
+        assert_eq!(ema.state().1["w"].1, vec![1.0, -2.0]);
+
+        let (step, map) = opt.state();
+        let mut restored = AdamW::new(config).unwrap();
+        restored.restore_state(step, &map).unwrap();
+        let mut b = One(tensor1(&dev, &a.0.as_vec()));
+        g.by_name.insert("w".into(), tensor1(&dev, &[0.25, 2.0]));
+        opt.apply(&mut a, "", &g, 0.1).unwrap();
+        restored.apply(&mut b, "", &g, 0.1).unwrap();
+        assert_eq!(a.0.as_vec(), b.0.as_vec());
+        assert_eq!(opt.state().1, restored.state().1);
+
+        let mut short = TensorMap::new();
+        short.insert("m.w".into(), (vec![1], vec![0.0]));
+        short.insert("v.w".into(), (vec![1], vec![0.0]));
+        let mut mis_sized = AdamW::new(config).unwrap();
+        mis_sized.restore_state(1, &short).unwrap();
+        let err = mis_sized
+            .apply(&mut b, "", &g, 0.1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AdamW(w)"), "{err}");
     }
 }

@@ -6,19 +6,19 @@
 use std::collections::BTreeMap;
 
 use dfdx::prelude::*;
+#[cfg(not(feature = "cuda"))]
 use rayon::prelude::*;
 
-#[cfg(feature = "cuda")]
-use crate::device::dense_values;
-use crate::device::{Dev, Scalar, TrainTape};
+use crate::device::{Dev, Scalar, Tensor1, TrainTape};
 use crate::nn::{ParamRef, Parameters};
 use crate::{LatentError, Result};
 
-/// Host copies of the gradient of every parameter, by stable name.
+/// The gradient of every parameter, by stable name, as flat vectors on the model's device (host
+/// memory on the CPU build, GPU memory on CUDA: no transfer between backward and the update).
 #[derive(Debug, Clone, Default)]
 pub struct NamedGradients {
     /// Parameter name -> gradient values (row-major, same length as the parameter).
-    pub by_name: BTreeMap<String, Vec<f32>>,
+    pub by_name: BTreeMap<String, Tensor1>,
 }
 
 impl NamedGradients {
@@ -59,20 +59,33 @@ impl NamedGradients {
         }
     }
 
-    /// Global L2 norm over all gradients (summed in f64 over fixed chunks, so the value does not
-    /// depend on the thread count).
+    /// Global L2 norm over all gradients. On the CPU it is summed in f64 over fixed chunks, so
+    /// the value does not depend on the thread count; on CUDA it is reduced on the device and
+    /// only the final value is read back.
     pub fn global_norm(&self) -> f32 {
-        self.by_name
-            .values()
-            .map(|g| {
-                g.par_chunks(NORM_CHUNK)
-                    .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
-                    .collect::<Vec<f64>>()
-                    .into_iter()
-                    .sum::<f64>()
-            })
-            .sum::<f64>()
-            .sqrt() as f32
+        #[cfg(not(feature = "cuda"))]
+        {
+            self.by_name
+                .values()
+                .map(|g| {
+                    crate::device::host_values(g)
+                        .par_chunks(NORM_CHUNK)
+                        .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
+                        .collect::<Vec<f64>>()
+                        .into_iter()
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+                .sqrt() as f32
+        }
+        #[cfg(feature = "cuda")]
+        {
+            self.by_name
+                .values()
+                .map(|g| g.clone().square().sum())
+                .reduce(|a, b| a + b)
+                .map_or(0.0, |total| total.array().sqrt())
+        }
     }
 
     /// Scales all gradients so their global norm is at most `max_norm` (as PyTorch's
@@ -83,61 +96,70 @@ impl NamedGradients {
         let factor = max_norm / (norm + 1e-6);
         if factor < 1.0 {
             for g in self.by_name.values_mut() {
-                g.par_iter_mut().for_each(|x| *x *= factor);
+                scale(g, factor);
             }
         }
         norm
     }
+}
 
-    /// True when every gradient value is finite.
-    pub fn all_finite(&self) -> bool {
-        self.by_name
-            .values()
-            .all(|g| g.iter().all(|x| x.is_finite()))
+/// Multiplies every value of `g` by `factor`, in place where the storage allows.
+fn scale(g: &mut Tensor1, factor: f32) {
+    #[cfg(not(feature = "cuda"))]
+    if let Some(values) = g.dense_slice_mut() {
+        values.par_iter_mut().for_each(|x| *x *= factor);
+        return;
     }
+    *g = g.clone() * factor;
 }
 
 /// Elements per parallel partial sum of [`NamedGradients::global_norm`].
+#[cfg(not(feature = "cuda"))]
 const NORM_CHUNK: usize = 64 * 1024;
 
-/// Moves the gradient of `t` out of dfdx's store (zeros when `t` took no part in the loss). On
-/// the CPU the buffer itself is moved, not copied: parameters are leaves, and nothing reads their
-/// gradient after the backward pass.
+/// Moves the gradient of `t` out of dfdx's store as a flat vector (zeros when `t` took no part in
+/// the loss). On the CPU the buffer itself is moved, not copied: parameters are leaves, and
+/// nothing reads their gradient after the backward pass. On CUDA it is copied on the device.
 fn take_gradient<S: Shape>(
     grads: &mut Gradients<f32, Dev>,
     t: &Tensor<S, f32, Dev>,
-) -> std::result::Result<Vec<f32>, String> {
+) -> std::result::Result<Tensor1, String> {
     let n = t.shape().num_elements();
-    #[cfg(not(feature = "cuda"))]
-    let values = std::mem::take(&mut **grads.get_or_alloc_mut(t).map_err(|e| format!("{e:?}"))?);
-    #[cfg(feature = "cuda")]
-    let values = {
-        grads.try_alloc_for(t).map_err(|e| format!("{e:?}"))?;
-        dense_values(&grads.get(t))
-    };
-    if values.len() == n {
-        Ok(values)
-    } else {
-        Err(format!(
-            "{} gradient values for {n} parameters (a tensor visited under two names?)",
-            values.len()
-        ))
+    let stored = grads.get_or_alloc_mut(t).map_err(|e| format!("{e:?}"))?;
+    let len = t.device().len(stored);
+    if len != n {
+        return Err(format!(
+            "{len} gradient values for {n} parameters (a tensor visited under two names?)"
+        ));
     }
+    #[cfg(not(feature = "cuda"))]
+    let flat = t
+        .device()
+        .try_tensor_from_vec(std::mem::take(&mut **stored), (n,))
+        .map_err(|e| format!("{e:?}"))?;
+    #[cfg(feature = "cuda")]
+    let flat = grads
+        .get(t)
+        .try_reshape_like(&(n,))
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(flat)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::tensor1;
 
     #[test]
     fn clipping_matches_torch_formula() {
+        let dev = crate::device::device(0).unwrap();
         let mut g = NamedGradients::default();
-        g.by_name.insert("a".into(), vec![3.0, 0.0]);
-        g.by_name.insert("b".into(), vec![4.0]);
+        g.by_name.insert("a".into(), tensor1(&dev, &[3.0, 0.0]));
+        g.by_name.insert("b".into(), tensor1(&dev, &[4.0]));
         assert!((g.global_norm() - 5.0).abs() < 1e-6);
         let before = g.clip_global_norm(1.0);
         assert!((before - 5.0).abs() < 1e-6);
         assert!((g.global_norm() - 1.0).abs() < 1e-5);
-        assert!((g.by_name["a"][0] - 0.6).abs() < 1e-5);
+        assert!((g.by_name["a"].as_vec()[0] - 0.6).abs() < 1e-5);
     }
 }

@@ -4,6 +4,7 @@ mod adamw;
 mod ema;
 mod gradients;
 mod schedule;
+mod state_buffer;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use ema::Ema;

@@ -265,3 +265,32 @@ pub type Tensor6D<
     const R: usize,
     Tape = NoneTape,
 > = Tensor<Rank6<M, N, O, P, Q, R>, f32, Cpu, Tape>;
+
+// latentlab patch (see the repository's docs/decisions/0013-vendored-dfdx.md): the storage of a
+// dense tensor on any device, so optimizer kernels outside this crate can update it in place.
+impl<S: Shape, E, D: Storage<E>, T> Tensor<S, E, D, T> {
+    /// True when the storage holds exactly the tensor's values in row-major order (not a
+    /// broadcast, permuted or otherwise strided view).
+    fn is_dense(&self) -> bool {
+        let sizes = self.shape.concrete();
+        let canonical = self.shape.strides();
+        self.device.len(&self.data) == self.shape.num_elements()
+            && (0..S::NUM_DIMS).all(|i| sizes[i] <= 1 || self.strides[i] == canonical[i])
+    }
+
+    /// The storage buffer when it holds exactly the tensor's values, row-major; `None` for a
+    /// strided view.
+    pub fn dense_storage(&self) -> Option<&D::Vec> {
+        self.is_dense().then(|| self.data.as_ref())
+    }
+
+    /// The storage buffer, mutably (copied first when another tensor shares it), when it holds
+    /// exactly the tensor's values, row-major; `None` for a strided view.
+    pub fn dense_storage_mut(&mut self) -> Option<&mut D::Vec> {
+        if self.is_dense() {
+            Some(std::sync::Arc::make_mut(&mut self.data))
+        } else {
+            None
+        }
+    }
+}

@@ -236,27 +236,14 @@ impl Cache for Cpu {
 // latentlab patch (see the repository's docs/decisions/0013-vendored-dfdx.md): borrow a CPU
 // tensor's storage when it is dense and row-major, so kernels outside this crate need not copy.
 impl<S: Shape, E: Unit, T> Tensor<S, E, Cpu, T> {
-    /// True when the storage holds exactly the tensor's values in row-major order (not a
-    /// broadcast, permuted or otherwise strided view).
-    fn is_dense(&self) -> bool {
-        let sizes = self.shape.concrete();
-        let canonical = self.shape.strides();
-        self.data.len() == self.shape.num_elements()
-            && (0..S::NUM_DIMS).all(|i| sizes[i] <= 1 || self.strides[i] == canonical[i])
-    }
-
     /// The values as one row-major slice, or `None` for a strided view.
     pub fn dense_slice(&self) -> Option<&[E]> {
-        self.is_dense().then(|| self.data.data.as_slice())
+        self.dense_storage().map(|v| v.data.as_slice())
     }
 
     /// The values as one mutable row-major slice (the storage is copied first when another
     /// tensor shares it), or `None` for a strided view.
     pub fn dense_slice_mut(&mut self) -> Option<&mut [E]> {
-        if self.is_dense() {
-            Some(Arc::make_mut(&mut self.data).data.as_mut_slice())
-        } else {
-            None
-        }
+        self.dense_storage_mut().map(|v| v.data.as_mut_slice())
     }
 }
