@@ -15,7 +15,7 @@ The PyTorch version uses the fused forms a PyTorch user would write (one Linear 
 one for the six modulations; `scaled_dot_product_attention`); the matrix-product FLOPs are the
 same as latentlab's per-head layers.
 
-Usage: python benches/torch_dit.py --peer-dir ../shared/peer [--threads 1 2] [--repeats 3]
+Usage: python benches/torch_dit.py --peer-dir ../shared/peer [--threads 1 2] [--repeats 3] [--device cuda]
 Prints `{"rates": {"dit_step": {"1": rate, "2": rate}}}` like `latentlab bench --json`.
 """
 
@@ -96,6 +96,8 @@ def main(argv=None):
     ap.add_argument("--warmup-seconds", type=float, default=1.0)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--latent", type=int, default=64)
+    ap.add_argument("--device", default="cpu",
+                    help="cpu, or cuda: model and data on the GPU, each timed step ends with a synchronize")
     args = ap.parse_args(argv)
     sys.path.insert(0, os.path.abspath(args.peer_dir))
     from bench_torch import time_rate
@@ -103,15 +105,26 @@ def main(argv=None):
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    net = Dit(args.latent, 10)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     z = torch.randn(args.batch, args.latent, generator=g)
     y = torch.randint(0, 10, (args.batch,), generator=g)
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        # flow_train_step draws its noise and times without a device argument.
+        torch.set_default_device(dev)
+        print(f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}", file=sys.stderr, flush=True)
+    z, y = z.to(dev), y.to(dev)
+    net = Dit(args.latent, 10).to(dev)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+
+    def step():
+        flow_train_step(net, opt, z, y, 0.1)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
     rates = {}
     for th in args.threads:
         torch.set_num_threads(th)
-        r, _ = time_rate(lambda: flow_train_step(net, opt, z, y, 0.1), 1, args.min_seconds, args.repeats,
-                         args.warmup_seconds)
+        r, _ = time_rate(step, 1, args.min_seconds, args.repeats, args.warmup_seconds)
         rates[str(th)] = r
         print(f"[threads={th}] dit_step {r:10.2f} steps/s "
               f"({sum(p.numel() for p in net.parameters())} parameters)", file=sys.stderr, flush=True)

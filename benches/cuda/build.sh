@@ -26,9 +26,12 @@
 #    cudarc 0.9.15 with the two lines later cudarc releases have (`unsafe impl Send/Sync for
 #    CudaStream`), through `cargo --config patch...`, and restores Cargo.lock afterwards.
 # Also builds the CPU binary (same target dir, so shared dependencies compile once) as the baseline.
+# The binaries travel packed as bin.tar.xz (the device script unpacks them): the working tree and
+# what travels with it must stay under the device tool's size limit.
 # Environment: DEVCARRY=<folder> (default .devcarry here; put it in the checkout that travels to the
 # GPU machine), PEER_DIR=<folder with bench_torch.py and peer_ldm.py> copies the PyTorch peer along,
-# CUDA_TK=<folder> for the toolkit (default target/cuda-tk).
+# CUDA_TK=<folder> for the toolkit (default target/cuda-tk), BASELINE_CUDA_BIN=<an earlier CUDA
+# build of latentlab> travels as bin/latentlab-cuda-baseline, benchmarked beside the new one.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 ROOT_DIR=$PWD
@@ -83,6 +86,7 @@ trap 'cp "$TK/Cargo.lock.orig" Cargo.lock' EXIT
 PATCH=(--config "patch.crates-io.cudarc.path=\"$P\"")
 
 # 3. builds ---------------------------------------------------------------------------------------
+rm -rf "$CARRY/bin" "$CARRY/bin.tar.xz"
 mkdir -p "$CARRY/bin"
 $CARGO build --release --bin latentlab
 cp target/release/latentlab "$CARRY/bin/latentlab-cpu"
@@ -110,8 +114,10 @@ echo "$ROOT_DIR" >"$CARRY/build_root.txt"
 mkdir -p "$CARRY/cuh" "$CARRY/include"
 cp "$R/include/cuda_fp16.h" "$R/include/cuda_fp16.hpp" "$CARRY/include/"
 cp "$(grep -v /include "$CARRY/baked_paths.txt" | head -1)"/*.cuh "$CARRY/cuh/"
-cp benches/cuda/device_check.sh benches/cuda/torch_gpu.py "$CARRY/"
+cp benches/cuda/device_check.sh benches/cuda/torch_gpu.py benches/torch_dit.py "$CARRY/"
+if [ -n "${BASELINE_CUDA_BIN:-}" ]; then cp "$BASELINE_CUDA_BIN" "$CARRY/bin/latentlab-cuda-baseline"; fi
 if [ -n "${PEER_DIR:-}" ]; then cp "$PEER_DIR/bench_torch.py" "$PEER_DIR/peer_ldm.py" "$CARRY/"; fi
 for b in "$CARRY"/bin/*-cuda; do echo "== $b"; readelf -d "$b" | grep -E 'NEEDED|FLAGS'; done
 cat "$CARRY/baked_paths.txt"
+tar -C "$CARRY" -cJf "$CARRY/bin.tar.xz" bin && rm -rf "$CARRY/bin"
 du -sh "$CARRY"

@@ -6,9 +6,11 @@
 #   OUT=/tmp/out bash .devcarry/device_check.sh [BUDGET_SECONDS]
 #
 # Steps, each under `timeout`, all inside BUDGET_SECONDS (default 390): GPU and library discovery;
-# framework unit tests and registry conformance tests on CUDA; `latentlab bench` with the CUDA and
-# the CPU binaries; the PyTorch peer's bench_torch.py on CPU and (through torch_gpu.py) on the GPU;
-# the README main job (configs/pbmc_vae_flow.toml) with the CUDA binary, in the time left.
+# framework unit tests and registry conformance tests on CUDA; `latentlab bench` with the CUDA
+# binary (and an earlier CUDA build, bin/latentlab-cuda-baseline, when one travels), and with the CPU
+# binary when it travels; the PyTorch peer's bench_torch.py on the GPU (through torch_gpu.py) and
+# torch_dit.py on the GPU, and bench_torch.py on the CPU when the CPU binary travels; the README
+# main job (configs/pbmc_vae_flow.toml) with the CUDA binary, in the time left.
 # Results: $OUT/log.txt (everything), tests_*.txt, benches.txt, main_job.txt, metrics.json, report.md.
 set -x
 START=$(date +%s)
@@ -53,6 +55,7 @@ while read -r p; do
 done <"$C/baked_paths.txt"
 ldd "$C/bin/latentlab-cuda"
 
+if [ -f "$C/bin.tar.xz" ]; then tar -C "$C" -xJf "$C/bin.tar.xz"; fi
 CUDA_BIN=$C/bin/latentlab-cuda
 CPU_BIN=$C/bin/latentlab-cpu
 "$CUDA_BIN" --version
@@ -67,19 +70,34 @@ grep -E "^test result|FAILED|panicked" "$OUT/tests_registry.txt" | head -30
 
 # --- benches ----------------------------------------------------------------------------------------
 B=$OUT/benches.txt
-TRAIN=(--case vae_step --case latent_denoiser_step --case gene_denoiser_step)
+TRAIN=(--case vae_step --case latent_denoiser_step --case gene_denoiser_step --case dit_step)
+SAMPLE=(--case latent_sampling --case gene_sampling)
+BASE=$C/bin/latentlab-cuda-baseline
 {
   echo "## latentlab CUDA, host threads 1 and $(nproc) (training steps)"
-  timeout "$(lim 45)" "$CUDA_BIN" bench --json --threads 1 --threads "$(nproc)" --min-seconds 2 "${TRAIN[@]}"
-  echo "## latentlab CPU 1 and $(nproc) threads (training steps)"
-  timeout "$(lim 45)" "$CPU_BIN" bench --json --threads 1 --threads "$(nproc)" --min-seconds 2 "${TRAIN[@]}"
-  echo "## PyTorch CPU"
-  timeout "$(lim 45)" python3 "$C/bench_torch.py" --cases vae_step latent_denoiser_step gene_denoiser_step \
-    --threads 1 "$(nproc)" --repeats 3 --min-seconds 1 --warmup-seconds 0.5
+  timeout "$(lim 60)" "$CUDA_BIN" bench --json --threads 1 --threads "$(nproc)" --min-seconds 2 "${TRAIN[@]}"
+  if [ -x "$BASE" ]; then
+    echo "## baseline CUDA build, host threads 1 and $(nproc) (training steps it knows)"
+    timeout "$(lim 60)" "$BASE" bench --json --threads 1 --threads "$(nproc)" --min-seconds 2 "${TRAIN[@]:0:6}"
+  fi
+  if [ -x "$CPU_BIN" ]; then
+    echo "## latentlab CPU 1 and $(nproc) threads (training steps)"
+    timeout "$(lim 45)" "$CPU_BIN" bench --json --threads 1 --threads "$(nproc)" --min-seconds 2 "${TRAIN[@]}"
+    echo "## PyTorch CPU"
+    timeout "$(lim 45)" python3 "$C/bench_torch.py" --cases vae_step latent_denoiser_step gene_denoiser_step \
+      --threads 1 "$(nproc)" --repeats 3 --min-seconds 1 --warmup-seconds 0.5
+  fi
   echo "## PyTorch GPU (all cases)"
   timeout "$(lim 45)" python3 "$C/torch_gpu.py" "$C" --threads 1 --repeats 3 --min-seconds 1 --warmup-seconds 0.5
+  echo "## PyTorch GPU dit_step"
+  timeout "$(lim 30)" python3 "$C/torch_dit.py" --peer-dir "$C" --device cuda --threads 1 --repeats 3 \
+    --min-seconds 1 --warmup-seconds 0.5
   echo "## latentlab CUDA sampling (10,000 cells x 50 steps)"
-  timeout "$(lim 45)" "$CUDA_BIN" bench --json --threads "$(nproc)" --case latent_sampling --case gene_sampling
+  timeout "$(lim 45)" "$CUDA_BIN" bench --json --threads "$(nproc)" "${SAMPLE[@]}"
+  if [ -x "$BASE" ]; then
+    echo "## baseline CUDA build sampling"
+    timeout "$(lim 45)" "$BASE" bench --json --threads "$(nproc)" "${SAMPLE[@]}"
+  fi
 } >"$B" 2>&1
 cat "$B"
 

@@ -25,6 +25,13 @@ pub struct RowGroups {
 }
 
 impl RowGroups {
+    /// Whether grouping pays on this build's device. On the CPU the matrix products it saves
+    /// dominate a sampling step. On CUDA those products are small kernels, while grouping reads
+    /// the keys back to the host (a device synchronisation) and copies rows every step: measured
+    /// on an H200, sampling ran at a quarter of the ungrouped rate (docs/performance.md), so
+    /// denoisers skip it there.
+    pub const PAYS_ON_THIS_DEVICE: bool = cfg!(not(feature = "cuda"));
+
     /// Groups the rows of the row-major `(n, width)` matrix `keys` by their bit patterns (so
     /// `0.0` and `-0.0` differ, and NaN rows group only with identical NaNs: grouping never merges
     /// rows whose values could differ).

@@ -284,13 +284,14 @@ impl MlpDenoiser {
 
     /// Without a tape, rows that share every input of the modulation path (at sampling time:
     /// the step's `t` and a class's condition embedding) share every modulation; `None` when
-    /// recording gradients or when too few rows repeat.
+    /// recording gradients, when too few rows repeat, or on a device where grouping does not pay
+    /// ([`RowGroups::PAYS_ON_THIS_DEVICE`]).
     fn modulation_groups<T: Taped>(
         &self,
         t: &[f32],
         cond: Option<&Tensor2<T>>,
     ) -> Result<Option<RowGroups>> {
-        if T::OWNS_TAPE {
+        if T::OWNS_TAPE || !RowGroups::PAYS_ON_THIS_DEVICE {
             return Ok(None);
         }
         let uses_time = self.injection != Some(Injection::Film);
@@ -430,7 +431,10 @@ mod tests {
                 None | Some(Injection::Concat) => 1,
                 _ => 3,
             };
-            assert_eq!(grouped.map(|g| g.distinct()), Some(expected_groups));
+            assert_eq!(
+                grouped.map(|g| g.distinct()),
+                RowGroups::PAYS_ON_THIS_DEVICE.then_some(expected_groups)
+            );
             let all = den
                 .forward(tensor2(&dev, &z, batch, dim).unwrap(), &t, embed(0..batch))
                 .unwrap()
