@@ -205,6 +205,16 @@ struct UpdateRule {
     lr: f32,
 }
 
+/// The error for a parameter, moment or gradient that is a strided view (never built by
+/// latentlab's layers; the update needs each as one dense buffer).
+fn strided(name: &str) -> LatentError {
+    LatentError::shape(
+        format!("AdamW({name})"),
+        "dense row-major storage",
+        "a strided view",
+    )
+}
+
 /// One AdamW step of one parameter on the host, in place, split across the rayon pool in fixed
 /// chunks (element-wise and independent, so the result does not depend on the thread count).
 #[cfg(not(feature = "cuda"))]
@@ -216,24 +226,16 @@ fn update(
     v: &mut crate::device::Tensor1,
     g: &crate::device::Tensor1,
 ) -> Result<()> {
-    let UpdateRule {
-        config: c,
-        step,
-        lr,
-    } = rule;
-    let bias1 = 1.0 - c.beta1.powi(step as i32);
-    let bias2 = 1.0 - c.beta2.powi(step as i32);
+    let (c, lr) = (rule.config, rule.lr);
+    let bias1 = 1.0 - c.beta1.powi(rule.step as i32);
+    let bias2 = 1.0 - c.beta2.powi(rule.step as i32);
     let (Some(w), Some(m), Some(v), Some(g)) = (
         p.values_mut(),
         m.dense_slice_mut(),
         v.dense_slice_mut(),
         g.dense_slice(),
     ) else {
-        return Err(LatentError::shape(
-            format!("AdamW({name})"),
-            "dense row-major storage",
-            "a strided view",
-        ));
+        return Err(strided(name));
     };
     w.par_chunks_mut(CHUNK)
         .zip(m.par_chunks_mut(CHUNK))
@@ -265,13 +267,9 @@ fn update(
     v: &mut crate::device::Tensor1,
     g: &crate::device::Tensor1,
 ) -> Result<()> {
-    let UpdateRule {
-        config: c,
-        step,
-        lr,
-    } = rule;
+    let c = rule.config;
     let adam = dfdx::optim::AdamConfig {
-        lr: f64::from(lr),
+        lr: f64::from(rule.lr),
         betas: [f64::from(c.beta1), f64::from(c.beta2)],
         eps: f64::from(c.eps),
         weight_decay: Some(dfdx::optim::WeightDecay::Decoupled(f64::from(
@@ -283,13 +281,9 @@ fn update(
         v.dense_storage_mut(),
         g.dense_storage(),
     ) else {
-        return Err(LatentError::shape(
-            format!("AdamW({name})"),
-            "dense row-major storage",
-            "a strided view",
-        ));
+        return Err(strided(name));
     };
-    let step = step as i32;
+    let step = rule.step as i32;
     match p {
         ParamMut::Vector(t) => adam.try_update(step, t, m, v, g),
         ParamMut::Matrix(t) => adam.try_update(step, t, m, v, g),
