@@ -20,11 +20,8 @@
 #    files to .devcarry/cuh/ and .devcarry/include/, so that the device script can recreate those
 #    paths there. The tests also bake CARGO_MANIFEST_DIR: build_root.txt lets the device script link
 #    the build's repository path to its own checkout.
-#  * cudarc 0.9.15 (the newest 0.9, which dfdx 0.13 requires) does not mark CudaStream Send + Sync,
-#    so dfdx's Cuda device, and every plugin holding tensors, is not Send + Sync, which the plugin
-#    traits require: the plugins crate does not compile with `cuda`. The build patches a copy of
-#    cudarc 0.9.15 with the two lines later cudarc releases have (`unsafe impl Send/Sync for
-#    CudaStream`), through `cargo --config patch...`, and restores Cargo.lock afterwards.
+#  * cudarc comes from vendor/cudarc (CudaStream: Send + Sync, decision 0014), so every crate
+#    compiles with `cuda` as it is.
 # Also builds the CPU binary (same target dir, so shared dependencies compile once) as the baseline.
 # The binaries travel packed as bin.tar.xz (the device script unpacks them): the working tree and
 # what travels with it must stay under the device tool's size limit.
@@ -74,16 +71,6 @@ stub curand libcurand.so.10 "$CUDARC/src/curand/sys.rs"
 stub cublas libcublas.so.13 "$CUDARC/src/cublas/sys.rs" "$CUDARC/src/cublas/half.rs"
 stub cublasLt libcublasLt.so.13 "$CUDARC/src/cublaslt/sys.rs"
 
-# cudarc with CudaStream: Send + Sync
-P=$TK/cudarc-0.9.15-patched
-if [ ! -f "$P/Cargo.toml" ]; then
-  rm -rf "$P" && cp -r "$CUDARC" "$P"
-  printf '\n// latentlab build patch (as in later cudarc releases)\nunsafe impl Send for CudaStream {}\nunsafe impl Sync for CudaStream {}\n' \
-    >>"$P/src/driver/safe/core.rs"
-fi
-cp Cargo.lock "$TK/Cargo.lock.orig"
-trap 'cp "$TK/Cargo.lock.orig" Cargo.lock' EXIT
-PATCH=(--config "patch.crates-io.cudarc.path=\"$P\"")
 
 # 3. builds ---------------------------------------------------------------------------------------
 rm -rf "$CARRY/bin" "$CARRY/bin.tar.xz"
@@ -92,15 +79,15 @@ $CARGO build --release --bin latentlab
 cp target/release/latentlab "$CARRY/bin/latentlab-cpu"
 
 export CUDA_ROOT=$R CUDA_COMPUTE_CAP=90 PATH=$R/bin:$TK/fakebin:$PATH
-$CARGO build "${PATCH[@]}" --release --features cuda --bin latentlab
+$CARGO build --release --features cuda --bin latentlab
 cp target/release/latentlab "$CARRY/bin/latentlab-cuda"
 exe() { python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]: print(m["executable"])' "$1"; }
-T=$($CARGO test "${PATCH[@]}" -p latentlab-framework --release --features cuda --no-run --message-format json | exe latentlab_framework)
+T=$($CARGO test -p latentlab-framework --release --features cuda --no-run --message-format json | exe latentlab_framework)
 cp "$T" "$CARRY/bin/framework-tests-cuda"
-T=$($CARGO test "${PATCH[@]}" -p latentlab --release --features cuda --test registry --no-run --message-format json | exe registry)
+T=$($CARGO test -p latentlab --release --features cuda --test registry --no-run --message-format json | exe registry)
 cp "$T" "$CARRY/bin/registry-tests-cuda"
 strip "$CARRY"/bin/*
 
