@@ -5,6 +5,23 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc's `mi_option_e` (the v3 sources libmimalloc-sys 0.1.49
+/// builds; its default of 1,000 ms, which a test checks, pins the index).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc never to return freed pages to the OS. By default it purges them after a delay,
+/// so a training or sampling loop page-faults its multi-MiB activations back in at every step,
+/// and with transparent huge pages each fault zeroes 2 MiB (6,000–8,000 faults, ~9 % of the
+/// latent denoiser's step at 2 threads). Peak memory is unchanged: freed pages are reused.
+fn keep_freed_pages() {
+    #[allow(unsafe_code)]
+    // SAFETY: sets one process-wide integer option of the allocator; no pointers are involved
+    // and mimalloc reads options atomically, so any time is valid.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+    }
+}
+
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -540,6 +557,7 @@ fn execute(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    keep_freed_pages();
     match execute(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -547,5 +565,21 @@ fn main() -> ExitCode {
             eprintln!("error: {}", chain.join(": "));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// [`super::MI_OPTION_PURGE_DELAY`] is the purge delay: it holds that option's documented
+    /// default (1,000 ms in the bundled sources) until [`super::keep_freed_pages`] turns purging off.
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_allocator_option_set_is_the_purge_delay() {
+        // SAFETY: reads and sets integer allocator options; no pointers are involved.
+        let before = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        super::keep_freed_pages();
+        // SAFETY: as above.
+        let after = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!((before, after), (1000, -1));
     }
 }
