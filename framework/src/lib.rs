@@ -18,6 +18,8 @@ pub mod experiment;
 pub mod held_out;
 pub mod joint;
 pub mod likelihood;
+#[cfg(not(feature = "cuda"))]
+mod likelihood_cpu;
 pub mod metrics;
 pub mod modality;
 pub mod nn;

@@ -18,13 +18,57 @@ pub fn kl_standard_normal<T: Taped>(mu: Tensor2<T>, log_var: Tensor2<T>) -> Scal
 /// averaged over the batch.
 pub fn gaussian_reconstruction<T: Taped>(x_hat: Tensor2<T>, x: Tensor2) -> Scalar<T> {
     let (batch, _) = *x_hat.shape();
-    (x_hat - x).square().sum::<(), _>() * (0.5 / batch as f32)
+    squared_error(x_hat, x, 0.5 / batch as f32)
+}
+
+/// Mean squared error over every element of `(batch, width)` `out` and `target` (a denoiser's
+/// training loss).
+pub fn mean_squared_error<T: Taped>(out: Tensor2<T>, target: Tensor2) -> Scalar<T> {
+    let (batch, width) = *out.shape();
+    squared_error(out, target, 1.0 / (batch * width).max(1) as f32)
+}
+
+/// `scale · Σ (a − b)²`: one fused pass on the CPU build (`crate::likelihood_cpu`).
+fn squared_error<T: Taped>(a: Tensor2<T>, b: Tensor2, scale: f32) -> Scalar<T> {
+    #[cfg(not(feature = "cuda"))]
+    {
+        crate::likelihood_cpu::squared_error(a, &b, scale)
+    }
+    #[cfg(feature = "cuda")]
+    {
+        (a - b).square().sum::<(), _>() * scale
+    }
 }
 
 /// Gaussian negative log-likelihood with a learned per-gene log standard deviation, up to the
 /// constant `0.5 log 2π` per gene: `Σ_genes [0.5 (x − x̂)² e^{−2 log σ} + log σ]`, averaged over
 /// the batch. `log_sigma` is `(genes,)`.
 pub fn gaussian_nll<T: Taped>(
+    x_hat: Tensor2<T>,
+    x: Tensor2,
+    log_sigma: crate::device::Tensor1<T>,
+) -> Scalar<T> {
+    #[cfg(not(feature = "cuda"))]
+    {
+        let values = crate::device::host_values(&x);
+        crate::likelihood_cpu::gaussian_nll(
+            x_hat,
+            crate::likelihood_cpu::Observed {
+                x: &values,
+                zero_logit: None,
+            },
+            log_sigma,
+        )
+    }
+    #[cfg(feature = "cuda")]
+    {
+        composite_gaussian_nll(x_hat, x, log_sigma)
+    }
+}
+
+/// [`gaussian_nll`] composed from dfdx ops (the CUDA build's path; the CPU kernel's reference).
+#[cfg(any(feature = "cuda", test))]
+pub(crate) fn composite_gaussian_nll<T: Taped>(
     x_hat: Tensor2<T>,
     x: Tensor2,
     log_sigma: crate::device::Tensor1<T>,
@@ -44,6 +88,32 @@ pub fn gaussian_nll<T: Taped>(
 /// `Σ_genes [BCE(zero_logit, 1[x = 0]) + 1[x > 0] (0.5 (x − x̂)² e^{−2 log σ} + log σ)]` averaged
 /// over the batch (constants dropped).
 pub fn hurdle_gaussian_nll<T: Taped>(
+    x_hat: Tensor2<T>,
+    zero_logit: Tensor2<T>,
+    x: &[f32],
+    log_sigma: crate::device::Tensor1<T>,
+) -> Scalar<T> {
+    #[cfg(not(feature = "cuda"))]
+    {
+        crate::likelihood_cpu::gaussian_nll(
+            x_hat,
+            crate::likelihood_cpu::Observed {
+                x,
+                zero_logit: Some(zero_logit),
+            },
+            log_sigma,
+        )
+    }
+    #[cfg(feature = "cuda")]
+    {
+        composite_hurdle_gaussian_nll(x_hat, zero_logit, x, log_sigma)
+    }
+}
+
+/// [`hurdle_gaussian_nll`] composed from dfdx ops (the CUDA build's path; the CPU kernel's
+/// reference).
+#[cfg(any(feature = "cuda", test))]
+pub(crate) fn composite_hurdle_gaussian_nll<T: Taped>(
     x_hat: Tensor2<T>,
     zero_logit: Tensor2<T>,
     x: &[f32],

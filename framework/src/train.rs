@@ -552,7 +552,7 @@ pub fn denoiser_loss(
         .denoiser
         .forward_train(input, &pair.model_time, cond)?;
     let target = tensor2(dev, &pair.target, n, data.dim)?;
-    Ok((out - target).square().mean())
+    Ok(crate::likelihood::mean_squared_error(out, target))
 }
 
 /// Trains the denoiser (and conditioner) on standardized latents; returns curves and the EMA

@@ -170,16 +170,27 @@ pub(crate) fn repeat_rows<T: Taped>(x: Tensor2<T>, times: usize) -> Tensor2<T> {
     out.put_tape(tape)
 }
 
-/// `out[i] += f(i)` for every element, over fixed chunks in parallel.
-fn accumulate<F>(out: &mut [f32], f: F)
+/// `out[i] = f(out[i], [x[i] for x in inputs])` for every element, over fixed chunks in
+/// parallel. Each task works on equal-length subslices, so the inner loop has no bounds checks
+/// and vectorizes.
+///
+/// # Panics
+/// When an input's length differs from `out`'s (a kernel bug: callers pass same-shape buffers).
+fn elementwise<const N: usize, F>(out: &mut [f32], inputs: [&[f32]; N], f: F)
 where
-    F: Fn(usize) -> f32 + Sync + Send,
+    F: Fn(f32, [f32; N]) -> f32 + Sync + Send,
 {
+    assert!(
+        inputs.iter().all(|x| x.len() == out.len()),
+        "element-wise operands differ in length"
+    );
     out.par_chunks_mut(ELEMENTS_PER_TASK)
         .enumerate()
         .for_each(|(c, chunk)| {
+            let start = c * ELEMENTS_PER_TASK;
+            let parts = inputs.map(|x| &x[start..start + chunk.len()]);
             for (k, o) in chunk.iter_mut().enumerate() {
-                *o += f(c * ELEMENTS_PER_TASK + k);
+                *o = f(*o, parts.map(|p| p[k]));
             }
         });
 }
@@ -203,7 +214,7 @@ pub(crate) fn modulate<T: Taped>(
     let mut y = vec![0.0f32; shape.0 * shape.1];
     {
         let (hv, sv, bv) = (host_values(&h), host_values(&scale), host_values(&shift));
-        accumulate(&mut y, |i| hv[i] * (1.0 + sv[i]) + bv[i]);
+        elementwise(&mut y, [&hv, &sv, &bv], |_, [h, s, b]| h * (1.0 + s) + b);
     }
     let out = dev.tensor_from_vec(y, shape);
     if T::OWNS_TAPE {
@@ -211,10 +222,12 @@ pub(crate) fn modulate<T: Taped>(
         tape.add_backward_op(move |grads| {
             let (g, gh) = output_and_input_gradients(grads, &result, &h)?;
             let sv = host_values(&scale);
-            accumulate(gh, |i| g[i] * (1.0 + sv[i]));
+            elementwise(gh, [&g, &sv], |d, [g, s]| d + g * (1.0 + s));
             let hv = host_values(&h);
-            accumulate(grads.get_or_alloc_mut(&scale)?, |i| g[i] * hv[i]);
-            accumulate(grads.get_or_alloc_mut(&shift)?, |i| g[i]);
+            elementwise(grads.get_or_alloc_mut(&scale)?, [&g, &hv], |d, [g, h]| {
+                d + g * h
+            });
+            elementwise(grads.get_or_alloc_mut(&shift)?, [&g], |d, [g]| d + g);
             Ok(())
         });
     }
@@ -242,23 +255,29 @@ pub(crate) fn residual<T: Taped>(
     {
         let (xv, hv) = (host_values(&x), host_values(&h));
         let gv = gate.as_ref().map(host_values);
-        accumulate(&mut y, |i| {
-            xv[i] + gv.as_ref().map_or(hv[i], |g| hv[i] * g[i])
-        });
+        match &gv {
+            Some(gv) => elementwise(&mut y, [&xv, &hv, gv], |_, [x, h, g]| x + h * g),
+            None => elementwise(&mut y, [&xv, &hv], |_, [x, h]| x + h),
+        }
     }
     let out = dev.tensor_from_vec(y, shape);
     if T::OWNS_TAPE {
         let result = out.clone();
         tape.add_backward_op(move |grads| {
             let (g, gx) = output_and_input_gradients(grads, &result, &x)?;
-            accumulate(gx, |i| g[i]);
+            elementwise(gx, [&g], |d, [g]| d + g);
             let gv = gate.as_ref().map(host_values);
-            accumulate(grads.get_or_alloc_mut(&h)?, |i| {
-                gv.as_ref().map_or(g[i], |gate| g[i] * gate[i])
-            });
+            match &gv {
+                Some(gv) => {
+                    elementwise(grads.get_or_alloc_mut(&h)?, [&g, gv], |d, [g, s]| d + g * s)
+                }
+                None => elementwise(grads.get_or_alloc_mut(&h)?, [&g], |d, [g]| d + g),
+            }
             if let Some(gate) = &gate {
                 let hv = host_values(&h);
-                accumulate(grads.get_or_alloc_mut(gate)?, |i| g[i] * hv[i]);
+                elementwise(grads.get_or_alloc_mut(gate)?, [&g, &hv], |d, [g, h]| {
+                    d + g * h
+                });
             }
             Ok(())
         });
