@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use latentlab_framework::config::TrainConfig;
-use latentlab_framework::device::{device, Dev};
+use latentlab_framework::device::{device, host_values, tensor2, Dev};
 use latentlab_framework::evaluation::{evaluate_rows, Projection};
+use latentlab_framework::nn::{linear_macs, Init, Linear};
 use latentlab_framework::pipeline::{generate_latents, GenerateOptions};
 use latentlab_framework::plugin::{
     summarize, AutoencoderConfig, AutoencoderContext, CellSet, ConditionColumn, ConditionTable,
@@ -80,7 +81,21 @@ fn conditions(n: usize, seed: u64) -> ConditionTable {
     t
 }
 
-fn vae_step(shapes: &BenchShapes, dev: &Dev) -> Result<f64> {
+/// One case's rate and, for training steps, the nominal floating-point operations per unit
+/// (`3 × 2 × batch ×` linear multiply-accumulates: forward, input and weight gradients).
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    rate: f64,
+    flops_per_unit: Option<f64>,
+}
+
+/// Nominal operations of one training step on `batch` rows of a model with `macs` linear
+/// multiply-accumulates per row.
+fn step_flops(batch: usize, macs: usize) -> Option<f64> {
+    Some(3.0 * 2.0 * batch as f64 * macs as f64)
+}
+
+fn vae_step(shapes: &BenchShapes, dev: &Dev) -> Result<Measured> {
     let cfg: Box<dyn AutoencoderConfig> = parse(&format!(
         "type = \"vae\"\nlatent_dim = {}\nhidden = [512, 256]\nlayer_norm = false\ndropout = 0.0\nzero_inflation = false",
         shapes.latent
@@ -100,8 +115,9 @@ fn vae_step(shapes: &BenchShapes, dev: &Dev) -> Result<f64> {
         n: shapes.batch,
         library_size: vec![1.0; shapes.batch],
     };
+    let flops_per_unit = step_flops(shapes.batch, linear_macs(&*model));
     let mut opt = latentlab_framework::optim::AdamW::new(Default::default())?;
-    rate(shapes.min_seconds, 1.0, || {
+    let rate = rate(shapes.min_seconds, 1.0, || {
         let loss = model.loss(&batch, 1000, &mut rng)?;
         let (_, grads) = latentlab_framework::optim::NamedGradients::backward(
             loss.total,
@@ -109,6 +125,10 @@ fn vae_step(shapes: &BenchShapes, dev: &Dev) -> Result<f64> {
             "autoencoder",
         )?;
         opt.apply(&mut *model, "autoencoder", &grads, 1e-3)
+    })?;
+    Ok(Measured {
+        rate,
+        flops_per_unit,
     })
 }
 
@@ -127,7 +147,7 @@ fn denoiser_step(
     cond_dim: usize,
     dim: usize,
     dev: &Dev,
-) -> Result<f64> {
+) -> Result<Measured> {
     let den_cfg: Box<dyn DenoiserConfig> = parse(denoiser)?;
     let cond_cfg: Box<dyn ConditionerConfig> = parse(&format!("type = \"class_embedding\"\nkeys = [\"label\"]\ndim = {cond_dim}\ninjection = \"adaln\"\ndrop_prob = 0.1"))?;
     let sampler = parse::<Box<dyn SamplerConfig>>("type = \"rectified_flow\"")?.build()?;
@@ -156,7 +176,11 @@ fn denoiser_step(
     let rows: Vec<usize> = (0..shapes.batch).collect();
     let mut opt = latentlab_framework::optim::AdamW::new(Default::default())?;
     let _ = TrainConfig::default();
-    rate(shapes.min_seconds, 1.0, || {
+    let flops_per_unit = step_flops(
+        shapes.batch,
+        linear_macs(&*denoiser) + linear_macs(&*conditioner),
+    );
+    let rate = rate(shapes.min_seconds, 1.0, || {
         let mut stage = Stage2 {
             denoiser: denoiser.as_mut(),
             conditioner: Some(conditioner.as_mut()),
@@ -164,10 +188,32 @@ fn denoiser_step(
         let loss = denoiser_loss(&stage, sampler.as_ref(), &data, &rows, 0.1, &mut rng, dev)?;
         let (_, grads) = latentlab_framework::optim::NamedGradients::backward(loss, &stage, "")?;
         opt.apply(&mut stage, "", &grads, 1e-3)
+    })?;
+    Ok(Measured {
+        rate,
+        flops_per_unit,
     })
 }
 
-fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result<f64> {
+/// The matrix-product peak the training rates are compared with: a 1024 × 1024 input through a
+/// 1024 → 1024 [`Linear`] (the models' own product path; PyTorch's peer times `torch.mm` of two
+/// 1024² matrices), GFLOP/s at the current thread count.
+fn sgemm_peak(shapes: &BenchShapes, dev: &Dev) -> Result<f64> {
+    const N: usize = 1024;
+    let mut rng = stream(0, "bench.sgemm");
+    let layer = Linear::new(dev, N, N, Init::KaimingUniform, &mut rng)?;
+    let values: Vec<f32> = (0..N * N).map(|_| rng.gen::<f32>() - 0.5).collect();
+    let x = tensor2(dev, &values, N, N)?;
+    let calls_per_second = rate(shapes.min_seconds, 1.0, || {
+        // Reading the values makes a GPU finish the product (on the CPU it borrows them).
+        let y = layer.forward(x.clone())?;
+        std::hint::black_box(host_values(&y).len());
+        Ok(())
+    })?;
+    Ok(calls_per_second * 2.0 * (N * N * N) as f64 / 1e9)
+}
+
+fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result<Measured> {
     let den_cfg: Box<dyn DenoiserConfig> = parse(MLP_DENOISER)?;
     let cond_cfg: Box<dyn ConditionerConfig> =
         parse("type = \"class_embedding\"\nkeys = [\"label\"]\ndim = 512\ninjection = \"adaln\"")?;
@@ -202,7 +248,7 @@ fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result
     };
     let mut rng = stream(0, "bench.sampling");
     // One measurement generates all cells; use a shorter budget (each call is long).
-    rate(0.0, shapes.cells as f64, || {
+    let rate = rate(0.0, shapes.cells as f64, || {
         let z = generate_latents(
             denoiser.as_ref(),
             Some(conditioner.as_ref()),
@@ -220,6 +266,10 @@ fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result
             }
         }
         Ok(())
+    })?;
+    Ok(Measured {
+        rate,
+        flops_per_unit: None,
     })
 }
 
@@ -318,24 +368,31 @@ fn evaluation(shapes: &BenchShapes) -> Result<f64> {
     Ok(1.0 / start.elapsed().as_secs_f64())
 }
 
-/// Runs every case at each thread count; returns `{case: {threads: rate}}`.
+/// What [`run`] measured, keyed by case and thread count (as strings, for the JSON).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    /// `{case: {threads: steps/s or cells/s}}` (the peer's shape).
+    pub rates: BTreeMap<String, BTreeMap<String, f64>>,
+    /// `{case: {threads: GFLOP/s}}` for the training steps (nominal linear-layer work).
+    pub gflops: BTreeMap<String, BTreeMap<String, f64>>,
+    /// `{threads: GFLOP/s}` of a 1024³ matrix product, measured when a case reports GFLOP/s.
+    pub sgemm_peak: BTreeMap<String, f64>,
+}
+
+/// Runs every case at each thread count.
 ///
 /// # Errors
 /// Model or thread-pool errors.
-pub fn run(
-    shapes: &BenchShapes,
-    threads: &[usize],
-    cases: &[String],
-) -> Result<BTreeMap<String, BTreeMap<String, f64>>> {
+pub fn run(shapes: &BenchShapes, threads: &[usize], cases: &[String]) -> Result<Report> {
     let dev = device(0)?;
-    let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    let mut report = Report::default();
     for &t in threads {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build()
             .map_err(|e| LatentError::Incompatible(e.to_string()))?;
         for case in cases {
-            let r = pool.install(|| match case.as_str() {
+            let measured = pool.install(|| match case.as_str() {
                 "vae_step" => vae_step(shapes, &dev),
                 "latent_denoiser_step" => {
                     denoiser_step(shapes, MLP_DENOISER, 512, shapes.latent, &dev)
@@ -343,16 +400,32 @@ pub fn run(
                 "gene_denoiser_step" => {
                     denoiser_step(shapes, MLP_DENOISER, 512, shapes.genes, &dev)
                 }
-                "dit_step" => denoiser_step(shapes, DIT_DENOISER, 128, shapes.latent, &dev),
+                // Its layers see tokens (16 per cell), not cells: the per-row count would not
+                // be its work, so no GFLOP/s.
+                "dit_step" => denoiser_step(shapes, DIT_DENOISER, 128, shapes.latent, &dev)
+                    .map(|m| Measured { flops_per_unit: None, ..m }),
                 "latent_sampling" => sampling(shapes, shapes.latent, true, &dev),
                 "gene_sampling" => sampling(shapes, shapes.genes, false, &dev),
-                "evaluation" => evaluation(shapes),
+                "evaluation" => evaluation(shapes).map(|rate| Measured { rate, flops_per_unit: None }),
                 other => Err(LatentError::config("bench", "--case", "vae_step, latent_denoiser_step, gene_denoiser_step, dit_step, latent_sampling, gene_sampling, evaluation", other)),
             })?;
-            out.entry(case.clone())
+            report
+                .rates
+                .entry(case.clone())
                 .or_default()
-                .insert(t.to_string(), r);
+                .insert(t.to_string(), measured.rate);
+            if let Some(flops) = measured.flops_per_unit {
+                report
+                    .gflops
+                    .entry(case.clone())
+                    .or_default()
+                    .insert(t.to_string(), measured.rate * flops / 1e9);
+            }
+        }
+        if !report.gflops.is_empty() {
+            let peak = pool.install(|| sgemm_peak(shapes, &dev))?;
+            report.sgemm_peak.insert(t.to_string(), peak);
         }
     }
-    Ok(out)
+    Ok(report)
 }

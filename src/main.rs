@@ -519,16 +519,32 @@ fn execute(cli: Cli) -> Result<()> {
                 steps,
                 ..Default::default()
             };
-            let rates = latentlab::bench::run(&shapes, &threads, &cases)?;
+            let report = latentlab::bench::run(&shapes, &threads, &cases)?;
             if json {
-                println!("{}", serde_json::json!({ "rates": rates }));
+                println!("{}", serde_json::to_string(&report)?);
             } else {
-                for (case, by_threads) in &rates {
+                for (case, by_threads) in &report.rates {
                     let cols: Vec<String> = by_threads
                         .iter()
-                        .map(|(t, r)| format!("{t} thread(s): {r:.2}"))
+                        .map(|(t, r)| {
+                            let gflops = report.gflops.get(case).and_then(|g| g.get(t));
+                            let peak = report.sgemm_peak.get(t);
+                            match (gflops, peak) {
+                                (Some(g), Some(p)) => format!(
+                                    "{t} thread(s): {r:.2} ({g:.1} GFLOP/s, {:.0} % of sgemm peak)",
+                                    100.0 * g / p
+                                ),
+                                _ => format!("{t} thread(s): {r:.2}"),
+                            }
+                        })
                         .collect();
                     println!("{case:<22} {}", cols.join("   "));
+                }
+                for (t, p) in &report.sgemm_peak {
+                    println!(
+                        "{:<22} {t} thread(s): {p:.1} GFLOP/s (1024³ product)",
+                        "sgemm peak"
+                    );
                 }
             }
         }

@@ -741,3 +741,31 @@ fn streamed_training_runs_end_to_end() {
     assert_one_line_failure(&out, "streaming needs CSR or dense storage");
     assert!(!refused.exists());
 }
+
+/// `bench --json` prints the peer's `rates` shape plus GFLOP/s of the training cases and the
+/// sgemm peak they are compared with (200 genes, to stay quick).
+#[test]
+fn bench_reports_rates_gflops_and_the_sgemm_peak() {
+    let out = run(&[
+        "bench",
+        "--json",
+        "--case",
+        "vae_step",
+        "--threads",
+        "1",
+        "--min-seconds",
+        "0",
+        "--genes",
+        "200",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let positive = |v: &serde_json::Value| v.as_f64().is_some_and(|x| x.is_finite() && x > 0.0);
+    assert!(positive(&report["rates"]["vae_step"]["1"]), "{report}");
+    assert!(positive(&report["gflops"]["vae_step"]["1"]), "{report}");
+    assert!(positive(&report["sgemm_peak"]["1"]), "{report}");
+}

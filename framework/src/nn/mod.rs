@@ -46,7 +46,7 @@ pub use linear::Linear;
 pub use mlp::Mlp;
 pub use modulation::{modulate, residual};
 pub use null_embedding::NullEmbedding;
-pub use params::{join, ParamMut, ParamRef, Parameters};
+pub use params::{join, linear_macs, ParamMut, ParamRef, Parameters};
 pub use repeat_rows::repeat_rows;
 pub use residual_block::{Modulation, ResidualBlock};
 pub use row_groups::RowGroups;

@@ -121,6 +121,20 @@ pub trait Parameters {
     }
 }
 
+/// Multiply-accumulates per input row of every linear layer of `model`: the sum of `in × out`
+/// over its 2-D parameters named `weight` (PyTorch's peer counts `nn.Linear` layers the same way;
+/// embedding tables, attention products and element-wise work are not counted).
+pub fn linear_macs(model: &(impl Parameters + ?Sized)) -> usize {
+    let mut macs = 0;
+    model.visit("", &mut |name, p| {
+        let shape = p.shape();
+        if shape.len() == 2 && (name == "weight" || name.ends_with(".weight")) {
+            macs += shape[0] * shape[1];
+        }
+    });
+    macs
+}
+
 /// Joins a prefix and a field name with a dot (no leading dot for an empty prefix).
 pub fn join(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
@@ -201,4 +215,22 @@ macro_rules! parameters {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::device;
+    use crate::nn::{Activation, ResidualBlock};
+
+    /// A residual block counts its two linear layers (8 × 16 and 16 × 8), not its LayerNorm's
+    /// vectors or the biases.
+    #[test]
+    fn linear_macs_counts_linear_weights_only() {
+        let dev = device(0).unwrap();
+        let mut rng = crate::rng::stream(0, "test");
+        let block = ResidualBlock::new(&dev, 8, 16, Activation::Silu, true, 0.0, &mut rng).unwrap();
+        assert!(block.num_params() > 256);
+        assert_eq!(linear_macs(&block), 8 * 16 + 16 * 8);
+    }
 }
