@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use latentlab_framework::config::TrainConfig;
 use latentlab_framework::device::{device, host_values, tensor2, Dev};
 use latentlab_framework::evaluation::{evaluate_rows, Projection};
 use latentlab_framework::nn::{linear_macs, Init, Linear};
@@ -175,7 +174,6 @@ fn denoiser_step(
     };
     let rows: Vec<usize> = (0..shapes.batch).collect();
     let mut opt = latentlab_framework::optim::AdamW::new(Default::default())?;
-    let _ = TrainConfig::default();
     let flops_per_unit = step_flops(
         shapes.batch,
         linear_macs(&*denoiser) + linear_macs(&*conditioner),
