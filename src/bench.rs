@@ -7,7 +7,9 @@ use std::time::Instant;
 use latentlab_framework::device::{device, host_values, tensor2, Dev};
 use latentlab_framework::evaluation::{evaluate_rows, Projection};
 use latentlab_framework::nn::{linear_macs, Init, Linear};
-use latentlab_framework::pipeline::{generate_latents, GenerateOptions};
+use latentlab_framework::pipeline::{
+    decode_latents, generate_latents, GenerateOptions, LatentStats,
+};
 use latentlab_framework::plugin::{
     summarize, AutoencoderConfig, AutoencoderContext, CellSet, ConditionColumn, ConditionTable,
     ConditionerConfig, ConditionerContext, DenoiserConfig, DenoiserContext, EvalContext,
@@ -244,6 +246,11 @@ fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result
         chunk_size: 1024,
         attribute_scales: Vec::new(),
     };
+    let identity = LatentStats {
+        mean: vec![0.0; shapes.latent],
+        std: vec![1.0; shapes.latent],
+    };
+    let libraries = vec![1.0; shapes.cells];
     let mut rng = stream(0, "bench.sampling");
     // One measurement generates all cells; use a shorter budget (each call is long).
     let rate = rate(0.0, shapes.cells as f64, || {
@@ -259,9 +266,16 @@ fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result
             dev,
         )?;
         if decode {
-            for chunk in z.chunks(1024 * dim) {
-                vae.decode_mean(chunk, chunk.len() / dim, &[])?;
-            }
+            let x = decode_latents(
+                vae.as_ref(),
+                &identity,
+                z,
+                shapes.cells,
+                &libraries,
+                None,
+                options.chunk_size,
+            )?;
+            std::hint::black_box(x.len());
         }
         Ok(())
     })?;

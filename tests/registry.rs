@@ -90,6 +90,17 @@ fn autoencoders_conform() {
         assert_eq!(za.len(), 16 * dim, "{}: encode shape", entry.name);
         let x = a.decode_mean(&za, 16, &batch.library_size).unwrap();
         assert_eq!(x.len(), 16 * GENES, "{}: decode shape", entry.name);
+        let tail = a
+            .decode_mean(&za[10 * dim..], 6, &batch.library_size[10..])
+            .unwrap();
+        assert!(
+            x[10 * GENES..]
+                .iter()
+                .zip(&tail)
+                .all(|(p, q)| (p - q).abs() <= 1e-5 * (1.0 + p.abs())),
+            "{}: rows must be decoded independently (decoding runs over row tiles)",
+            entry.name
+        );
         assert!(
             x.iter().all(|v| v.is_finite()),
             "{}: decode finite",
@@ -253,13 +264,40 @@ fn denoisers_conform_for_every_supported_injection() {
             let d = cfg
                 .build(&testing::denoiser_context(condition).unwrap())
                 .unwrap();
-            let z =
-                latentlab::framework::device::tensor2(&dev, &[0.5; 5 * LATENT], 5, LATENT).unwrap();
-            let cond = condition.map(|_| latentlab::framework::plugin::ConditionEmbedding {
-                vector: latentlab::framework::device::tensor2(&dev, &[0.1; 5 * 8], 5, 8).unwrap(),
-            });
-            let out = d.forward(z, &[0.1, 0.3, 0.5, 0.7, 0.9], cond).unwrap();
-            let v = out.as_vec();
+            let zv = testing::spread_values(5 * LATENT, 3, 1.0);
+            let cv = testing::spread_values(5 * 8, 4, 0.5);
+            let times = [0.1, 0.3, 0.5, 0.7, 0.9];
+            // Sampling runs the network over row tiles: rows must not interact.
+            let forward_rows = |rows: std::ops::Range<usize>| {
+                let m = rows.len();
+                let z = latentlab::framework::device::tensor2(
+                    &dev,
+                    &zv[rows.start * LATENT..rows.end * LATENT],
+                    m,
+                    LATENT,
+                )
+                .unwrap();
+                let cond = condition.map(|_| latentlab::framework::plugin::ConditionEmbedding {
+                    vector: latentlab::framework::device::tensor2(
+                        &dev,
+                        &cv[rows.start * 8..rows.end * 8],
+                        m,
+                        8,
+                    )
+                    .unwrap(),
+                });
+                d.forward(z, &times[rows], cond).unwrap().as_vec()
+            };
+            let v = forward_rows(0..5);
+            let tail = forward_rows(2..5);
+            assert!(
+                v[2 * LATENT..]
+                    .iter()
+                    .zip(&tail)
+                    .all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + a.abs())),
+                "{} {condition:?}: rows must be independent at inference",
+                entry.name
+            );
             assert_eq!(
                 v.len(),
                 5 * LATENT,
@@ -354,6 +392,20 @@ fn conditioners_conform() {
             &all_null[0..d],
             &all_null[d..2 * d],
             "{}: null embedding must not depend on the condition",
+            entry.name
+        );
+        let rows = [2, 3, 4, 5, 6];
+        let part = c
+            .embed(&table.select(&rows), &null[2..])
+            .unwrap()
+            .vector
+            .as_vec();
+        assert!(
+            e[2 * d..]
+                .iter()
+                .zip(&part)
+                .all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + a.abs())),
+            "{}: rows must be embedded independently (sampling embeds row tiles)",
             entry.name
         );
         assert!(

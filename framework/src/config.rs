@@ -202,7 +202,9 @@ pub struct SampleConfig {
     pub steps: Option<usize>,
     /// Classifier-free guidance scale (1 = plain conditional). Default 1.0.
     pub guidance: f32,
-    /// Cells processed per network call. Default 4096.
+    /// Cells generated together (their noise drawn, then every step run over them). On the CPU
+    /// a chunk's network calls run in tiles (at least one per thread, at most 1024 cells) spread
+    /// over the threads; on CUDA one call covers the chunk. Default 4096.
     pub chunk_size: usize,
     /// Per-attribute guidance scales by condition key (a `combined` conditioner trained with
     /// `part_drop_prob > 0`); attributes not named take `guidance`. Default empty.

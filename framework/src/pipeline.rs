@@ -5,6 +5,7 @@
 use rand::Rng;
 
 use crate::device::{tensor2, Dev};
+use crate::nn::{append_tiles, map_tiles, row_blocks, row_tiles};
 use crate::plugin::{Autoencoder, ConditionTable, Conditioner, Denoiser, LatentSampler};
 use crate::rng::fill_normal;
 use crate::{LatentError, Result};
@@ -66,7 +67,8 @@ pub struct GenerateOptions {
     /// Classifier-free guidance scale `s`: `out = uncond + s (cond − uncond)`; 1 disables the
     /// unconditional pass.
     pub guidance: f32,
-    /// Cells per network call.
+    /// Cells generated together (noise drawn per chunk); on the CPU each chunk's network calls
+    /// run in tiles ([`crate::nn::row_tiles`]), on CUDA one call per chunk.
     pub chunk_size: usize,
     /// Per-attribute guidance scales `s₁ … s_k`, one per [`Conditioner::attributes`] entry
     /// (empty: the single `guidance` scale). Composed in the attributes' order:
@@ -203,59 +205,85 @@ struct Parts<'a> {
 }
 
 impl<'a> Parts<'a> {
-    /// The model function for `m` rows with conditions `table`, with classifier-free guidance
-    /// `out = uncond + s (cond − uncond)` (one pass when `s = 1`), or per-attribute guidance
-    /// (see [`GenerateOptions::attribute_scales`]).
+    /// The model function for `m` rows with conditions `table`: [`Parts::predict`] over the
+    /// rows' tiles ([`row_tiles`]), in parallel.
     fn model<'b>(
         &'b self,
-        table: &'b ConditionTable,
+        table: &ConditionTable,
         m: usize,
         options: &'b GenerateOptions,
     ) -> impl FnMut(&[f32], f32) -> Result<Vec<f32>> + 'b {
-        move |z: &[f32], t: f32| -> Result<Vec<f32>> {
-            let times = vec![t; m];
-            let input = tensor2(self.dev, z, m, self.dim)?;
-            let Some(c) = self.conditioner else {
-                return Ok(self.denoiser.forward(input, &times, None)?.as_vec());
-            };
-            let scales = &options.attribute_scales;
-            if !scales.is_empty() {
-                let k = scales.len();
-                let predict = |present: usize| -> Result<Vec<f32>> {
-                    let flags: Vec<bool> = (0..k).map(|j| j < present).collect();
-                    let e = c.embed_attributes(table, &flags)?;
-                    Ok(self
-                        .denoiser
-                        .forward(input.clone(), &times, Some(e))?
-                        .as_vec())
-                };
-                let mut previous = predict(0)?;
-                let mut out = previous.clone();
-                for (i, s) in scales.iter().enumerate() {
-                    let current = predict(i + 1)?;
-                    for ((o, c), p) in out.iter_mut().zip(&current).zip(&previous) {
-                        *o += s * (c - p);
-                    }
-                    previous = current;
-                }
-                return Ok(out);
-            }
-            let cond = c.embed(table, &vec![false; m])?;
-            let conditional = self
-                .denoiser
-                .forward(input.clone(), &times, Some(cond))?
-                .as_vec();
-            if options.guidance == 1.0 {
-                return Ok(conditional);
-            }
-            let null = c.embed(table, &vec![true; m])?;
-            let unconditional = self.denoiser.forward(input, &times, Some(null))?.as_vec();
-            Ok(unconditional
+        let tiles = row_tiles(m);
+        let tables: Vec<ConditionTable> = match self.conditioner {
+            Some(_) => tiles
                 .iter()
-                .zip(&conditional)
-                .map(|(u, c)| u + options.guidance * (c - u))
-                .collect())
+                .map(|rows| table.select(&rows.clone().collect::<Vec<_>>()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let dim = self.dim;
+        move |z: &[f32], t: f32| -> Result<Vec<f32>> {
+            map_tiles(&tiles, |i| {
+                let rows = &tiles[i];
+                let z = &z[rows.start * dim..rows.end * dim];
+                self.predict(tables.get(i), z, rows.len(), t, options)
+            })
         }
+    }
+
+    /// The model's prediction for the `m` rows `z` at time `t` under conditions `table`, with
+    /// classifier-free guidance `out = uncond + s (cond − uncond)` (one pass when `s = 1`), or
+    /// per-attribute guidance (see [`GenerateOptions::attribute_scales`]).
+    fn predict(
+        &self,
+        table: Option<&ConditionTable>,
+        z: &[f32],
+        m: usize,
+        t: f32,
+        options: &GenerateOptions,
+    ) -> Result<Vec<f32>> {
+        let times = vec![t; m];
+        let input = tensor2(self.dev, z, m, self.dim)?;
+        let (Some(c), Some(table)) = (self.conditioner, table) else {
+            return Ok(self.denoiser.forward(input, &times, None)?.as_vec());
+        };
+        let scales = &options.attribute_scales;
+        if !scales.is_empty() {
+            let k = scales.len();
+            let predict = |present: usize| -> Result<Vec<f32>> {
+                let flags: Vec<bool> = (0..k).map(|j| j < present).collect();
+                let e = c.embed_attributes(table, &flags)?;
+                Ok(self
+                    .denoiser
+                    .forward(input.clone(), &times, Some(e))?
+                    .as_vec())
+            };
+            let mut previous = predict(0)?;
+            let mut out = previous.clone();
+            for (i, s) in scales.iter().enumerate() {
+                let current = predict(i + 1)?;
+                for ((o, c), p) in out.iter_mut().zip(&current).zip(&previous) {
+                    *o += s * (c - p);
+                }
+                previous = current;
+            }
+            return Ok(out);
+        }
+        let cond = c.embed(table, &vec![false; m])?;
+        let conditional = self
+            .denoiser
+            .forward(input.clone(), &times, Some(cond))?
+            .as_vec();
+        if options.guidance == 1.0 {
+            return Ok(conditional);
+        }
+        let null = c.embed(table, &vec![true; m])?;
+        let unconditional = self.denoiser.forward(input, &times, Some(null))?.as_vec();
+        Ok(unconditional
+            .iter()
+            .zip(&conditional)
+            .map(|(u, c)| u + options.guidance * (c - u))
+            .collect())
     }
 
     fn generate(
@@ -327,8 +355,14 @@ impl<'a> Parts<'a> {
     }
 }
 
+/// Rows per parallel decoding call (and per observation-noise stream) on the CPU.
+pub const DECODE_BLOCK_ROWS: usize = 256;
+
 /// Decodes standardized latents to expression: un-standardize, then the autoencoder's mean (or a
-/// draw from its observation model when `sample_observation`).
+/// draw from its observation model when `sample_observation`), `chunk_size` rows at a time, each
+/// chunk in blocks of [`DECODE_BLOCK_ROWS`] decoded in parallel. Observation noise comes from one
+/// stream per block, seeded in block order from `sample_observation`, so it does not depend on
+/// the thread count.
 ///
 /// # Errors
 /// Model errors.
@@ -338,22 +372,114 @@ pub fn decode_latents(
     mut z: Vec<f32>,
     n: usize,
     library_size: &[f32],
-    sample_observation: Option<&mut dyn rand::RngCore>,
+    mut sample_observation: Option<&mut dyn rand::RngCore>,
     chunk_size: usize,
 ) -> Result<Vec<f32>> {
+    use rand::SeedableRng;
     stats.unstandardize(&mut z);
     let dim = autoencoder.latent_dim();
     let mut out = Vec::with_capacity(n * autoencoder.n_genes());
-    let mut rng = sample_observation;
     for start in (0..n).step_by(chunk_size.max(1)) {
         let end = (start + chunk_size.max(1)).min(n);
-        let zc = &z[start * dim..end * dim];
-        let lib = &library_size[start..end];
-        let x = match rng.as_deref_mut() {
-            Some(r) => autoencoder.decode_sample(zc, end - start, lib, r)?,
-            None => autoencoder.decode_mean(zc, end - start, lib)?,
-        };
-        out.extend_from_slice(&x);
+        let tiles = row_blocks(end - start, DECODE_BLOCK_ROWS);
+        let seeds: Option<Vec<u64>> = sample_observation
+            .as_deref_mut()
+            .map(|rng| tiles.iter().map(|_| rng.next_u64()).collect());
+        append_tiles(&tiles, &mut out, |i| {
+            let rows = start + tiles[i].start..start + tiles[i].end;
+            let zc = &z[rows.start * dim..rows.end * dim];
+            let lib = &library_size[rows.clone()];
+            match &seeds {
+                Some(seeds) => autoencoder.decode_sample(
+                    zc,
+                    rows.len(),
+                    lib,
+                    &mut rand::rngs::StdRng::seed_from_u64(seeds[i]),
+                ),
+                None => autoencoder.decode_mean(zc, rows.len(), lib),
+            }
+        })?;
     }
     Ok(out)
+}
+
+#[cfg(all(test, not(feature = "cuda")))]
+mod tests {
+    use dfdx::prelude::NoneTape;
+
+    use super::*;
+    use crate::device::{Tensor2, TrainTape};
+    use crate::nn::{Activation, Mlp};
+    use crate::plugin::ConditionEmbedding;
+
+    /// A denoiser ignoring time and conditions: an MLP with LayerNorm over the latent.
+    struct PlainMlp {
+        mlp: Mlp,
+    }
+    crate::parameters!(PlainMlp { mlp });
+
+    impl Denoiser for PlainMlp {
+        fn forward_train(
+            &self,
+            z: Tensor2<TrainTape>,
+            _t: &[f32],
+            _cond: Option<ConditionEmbedding<TrainTape>>,
+        ) -> Result<Tensor2<TrainTape>> {
+            self.mlp.forward(z, true)
+        }
+        fn forward(
+            &self,
+            z: Tensor2,
+            _t: &[f32],
+            _cond: Option<ConditionEmbedding<NoneTape>>,
+        ) -> Result<Tensor2> {
+            self.mlp.forward(z, false)
+        }
+    }
+
+    #[test]
+    fn tiled_model_calls_match_one_call_bit_for_bit_at_any_thread_count() {
+        let dev = crate::testing::test_device().unwrap();
+        let (dim, m) = (16, 3000);
+        let mut rng = crate::rng::stream(0, "tiles");
+        let denoiser = PlainMlp {
+            mlp: Mlp::new(
+                &dev,
+                dim,
+                &[256, 512, dim],
+                Activation::Silu,
+                true,
+                0.0,
+                &mut rng,
+            )
+            .unwrap(),
+        };
+        let parts = Parts {
+            denoiser: &denoiser,
+            conditioner: None,
+            dim,
+            dev: &dev,
+        };
+        let mut z = vec![0.0; m * dim];
+        fill_normal(&mut rng, &mut z);
+        let options = GenerateOptions {
+            steps: 1,
+            guidance: 1.0,
+            chunk_size: m,
+            attribute_scales: Vec::new(),
+        };
+        let table = ConditionTable::default();
+        let whole = parts.predict(None, &z, m, 0.5, &options).unwrap();
+        for threads in [1, 2, 4, 7] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let tiled = pool.install(|| parts.model(&table, m, &options)(&z, 0.5).unwrap());
+            assert!(
+                tiled == whole,
+                "{threads} threads: tiles differ from one call"
+            );
+        }
+    }
 }

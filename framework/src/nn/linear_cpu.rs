@@ -41,7 +41,7 @@ impl<'a> View<'a> {
 }
 
 /// `dst (m × n, row-major) = [dst +] a (m × k) · b (k × n)`, multi-threaded over rayon's current
-/// pool (as dfdx's own matmul).
+/// pool (as dfdx's own matmul), or on this thread alone inside a row tile (`super::map_tiles`).
 fn gemm(dst: &mut [f32], accumulate: bool, (m, k, n): (usize, usize, usize), a: View, b: View) {
     let fits = |v: &View, rows: usize, cols: usize| {
         rows == 0
@@ -77,7 +77,11 @@ fn gemm(dst: &mut [f32], accumulate: bool, (m, k, n): (usize, usize, usize), a: 
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+            if super::inside_tile() {
+                gemm::Parallelism::None
+            } else {
+                gemm::Parallelism::Rayon(rayon::current_num_threads())
+            },
         );
     }
 }

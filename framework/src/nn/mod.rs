@@ -26,6 +26,7 @@ mod params;
 mod repeat_rows;
 mod residual_block;
 mod row_groups;
+mod row_tiles;
 #[cfg(not(feature = "cuda"))]
 mod rowwise_cpu;
 mod sinusoidal;
@@ -50,6 +51,9 @@ pub use params::{join, linear_macs, ParamMut, ParamRef, Parameters};
 pub use repeat_rows::repeat_rows;
 pub use residual_block::{Modulation, ResidualBlock};
 pub use row_groups::RowGroups;
+#[cfg(not(feature = "cuda"))]
+pub(crate) use row_tiles::inside_tile;
+pub use row_tiles::{append_tiles, map_tiles, row_blocks, row_tiles, MAX_TILE_ROWS};
 pub use sinusoidal::{sinusoidal_embedding, sinusoidal_tensor};
 pub use vector_quantizer::{
     CodebookUpdate, CodebookUsage, Quantized, QuantizerLosses, QuantizerSettings, VectorQuantizer,

@@ -86,8 +86,8 @@ impl AutoencoderLoss {
     }
 }
 
-/// A trained or trainable stage-1 model.
-pub trait Autoencoder: Parameters + Send {
+/// A trained or trainable stage-1 model. `Sync`: decoding shares it between threads.
+pub trait Autoencoder: Parameters + Send + Sync {
     /// Width of the latent space.
     fn latent_dim(&self) -> usize;
     /// Number of genes it reconstructs.
@@ -109,7 +109,8 @@ pub trait Autoencoder: Parameters + Send {
     /// Shape errors.
     fn encode(&self, batch: &ExpressionBatch) -> Result<Vec<f32>>;
     /// Expected expression in the input's space `(n, n_genes)` for latents `z` `(n, latent_dim)`;
-    /// count models scale by `library_size`.
+    /// count models scale by `library_size`. Rows are decoded independently (decoding runs over
+    /// tiles of rows in parallel).
     ///
     /// # Errors
     /// Shape errors.

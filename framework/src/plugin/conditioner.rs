@@ -320,8 +320,8 @@ pub struct ConditionEmbedding<T: Taped> {
     pub vector: Tensor2<T>,
 }
 
-/// A trainable condition encoder.
-pub trait Conditioner: Parameters + Send {
+/// A trainable condition encoder. `Sync`: sampling shares it between threads.
+pub trait Conditioner: Parameters + Send + Sync {
     /// Embedding width.
     fn dim(&self) -> usize;
     /// How the denoiser should inject it.
@@ -338,7 +338,8 @@ pub trait Conditioner: Parameters + Send {
         null: &[bool],
         rng: &mut dyn rand::RngCore,
     ) -> Result<ConditionEmbedding<crate::device::TrainTape>>;
-    /// Same as [`Conditioner::embed_train`] without autodiff or training-only randomness.
+    /// Same as [`Conditioner::embed_train`] without autodiff or training-only randomness. Rows
+    /// are embedded independently: sampling embeds tiles of rows in parallel.
     ///
     /// # Errors
     /// Missing keys or unknown category codes.

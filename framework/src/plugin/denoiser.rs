@@ -21,7 +21,8 @@ pub struct DenoiserContext {
 }
 
 /// A trainable denoiser network `f(z_t, t, c)`. Time `t` is in `[0, 1]` (1 = pure noise).
-pub trait Denoiser: Parameters + Send {
+/// `Sync`: sampling shares it between threads.
+pub trait Denoiser: Parameters + Send + Sync {
     /// Forward pass with autodiff. `z` is `(batch, latent_dim)`, `t` has `batch` entries.
     ///
     /// # Errors
@@ -32,7 +33,8 @@ pub trait Denoiser: Parameters + Send {
         t: &[f32],
         cond: Option<ConditionEmbedding<TrainTape>>,
     ) -> Result<Tensor2<TrainTape>>;
-    /// Forward pass without autodiff (sampling).
+    /// Forward pass without autodiff (sampling). Rows must not interact: sampling calls it on
+    /// tiles of rows in parallel (the registry conformance test checks it).
     ///
     /// # Errors
     /// Shape errors.
