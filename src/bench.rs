@@ -246,10 +246,7 @@ fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result
         chunk_size: 1024,
         attribute_scales: Vec::new(),
     };
-    let identity = LatentStats {
-        mean: vec![0.0; shapes.latent],
-        std: vec![1.0; shapes.latent],
-    };
+    let identity = LatentStats::identity(dim);
     let libraries = vec![1.0; shapes.cells];
     let mut rng = stream(0, "bench.sampling");
     // One measurement generates all cells; use a shorter budget (each call is long).

@@ -129,10 +129,7 @@ pub fn build_models_from_summaries(
         denoiser,
         conditioner,
         sampler,
-        stats: LatentStats {
-            mean: vec![0.0; dim],
-            std: vec![1.0; dim],
-        },
+        stats: LatentStats::identity(dim),
         dev: dev.clone(),
     })
 }

@@ -21,6 +21,13 @@ pub struct LatentStats {
 }
 
 impl LatentStats {
+    /// Mean 0 and standard deviation 1 in each of `dim` dimensions (standardizing is a no-op).
+    pub fn identity(dim: usize) -> Self {
+        Self {
+            mean: vec![0.0; dim],
+            std: vec![1.0; dim],
+        }
+    }
     /// Computes the statistics of row-major `(n, dim)` latents.
     pub fn fit(z: &[f32], n: usize, dim: usize) -> Self {
         let mut mean = vec![0.0f64; dim];
