@@ -16,7 +16,7 @@ use latentlab_framework::plugin::{
     ExpressionBatch, InputKind, SamplerConfig,
 };
 use latentlab_framework::rng::stream;
-use latentlab_framework::train::{denoiser_loss, LatentData, Stage2};
+use latentlab_framework::train::{denoiser_gradients, LatentData, Stage2};
 use latentlab_framework::{LatentError, Result};
 use rand::Rng;
 
@@ -185,8 +185,8 @@ fn denoiser_step(
             denoiser: denoiser.as_mut(),
             conditioner: Some(conditioner.as_mut()),
         };
-        let loss = denoiser_loss(&stage, sampler.as_ref(), &data, &rows, 0.1, &mut rng, dev)?;
-        let (_, grads) = latentlab_framework::optim::NamedGradients::backward(loss, &stage, "")?;
+        let (_, grads) =
+            denoiser_gradients(&stage, sampler.as_ref(), &data, &rows, 0.1, &mut rng, dev)?;
         opt.apply(&mut stage, "", &grads, 1e-3)
     })?;
     Ok(Measured {

@@ -317,6 +317,119 @@ fn denoisers_conform_for_every_supported_injection() {
     }
 }
 
+/// Stage-2 training splits each batch into data-parallel shards (`nn::training_shards`) and
+/// sums their gradients: for every denoiser, alone and with every conditioner it can take, the
+/// sharded gradients equal the whole batch's (without a conditioner, whose shards draw their
+/// own randomness) and are bit-identical at 1, 2 and 3 threads.
+#[test]
+fn sharded_training_gradients_match_the_batch_at_any_thread_count() {
+    use latentlab::framework::optim::NamedGradients;
+    use latentlab::framework::train::{denoiser_gradients, denoiser_loss, LatentData, Stage2};
+    latentlab::plugins::link();
+    let dev = testing::test_device().unwrap();
+    let n = 2 * latentlab::framework::nn::TRAINING_SHARD_ROWS + 3;
+    let flow = of_kind(PluginKind::Sampler)
+        .into_iter()
+        .find(|e| e.name == "rectified_flow")
+        .unwrap();
+    let sampler = parse::<Box<dyn SamplerConfig>>(flow.example, flow.name)
+        .build()
+        .unwrap();
+    let conditioners: Vec<(&str, Box<dyn ConditionerConfig>)> = of_kind(PluginKind::Conditioner)
+        .into_iter()
+        .map(|e| {
+            (
+                e.name,
+                parse::<Box<dyn ConditionerConfig>>(e.example, e.name),
+            )
+        })
+        .collect();
+    let flat =
+        |g: &NamedGradients| -> Vec<f32> { g.by_name.values().flat_map(|t| t.as_vec()).collect() };
+    for entry in of_kind(PluginKind::Denoiser) {
+        let cfg = parse::<Box<dyn DenoiserConfig>>(entry.example, entry.name);
+        let mut pairings: Vec<Option<&(&str, Box<dyn ConditionerConfig>)>> = vec![None];
+        pairings.extend(conditioners.iter().map(Some));
+        for pairing in pairings {
+            let sources = pairing.map_or_else(Vec::new, |(_, c)| c.sources());
+            let mut conditioner = pairing.map(|(_, c)| {
+                c.build(&testing::conditioner_context(&sources).unwrap())
+                    .unwrap()
+            });
+            let condition = conditioner.as_ref().map(|c| (c.dim(), c.injection()));
+            if condition.is_some_and(|(_, i)| !cfg.supported_injections().contains(&i)) {
+                continue;
+            }
+            let mut denoiser = cfg
+                .build(&testing::denoiser_context(condition).unwrap())
+                .unwrap();
+            let data = LatentData {
+                z: testing::spread_values(n * LATENT, 7, 1.0),
+                n,
+                dim: LATENT,
+                conditions: testing::condition_table(&sources, n, 8),
+            };
+            let rows: Vec<usize> = (0..n).rev().collect();
+            let stage = Stage2 {
+                denoiser: denoiser.as_mut(),
+                conditioner: conditioner.as_mut().map(|c| c.as_mut() as _),
+            };
+            let what = format!("{} with {:?}", entry.name, pairing.map(|(name, _)| name));
+            let sharded = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let mut rng = stream(9, "shards");
+                    let (v, g) = denoiser_gradients(
+                        &stage,
+                        sampler.as_ref(),
+                        &data,
+                        &rows,
+                        0.2,
+                        &mut rng,
+                        &dev,
+                    )
+                    .unwrap();
+                    (v, flat(&g))
+                })
+            };
+            let one = sharded(1);
+            assert!(
+                one.0.is_finite() && one.1.iter().all(|g| g.is_finite()),
+                "{what}"
+            );
+            for threads in [2, 3] {
+                assert!(
+                    sharded(threads) == one,
+                    "{what}: {threads} threads changed the result"
+                );
+            }
+            if pairing.is_none() {
+                let mut rng = stream(9, "shards");
+                let loss =
+                    denoiser_loss(&stage, sampler.as_ref(), &data, &rows, 0.2, &mut rng, &dev)
+                        .unwrap();
+                let (v, g) = NamedGradients::backward(loss, &stage, "").unwrap();
+                let g = flat(&g);
+                let scale = g.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                assert!(
+                    (v - one.0).abs() <= 1e-5 * v.abs(),
+                    "{what}: loss {v} vs {}",
+                    one.0
+                );
+                assert!(
+                    g.iter()
+                        .zip(&one.1)
+                        .all(|(a, b)| (a - b).abs() <= 1e-4 * scale),
+                    "{what}: sharded gradients differ from the whole batch's"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn samplers_conform() {
     latentlab::plugins::link();

@@ -2,7 +2,7 @@
 //! AdamW: two separate calls, so a data-parallel all-reduce fits between them later.
 
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
 use crate::cells::TrainingCells;
@@ -12,7 +12,9 @@ use crate::device::{tensor2, Dev, Scalar, TrainTape};
 use crate::nn::{ParamMut, ParamRef, Parameters};
 use crate::optim::{AdamW, AdamWConfig, Ema, NamedGradients};
 use crate::plugin::{Autoencoder, ConditionEmbedding};
-use crate::plugin::{ConditionTable, Conditioner, Denoiser, ExpressionBatch, LatentSampler};
+use crate::plugin::{
+    ConditionTable, Conditioner, Denoiser, ExpressionBatch, LatentSampler, TrainingPair,
+};
 use crate::rng::{fill_normal, stream};
 use crate::{LatentError, Result};
 use dfdx::prelude::*;
@@ -521,6 +523,67 @@ impl Parameters for Stage2<'_> {
     }
 }
 
+/// One stage-2 batch with its randomness drawn: the sampler's noisy inputs and targets, the
+/// model times, and which rows train the unconditional (dropped) embedding.
+struct DenoiserBatch<'r> {
+    rows: &'r [usize],
+    pair: TrainingPair,
+    null: Vec<bool>,
+}
+
+impl<'r> DenoiserBatch<'r> {
+    /// Draws noise, times and (with a conditioner) condition dropout for `rows` of `data`.
+    fn draw(
+        stage: &Stage2<'_>,
+        sampler: &dyn LatentSampler,
+        data: &LatentData,
+        rows: &'r [usize],
+        drop_prob: f32,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
+        let n = rows.len();
+        let z0 = data.rows(rows);
+        let mut noise = vec![0.0; z0.len()];
+        fill_normal(rng, &mut noise);
+        let t: Vec<f32> = (0..n).map(|_| sampler.sample_time(rng)).collect();
+        let pair = sampler.training_pair(&z0, &noise, &t, data.dim)?;
+        let null = match stage.conditioner {
+            Some(_) => (0..n).map(|_| rng.gen::<f32>() < drop_prob).collect(),
+            None => Vec::new(),
+        };
+        Ok(Self { rows, pair, null })
+    }
+
+    /// Mean squared error of the network on the batch rows `span`, times `weight`.
+    fn loss(
+        &self,
+        stage: &Stage2<'_>,
+        data: &LatentData,
+        span: std::ops::Range<usize>,
+        weight: f32,
+        rng: &mut dyn rand::RngCore,
+        dev: &Dev,
+    ) -> Result<Scalar<TrainTape>> {
+        let (n, dim) = (span.len(), data.dim);
+        let values = |v: &[f32]| v[span.start * dim..span.end * dim].to_vec();
+        let cond: Option<ConditionEmbedding<TrainTape>> = match &stage.conditioner {
+            Some(c) => Some(c.embed_train(
+                &data.conditions.select(&self.rows[span.clone()]),
+                &self.null[span.clone()],
+                rng,
+            )?),
+            None => None,
+        };
+        let input = tensor2(dev, &values(&self.pair.noisy), n, dim)?.retaped::<TrainTape>();
+        let out = stage
+            .denoiser
+            .forward_train(input, &self.pair.model_time[span.clone()], cond)?;
+        let target = tensor2(dev, &values(&self.pair.target), n, dim)?;
+        let loss = crate::likelihood::mean_squared_error(out, target);
+        Ok(if weight == 1.0 { loss } else { loss * weight })
+    }
+}
+
 /// Stage-2 loss on one batch: MSE between the network output and the sampler's target.
 ///
 /// # Errors
@@ -534,25 +597,52 @@ pub fn denoiser_loss(
     rng: &mut impl Rng,
     dev: &Dev,
 ) -> Result<Scalar<TrainTape>> {
-    let n = rows.len();
-    let z0 = data.rows(rows);
-    let mut noise = vec![0.0; z0.len()];
-    fill_normal(rng, &mut noise);
-    let t: Vec<f32> = (0..n).map(|_| sampler.sample_time(rng)).collect();
-    let pair = sampler.training_pair(&z0, &noise, &t, data.dim)?;
-    let cond: Option<ConditionEmbedding<TrainTape>> = match &stage.conditioner {
-        Some(c) => {
-            let null: Vec<bool> = (0..n).map(|_| rng.gen::<f32>() < drop_prob).collect();
-            Some(c.embed_train(&data.conditions.select(rows), &null, rng)?)
-        }
-        None => None,
-    };
-    let input = tensor2(dev, &pair.noisy, n, data.dim)?.retaped::<TrainTape>();
-    let out = stage
-        .denoiser
-        .forward_train(input, &pair.model_time, cond)?;
-    let target = tensor2(dev, &pair.target, n, data.dim)?;
-    Ok(crate::likelihood::mean_squared_error(out, target))
+    let batch = DenoiserBatch::draw(stage, sampler, data, rows, drop_prob, rng)?;
+    batch.loss(stage, data, 0..rows.len(), 1.0, rng, dev)
+}
+
+/// The stage-2 loss of one batch and its gradients, computed data-parallel: the batch's
+/// randomness is drawn first, then each of [`crate::nn::training_shards`] runs forward and
+/// backward on its rows (its loss weighted by its share of the rows, its conditioner randomness
+/// from its own stream seeded in shard order) on its own thread, and the shard gradients are
+/// summed in shard order. A batch of one shard is exactly [`denoiser_loss`] and its backward. Rows are independent in every denoiser and conditioner (the registry
+/// conformance tests check it), so this is the gradient of the batch's mean loss; the split
+/// depends only on the batch size, so the result does not depend on the thread count.
+///
+/// # Errors
+/// Shape errors; [`LatentError::NonFinite`] when a shard's loss is not finite.
+pub fn denoiser_gradients(
+    stage: &Stage2<'_>,
+    sampler: &dyn LatentSampler,
+    data: &LatentData,
+    rows: &[usize],
+    drop_prob: f32,
+    rng: &mut impl Rng,
+    dev: &Dev,
+) -> Result<(f32, NamedGradients)> {
+    let batch = DenoiserBatch::draw(stage, sampler, data, rows, drop_prob, rng)?;
+    let shards = crate::nn::training_shards(rows.len());
+    if shards.len() <= 1 {
+        let loss = batch.loss(stage, data, 0..rows.len(), 1.0, rng, dev)?;
+        return NamedGradients::backward(loss, stage, "");
+    }
+    let seeds: Vec<u64> = shards.iter().map(|_| rng.next_u64()).collect();
+    let parts = crate::nn::run_tiles(shards.len(), |i| {
+        let span = shards[i].clone();
+        let weight = span.len() as f32 / rows.len() as f32;
+        let mut shard_rng = rand::rngs::StdRng::seed_from_u64(seeds[i]);
+        let loss = batch.loss(stage, data, span, weight, &mut shard_rng, dev)?;
+        NamedGradients::backward(loss, stage, "")
+    })?;
+    let mut parts = parts.into_iter();
+    let (mut value, mut grads) = parts
+        .next()
+        .ok_or_else(|| LatentError::Data("a training batch without rows".into()))?;
+    for (v, g) in parts {
+        value += v;
+        grads.add_assign(&g)?;
+    }
+    Ok((value, grads))
 }
 
 /// Trains the denoiser (and conditioner) on standardized latents; returns curves and the EMA
@@ -623,9 +713,9 @@ pub fn train_denoiser_with(
     let mut stopped_at = total;
     for step in start..total {
         let rows = batches.next_batch();
-        let loss = denoiser_loss(stage, sampler, train, &rows, drop_prob, &mut rng, dev)?;
         let (value, mut grads) =
-            NamedGradients::backward(loss, stage, "").map_err(|e| at_step(e, "denoiser", step))?;
+            denoiser_gradients(stage, sampler, train, &rows, drop_prob, &mut rng, dev)
+                .map_err(|e| at_step(e, "denoiser", step))?;
         if cfg.grad_clip > 0.0 {
             grads.clip_global_norm(cfg.grad_clip);
         }

@@ -41,7 +41,7 @@ impl<'a> View<'a> {
 }
 
 /// `dst (m × n, row-major) = [dst +] a (m × k) · b (k × n)`, multi-threaded over rayon's current
-/// pool (as dfdx's own matmul), or on this thread alone inside a row tile (`super::map_tiles`).
+/// pool (as dfdx's own matmul), or over a tile's share of it inside a tile (`super::run_tiles`).
 fn gemm(dst: &mut [f32], accumulate: bool, (m, k, n): (usize, usize, usize), a: View, b: View) {
     let fits = |v: &View, rows: usize, cols: usize| {
         rows == 0
@@ -77,10 +77,9 @@ fn gemm(dst: &mut [f32], accumulate: bool, (m, k, n): (usize, usize, usize), a: 
             false,
             false,
             false,
-            if super::inside_tile() {
-                gemm::Parallelism::None
-            } else {
-                gemm::Parallelism::Rayon(rayon::current_num_threads())
+            match super::kernel_threads() {
+                0 | 1 => gemm::Parallelism::None,
+                threads => gemm::Parallelism::Rayon(threads),
             },
         );
     }

@@ -52,8 +52,11 @@ pub use repeat_rows::repeat_rows;
 pub use residual_block::{Modulation, ResidualBlock};
 pub use row_groups::RowGroups;
 #[cfg(not(feature = "cuda"))]
-pub(crate) use row_tiles::inside_tile;
-pub use row_tiles::{append_tiles, map_tiles, row_blocks, row_tiles, MAX_TILE_ROWS};
+pub(crate) use row_tiles::kernel_threads;
+pub use row_tiles::{
+    append_tiles, map_tiles, row_blocks, row_tiles, run_tiles, training_shards, MAX_TILE_ROWS,
+    MAX_TRAINING_SHARDS, TRAINING_SHARD_ROWS,
+};
 pub use sinusoidal::{sinusoidal_embedding, sinusoidal_tensor};
 pub use vector_quantizer::{
     CodebookUpdate, CodebookUsage, Quantized, QuantizerLosses, QuantizerSettings, VectorQuantizer,

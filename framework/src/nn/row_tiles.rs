@@ -24,32 +24,37 @@ pub const MAX_TILE_ROWS: usize = 1024;
 
 #[cfg(not(feature = "cuda"))]
 thread_local! {
-    static INSIDE_TILE: Cell<bool> = const { Cell::new(false) };
+    /// Threads a matrix product may use on this thread: 0 outside any tile (all of rayon's).
+    static TILE_THREADS: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Whether this thread is running a tile of [`map_tiles`]: the tiles already occupy every
-/// thread, so a kernel called from it runs on this thread alone.
+/// Threads a kernel called on this thread may spread over: all of rayon's threads outside a
+/// tile, the tile's share inside one (one for inference tiles, which already occupy every
+/// thread; more for training shards when threads outnumber them).
 #[cfg(not(feature = "cuda"))]
-pub(crate) fn inside_tile() -> bool {
-    INSIDE_TILE.with(Cell::get)
+pub(crate) fn kernel_threads() -> usize {
+    match TILE_THREADS.with(Cell::get) {
+        0 => rayon::current_num_threads(),
+        share => share,
+    }
 }
 
-/// Marks this thread as inside a tile until dropped (restoring the previous mark, so a tile
-/// picked up while another one on the same thread waits nests correctly).
+/// Marks this thread as inside a tile with a thread share until dropped (restoring the previous
+/// mark, so a tile picked up while another one on the same thread waits nests correctly).
 #[cfg(not(feature = "cuda"))]
-struct TileMark(bool);
+struct TileMark(usize);
 
 #[cfg(not(feature = "cuda"))]
 impl TileMark {
-    fn set() -> Self {
-        TileMark(INSIDE_TILE.with(|c| c.replace(true)))
+    fn set(share: usize) -> Self {
+        TileMark(TILE_THREADS.with(|c| c.replace(share.max(1))))
     }
 }
 
 #[cfg(not(feature = "cuda"))]
 impl Drop for TileMark {
     fn drop(&mut self) {
-        INSIDE_TILE.with(|c| c.set(self.0));
+        TILE_THREADS.with(|c| c.set(self.0));
     }
 }
 
@@ -86,8 +91,66 @@ pub fn row_blocks(rows: usize, block: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// Runs `f(i)` for every tile index `i` of `tiles` (in parallel on the CPU, each call on one
-/// thread) and concatenates the outputs in tile order.
+/// Most shards of [`training_shards`]; larger batches get larger shards (each shard holds its
+/// own copy of the gradients until they are summed).
+pub const MAX_TRAINING_SHARDS: usize = 8;
+
+/// Fewest rows per shard of [`training_shards`]: smaller products (and shorter sums in the
+/// weight gradients) lose more to the matrix kernel's overheads than a second thread gains.
+pub const TRAINING_SHARD_ROWS: usize = 128;
+
+/// Near-equal consecutive row ranges of a training batch of `rows` rows for data-parallel
+/// gradients: `floor(rows / TRAINING_SHARD_ROWS)` of them, at least one and at most
+/// [`MAX_TRAINING_SHARDS`] (one on CUDA; none for zero rows). The split depends only on `rows`,
+/// so gradients summed over the shards in order do not depend on the thread count.
+pub fn training_shards(rows: usize) -> Vec<Range<usize>> {
+    if rows == 0 {
+        return Vec::new();
+    }
+    let shards = if cfg!(feature = "cuda") {
+        1
+    } else {
+        (rows / TRAINING_SHARD_ROWS).clamp(1, MAX_TRAINING_SHARDS)
+    };
+    (0..shards)
+        .map(|i| i * rows / shards..(i + 1) * rows / shards)
+        .collect()
+}
+
+/// Runs `f(i)` for `i` in `0..count` (in parallel on the CPU, each call marked as a tile whose
+/// kernels share `rayon threads / count` threads, at least one) and returns the results in order.
+///
+/// # Errors
+/// The first error of `f`, in index order.
+pub fn run_tiles<T, F>(count: usize, f: F) -> Result<Vec<T>>
+where
+    T: Send,
+    F: Fn(usize) -> Result<T> + Sync,
+{
+    if count <= 1 {
+        return (0..count).map(&f).collect();
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        use rayon::prelude::*;
+        let share = rayon::current_num_threads() / count;
+        (0..count)
+            .into_par_iter()
+            .with_max_len(1)
+            .map(|i| {
+                let _mark = TileMark::set(share);
+                f(i)
+            })
+            .collect::<Vec<Result<T>>>()
+            .into_iter()
+            .collect()
+    }
+    #[cfg(feature = "cuda")]
+    (0..count).map(&f).collect()
+}
+
+/// Runs `f(i)` for every tile index `i` of `tiles` (in parallel on the CPU through [`run_tiles`]:
+/// one thread per call when tiles outnumber threads) and concatenates the outputs in tile order.
 ///
 /// # Errors
 /// The first error of `f`, in tile order.
@@ -103,34 +166,15 @@ where
 /// [`map_tiles`] appending to `out`.
 ///
 /// # Errors
-/// The first error of `f`, in tile order (`out` may then hold the earlier tiles).
+/// The first error of `f`, in tile order (`out` is then unchanged).
 pub fn append_tiles<F>(tiles: &[Range<usize>], out: &mut Vec<f32>, f: F) -> Result<()>
 where
     F: Fn(usize) -> Result<Vec<f32>> + Sync,
 {
-    if tiles.len() <= 1 {
-        for i in 0..tiles.len() {
-            out.extend(f(i)?);
-        }
-        return Ok(());
-    }
-    #[cfg(not(feature = "cuda"))]
-    let parts: Vec<Result<Vec<f32>>> = {
-        use rayon::prelude::*;
-        (0..tiles.len())
-            .into_par_iter()
-            .with_max_len(1)
-            .map(|i| {
-                let _mark = TileMark::set();
-                f(i)
-            })
-            .collect()
-    };
-    #[cfg(feature = "cuda")]
-    let parts: Vec<Result<Vec<f32>>> = (0..tiles.len()).map(&f).collect();
-    out.reserve(parts.iter().map(|p| p.as_ref().map_or(0, Vec::len)).sum());
+    let parts = run_tiles(tiles.len(), f)?;
+    out.reserve(parts.iter().map(Vec::len).sum());
     for part in parts {
-        out.extend_from_slice(&part?);
+        out.extend_from_slice(&part);
     }
     Ok(())
 }
@@ -150,6 +194,20 @@ mod tests {
             assert!(t.iter().all(|r| !r.is_empty() && r.len() <= MAX_TILE_ROWS));
             assert!(t.len() >= rayon::current_num_threads().min(rows));
         }
+        assert!(training_shards(0).is_empty());
+        for (rows, shards) in [
+            (1, 1),
+            (255, 1),
+            (256, 2),
+            (300, 2),
+            (100_000, MAX_TRAINING_SHARDS),
+        ] {
+            let t = training_shards(rows);
+            assert_eq!(t.len(), shards, "{rows} rows");
+            assert_eq!((t[0].start, t[shards - 1].end), (0, rows));
+            assert!(t.windows(2).all(|w| w[0].end == w[1].start));
+            assert!(t.iter().all(|r| r.len() >= TRAINING_SHARD_ROWS.min(rows)));
+        }
         let b = row_blocks(2 * 256 + 3, 256);
         assert_eq!(b, vec![0..256, 256..512, 512..515]);
         assert!(row_blocks(0, 256).is_empty());
@@ -158,13 +216,14 @@ mod tests {
     #[test]
     fn outputs_concatenate_in_tile_order_and_kernels_know_they_are_inside() {
         let tiles = row_blocks(5 * 100, 100);
-        assert!(!inside_tile());
+        let all = rayon::current_num_threads();
+        assert_eq!(kernel_threads(), all);
         let out = map_tiles(&tiles, |i| {
-            assert!(inside_tile());
+            assert_eq!(kernel_threads(), (all / 5).max(1));
             Ok(tiles[i].clone().map(|r| r as f32).collect())
         })
         .unwrap();
-        assert!(!inside_tile());
+        assert_eq!(kernel_threads(), all);
         let expected: Vec<f32> = (0..500).map(|r| r as f32).collect();
         assert_eq!(out, expected);
     }

@@ -59,6 +59,39 @@ impl NamedGradients {
         }
     }
 
+    /// Adds `other`'s gradients to these, name by name (the reduction of data-parallel shards;
+    /// summing shards in a fixed order keeps the result independent of the thread count).
+    ///
+    /// # Errors
+    /// [`LatentError::Shape`] when the two hold different names or lengths.
+    pub fn add_assign(&mut self, other: &NamedGradients) -> Result<()> {
+        let mismatch = |expected: String, got: String| LatentError::Shape {
+            op: "sum of shard gradients".into(),
+            expected,
+            got,
+        };
+        if self.by_name.len() != other.by_name.len() {
+            return Err(mismatch(
+                format!("{} parameters", self.by_name.len()),
+                format!("{}", other.by_name.len()),
+            ));
+        }
+        for (name, g) in &mut self.by_name {
+            let h = other
+                .by_name
+                .get(name)
+                .ok_or_else(|| mismatch(name.clone(), "no such gradient".into()))?;
+            if g.shape() != h.shape() {
+                return Err(mismatch(
+                    format!("{name} of {:?} values", g.shape().0),
+                    format!("{:?}", h.shape().0),
+                ));
+            }
+            add_into(g, h);
+        }
+        Ok(())
+    }
+
     /// Global L2 norm over all gradients. On the CPU it is summed in f64 over fixed chunks, so
     /// the value does not depend on the thread count; on CUDA it is reduced on the device and
     /// only the final value is read back.
@@ -111,6 +144,20 @@ fn scale(g: &mut Tensor1, factor: f32) {
         return;
     }
     *g = g.clone() * factor;
+}
+
+/// `g += h` elementwise, in place where the storage allows.
+fn add_into(g: &mut Tensor1, h: &Tensor1) {
+    #[cfg(not(feature = "cuda"))]
+    if let Some(values) = g.dense_slice_mut() {
+        let other = crate::device::host_values(h);
+        values
+            .par_chunks_mut(NORM_CHUNK)
+            .zip(other.par_chunks(NORM_CHUNK))
+            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(x, y)| *x += y));
+        return;
+    }
+    *g = g.clone() + h.clone();
 }
 
 /// Elements per parallel partial sum of [`NamedGradients::global_norm`].
