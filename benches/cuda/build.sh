@@ -28,7 +28,8 @@
 # Environment: DEVCARRY=<folder> (default .devcarry here; put it in the checkout that travels to the
 # GPU machine), PEER_DIR=<folder with bench_torch.py and peer_ldm.py> copies the PyTorch peer along,
 # CUDA_TK=<folder> for the toolkit (default target/cuda-tk), BASELINE_CUDA_BIN=<an earlier CUDA
-# build of latentlab> travels as bin/latentlab-cuda-baseline, benchmarked beside the new one.
+# build of latentlab> travels as bin/latentlab-cuda-baseline, benchmarked beside the new one;
+# BASELINE_CPU_BIN=<an earlier CPU build> travels as bin/latentlab-cpu-baseline (CPU thread sweep).
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 ROOT_DIR=$PWD
@@ -103,6 +104,7 @@ cp "$R/include/cuda_fp16.h" "$R/include/cuda_fp16.hpp" "$CARRY/include/"
 cp "$(grep -v /include "$CARRY/baked_paths.txt" | head -1)"/*.cuh "$CARRY/cuh/"
 cp benches/cuda/device_check.sh benches/cuda/torch_gpu.py benches/torch_dit.py "$CARRY/"
 if [ -n "${BASELINE_CUDA_BIN:-}" ]; then cp "$BASELINE_CUDA_BIN" "$CARRY/bin/latentlab-cuda-baseline"; fi
+if [ -n "${BASELINE_CPU_BIN:-}" ]; then cp "$BASELINE_CPU_BIN" "$CARRY/bin/latentlab-cpu-baseline"; fi
 if [ -n "${PEER_DIR:-}" ]; then cp "$PEER_DIR/bench_torch.py" "$PEER_DIR/peer_ldm.py" "$CARRY/"; fi
 for b in "$CARRY"/bin/*-cuda; do echo "== $b"; readelf -d "$b" | grep -E 'NEEDED|FLAGS'; done
 cat "$CARRY/baked_paths.txt"

@@ -8,7 +8,8 @@
 # Steps, each under `timeout`, all inside BUDGET_SECONDS (default 390): GPU and library discovery;
 # framework unit tests and registry conformance tests on CUDA; `latentlab bench` with the CUDA
 # binary (and an earlier CUDA build, bin/latentlab-cuda-baseline, when one travels), and with the CPU
-# binary when it travels; the PyTorch peer's bench_torch.py on the GPU (through torch_gpu.py) and
+# binary when it travels (at 1, 2, 4, 8 and all threads beside bin/latentlab-cpu-baseline when that
+# travels); the PyTorch peer's bench_torch.py on the GPU (through torch_gpu.py) and
 # torch_dit.py on the GPU, and bench_torch.py on the CPU when the CPU binary travels; the README
 # main job (configs/pbmc_vae_flow.toml) with the CUDA binary, in the time left.
 # Results: $OUT/log.txt (everything), tests_*.txt, benches.txt, main_job.txt, metrics.json, report.md.
@@ -81,11 +82,22 @@ BASE=$C/bin/latentlab-cuda-baseline
     timeout "$(lim 60)" "$BASE" bench --json --threads 1 --threads "$(nproc)" --min-seconds 2 "${TRAIN[@]:0:6}"
   fi
   if [ -x "$CPU_BIN" ]; then
-    echo "## latentlab CPU 1 and $(nproc) threads (training steps)"
-    timeout "$(lim 45)" "$CPU_BIN" bench --json --threads 1 --threads "$(nproc)" --min-seconds 2 "${TRAIN[@]}"
+    # With an earlier CPU build beside it (bin/latentlab-cpu-baseline), sweep the thread counts.
+    CPU_BASE=$C/bin/latentlab-cpu-baseline
+    if [ -x "$CPU_BASE" ]; then THREADS=(1 2 4 8 "$(nproc)"); else THREADS=(1 "$(nproc)"); fi
+    TFLAGS=(); for t in "${THREADS[@]}"; do TFLAGS+=(--threads "$t"); done
+    echo "## latentlab CPU, threads ${THREADS[*]} (training steps)"
+    timeout "$(lim 90)" "$CPU_BIN" bench --json "${TFLAGS[@]}" --min-seconds 1 "${TRAIN[@]}"
+    if [ -x "$CPU_BASE" ]; then
+      echo "## baseline CPU build, threads ${THREADS[*]} (training steps)"
+      timeout "$(lim 90)" "$CPU_BASE" bench --json "${TFLAGS[@]}" --min-seconds 1 "${TRAIN[@]}"
+    fi
     echo "## PyTorch CPU"
-    timeout "$(lim 45)" python3 "$C/bench_torch.py" --cases vae_step latent_denoiser_step gene_denoiser_step \
-      --threads 1 "$(nproc)" --repeats 3 --min-seconds 1 --warmup-seconds 0.5
+    timeout "$(lim 90)" python3 "$C/bench_torch.py" --cases vae_step latent_denoiser_step gene_denoiser_step \
+      --threads "${THREADS[@]}" --repeats 3 --min-seconds 1 --warmup-seconds 0.5
+    echo "## PyTorch CPU dit_step"
+    timeout "$(lim 60)" python3 "$C/torch_dit.py" --peer-dir "$C" --threads "${THREADS[@]}" --repeats 3 \
+      --min-seconds 1 --warmup-seconds 0.5
   fi
   echo "## PyTorch GPU (all cases)"
   timeout "$(lim 45)" python3 "$C/torch_gpu.py" "$C" --threads 1 --repeats 3 --min-seconds 1 --warmup-seconds 0.5
