@@ -400,9 +400,23 @@ fn sharded_training_gradients_match_the_batch_at_any_thread_count() {
                 one.0.is_finite() && one.1.iter().all(|g| g.is_finite()),
                 "{what}"
             );
+            // Bit-identical on the CPU; CUDA's reductions (atomic adds) may round differently
+            // from one run to the next.
+            let same = |a: &(f32, Vec<f32>), b: &(f32, Vec<f32>)| {
+                if cfg!(feature = "cuda") {
+                    let scale = b.1.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                    (a.0 - b.0).abs() <= 1e-5 * b.0.abs()
+                        && a.1
+                            .iter()
+                            .zip(&b.1)
+                            .all(|(x, y)| (x - y).abs() <= 1e-4 * scale)
+                } else {
+                    a == b
+                }
+            };
             for threads in [2, 3] {
                 assert!(
-                    sharded(threads) == one,
+                    same(&sharded(threads), &one),
                     "{what}: {threads} threads changed the result"
                 );
             }

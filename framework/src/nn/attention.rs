@@ -94,18 +94,10 @@ impl MultiHeadAttention {
             let xq = x.clone().put_tape(std::mem::take(&mut x_tape));
             let ck = context.clone().put_tape(std::mem::take(&mut ctx_tape));
             let cv = context.clone().put_tape(T::default());
-            let q = self.query[h]
-                .forward(xq)?
-                .reshape_like(&(batch, tokens, hd));
-            let k = self.key[h]
-                .forward(ck)?
-                .reshape_like(&(batch, ctx_tokens, hd));
-            let v = self.value[h]
-                .forward(cv)?
-                .reshape_like(&(batch, ctx_tokens, hd));
-            let scores = q.matmul(k.permute::<_, Axes3<0, 2, 1>>()) * scale;
-            let weights = scores.softmax::<Axis<2>>();
-            let heads = weights.matmul(v).reshape_like(&(rows, hd));
+            let q = self.query[h].forward(xq)?;
+            let k = self.key[h].forward(ck)?;
+            let v = self.value[h].forward(cv)?;
+            let heads = attend(q, k, v, (batch, tokens, ctx_tokens, hd), scale);
             let projected = self.output[h].forward(heads)?;
             out = Some(match out {
                 None => projected,
@@ -113,5 +105,31 @@ impl MultiHeadAttention {
             });
         }
         out.ok_or_else(|| LatentError::config("nn.attention", "heads", "at least 1", 0))
+    }
+}
+
+/// One head's `softmax(q kᵀ · scale) v` per sequence: `q (batch · tokens, hd)`, `k` and `v`
+/// `(batch · ctx_tokens, hd)`, result `(batch · tokens, hd)`; one fused kernel on the CPU, dfdx's
+/// batched products and softmax on CUDA.
+fn attend<T: Taped>(
+    q: Tensor2<T>,
+    k: Tensor2<T>,
+    v: Tensor2<T>,
+    (batch, tokens, ctx_tokens, hd): (usize, usize, usize, usize),
+    scale: f32,
+) -> Tensor2<T> {
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (tokens, ctx_tokens, hd);
+        super::attention_cpu::attention_head(q, k, v, batch, scale)
+    }
+    #[cfg(feature = "cuda")]
+    {
+        let q = q.reshape_like(&(batch, tokens, hd));
+        let k = k.reshape_like(&(batch, ctx_tokens, hd));
+        let v = v.reshape_like(&(batch, ctx_tokens, hd));
+        let scores = q.matmul(k.permute::<_, Axes3<0, 2, 1>>()) * scale;
+        let weights = scores.softmax::<Axis<2>>();
+        weights.matmul(v).reshape_like(&(batch * tokens, hd))
     }
 }

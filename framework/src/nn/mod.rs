@@ -8,6 +8,8 @@
 mod activation;
 mod adversarial;
 mod attention;
+#[cfg(not(feature = "cuda"))]
+mod attention_cpu;
 mod dropout;
 mod embedding;
 mod expression_head;

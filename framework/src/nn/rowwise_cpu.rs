@@ -104,7 +104,7 @@ pub(crate) fn normalize_rows<T: Taped>(x: Tensor2<T>, eps: f64) -> Tensor2<T> {
 /// in the exponent bits). Branch-free, so loops over slices vectorize; libm's `expf` is a call
 /// per element and was 6 % of a sampling run's CPU time inside SiLU.
 #[inline]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
