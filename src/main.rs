@@ -243,7 +243,7 @@ impl Progress for Bar {
         }
         if let Some(b) = &self.bar {
             b.set_position(step + 1);
-            if step % 10 == 0 {
+            if step.is_multiple_of(10) {
                 b.set_message(format!("loss {loss:.4}"));
             }
             if step + 1 == total {

@@ -15,7 +15,7 @@ use rand::Rng;
 const GENES: usize = 24;
 
 fn profile(label: usize, g: usize) -> f32 {
-    if (g % 2 == 0) == (label == 0) {
+    if g.is_multiple_of(2) == (label == 0) {
         2.0 + (g as f32 * 0.1)
     } else {
         0.5

@@ -206,7 +206,7 @@ pub(crate) fn stage_stream(seed: u64, name: &str, start: u64) -> rand::rngs::Std
 
 pub(crate) fn due(checkpoints: &dyn Checkpoints, step: u64) -> bool {
     let every = checkpoints.every();
-    every > 0 && (step + 1) % every == 0
+    every > 0 && (step + 1).is_multiple_of(every)
 }
 
 /// Shuffled minibatches over `n` rows, reshuffled every epoch (seeded).
@@ -243,7 +243,7 @@ impl Minibatches {
 }
 
 pub(crate) fn should_validate(cfg: &TrainConfig, step: u64, total: u64) -> bool {
-    cfg.validate_every > 0 && ((step + 1) % cfg.validate_every == 0 || step + 1 == total)
+    cfg.validate_every > 0 && ((step + 1).is_multiple_of(cfg.validate_every) || step + 1 == total)
 }
 
 /// Tracks the best validation loss for early stopping.

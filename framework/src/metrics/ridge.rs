@@ -21,7 +21,7 @@ pub fn ridge_predict(
         || f == 0
         || x_train.len() != n * f
         || y_train.len() != n * g
-        || x_query.len() % f != 0
+        || !x_query.len().is_multiple_of(f)
         || lambda.is_nan()
         || lambda < 0.0
     {

@@ -52,7 +52,7 @@ impl FourierFeatures {
     /// # Errors
     /// [`LatentError::Shape`] when `values.len()` is not a multiple of the input width.
     pub fn map(&self, values: &[f32]) -> Result<Vec<f32>> {
-        if values.len() % self.inputs != 0 {
+        if !values.len().is_multiple_of(self.inputs) {
             return Err(LatentError::shape(
                 "FourierFeatures",
                 format!("a multiple of {}", self.inputs),

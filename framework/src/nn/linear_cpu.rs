@@ -6,7 +6,7 @@
 //! for a layer fed with data (a VAE's first layer: 2,000 genes × 512) is a third of that
 //! layer's backward work thrown away.
 
-#![allow(unsafe_code)] // one bounds-checked call into the gemm crate (decision 0011)
+#![allow(unsafe_code)] // bounds-checked calls into the gemm crates and `cpuid` (decisions 0011, 0017)
 
 use dfdx::prelude::*;
 
@@ -41,8 +41,24 @@ impl<'a> View<'a> {
 }
 
 /// `dst (m × n, row-major) = [dst +] a (m × k) · b (k × n)`, multi-threaded over rayon's current
-/// pool (as dfdx's own matmul), or over a tile's share of it inside a tile (`super::run_tiles`).
-fn gemm(dst: &mut [f32], accumulate: bool, (m, k, n): (usize, usize, usize), a: View, b: View) {
+/// pool (as dfdx's own matmul), or over a tile's share of it inside a tile (`super::run_tiles`);
+/// `gemm` 0.19's kernels (AVX-512 where the CPU has it) except where [`halved_avx512`] says
+/// 0.18's are faster.
+fn gemm(dst: &mut [f32], accumulate: bool, dims: (usize, usize, usize), a: View, b: View) {
+    let transposed_b = b.row_stride == 1 && b.col_stride != 1;
+    let avx512 = !(transposed_b && halved_avx512());
+    gemm_with(avx512, dst, accumulate, dims, a, b);
+}
+
+/// [`gemm`] through `gemm` 0.19 (`avx512`, its AVX-512 kernels where the CPU has them) or 0.18.
+fn gemm_with(
+    avx512: bool,
+    dst: &mut [f32],
+    accumulate: bool,
+    (m, k, n): (usize, usize, usize),
+    a: View,
+    b: View,
+) {
     let fits = |v: &View, rows: usize, cols: usize| {
         rows == 0
             || cols == 0
@@ -55,33 +71,72 @@ fn gemm(dst: &mut [f32], accumulate: bool, (m, k, n): (usize, usize, usize), a: 
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the assertion above bounds every element gemm reads (`a`, `b`) and writes (`dst`,
-    // row-major `m × n`); `dst` is a unique borrow, so nothing aliases it.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.col_stride as isize,
-            a.row_stride as isize,
-            b.data.as_ptr(),
-            b.col_stride as isize,
-            b.row_stride as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            match super::kernel_threads() {
-                0 | 1 => gemm::Parallelism::None,
-                threads => gemm::Parallelism::Rayon(threads),
-            },
-        );
+    let threads = super::kernel_threads();
+    // SAFETY (both calls): the assertion above bounds every element gemm reads (`a`, `b`) and
+    // writes (`dst`, row-major `m × n`); `dst` is a unique borrow, so nothing aliases it.
+    macro_rules! call {
+        ($krate:ident) => {
+            unsafe {
+                $krate::gemm(
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    accumulate,
+                    a.data.as_ptr(),
+                    a.col_stride as isize,
+                    a.row_stride as isize,
+                    b.data.as_ptr(),
+                    b.col_stride as isize,
+                    b.row_stride as isize,
+                    if accumulate { 1.0 } else { 0.0 },
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    if threads <= 1 {
+                        $krate::Parallelism::None
+                    } else {
+                        $krate::Parallelism::Rayon(threads)
+                    },
+                )
+            }
+        };
+    }
+    if avx512 {
+        call!(gemm_avx512);
+    } else {
+        call!(gemm);
+    }
+}
+
+/// Whether this CPU runs 512-bit instructions in two 256-bit halves (AMD's Zen 4, taken as any
+/// AMD processor), where `gemm` 0.19's AVX-512 kernels lose to 0.18's AVX2 kernels on products
+/// with a transposed right operand (the input gradient `g Wᵀ`: 0.69–0.81× at the reference
+/// shapes, decision 0017) while winning the other products. Elsewhere (Intel's AVX-512 cores:
+/// 1.4–2.2× on every product) and on CPUs without AVX-512 (0.19 runs its AVX2 kernels) every
+/// product goes to 0.19. Fixed per machine, so results are reproducible on it.
+fn halved_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AMD.get_or_init(|| {
+            // SAFETY: `cpuid` leaf 0 exists on every x86-64 processor (a safe function since
+            // Rust 1.87's target-feature rules; the block keeps older compilers happy).
+            #[allow(unused_unsafe)]
+            let id = unsafe { std::arch::x86_64::__cpuid(0) };
+            let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx]
+                .iter()
+                .flat_map(|r| r.to_le_bytes())
+                .collect();
+            vendor == b"AuthenticAMD" && std::arch::is_x86_feature_detected!("avx512f")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -157,6 +212,68 @@ mod tests {
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         crate::testing::spread_values(n, seed, 1.0)
+    }
+
+    /// Both kernel sets compute the same products in all three layouts of a linear layer
+    /// (forward `x W`, weight gradient `xᵀ g`, input gradient `g Wᵀ`), accumulating or not.
+    #[test]
+    fn both_gemm_versions_agree_in_every_layout() {
+        let (batch, inputs, outputs) = (37, 70, 19);
+        let x = values(batch * inputs, 5);
+        let w = values(inputs * outputs, 6);
+        let g = values(batch * outputs, 7);
+        let layouts: [((usize, usize, usize), View, View); 3] = [
+            (
+                (batch, inputs, outputs),
+                View::rows(&x, inputs),
+                View::rows(&w, outputs),
+            ),
+            (
+                (inputs, batch, outputs),
+                View::transposed(&x, inputs),
+                View::rows(&g, outputs),
+            ),
+            (
+                (batch, outputs, inputs),
+                View::rows(&g, outputs),
+                View::transposed(&w, outputs),
+            ),
+        ];
+        for (dims, a, b) in layouts {
+            for accumulate in [false, true] {
+                let product = |avx512: bool| {
+                    let mut dst = values(dims.0 * dims.2, 8);
+                    gemm_with(avx512, &mut dst, accumulate, dims, a, b);
+                    dst
+                };
+                let (new, old) = (product(true), product(false));
+                for (u, v) in new.iter().zip(&old) {
+                    assert!(
+                        (u - v).abs() <= 1e-5 * (1.0 + v.abs()),
+                        "{dims:?}: {u} vs {v}"
+                    );
+                }
+                let mut reference = values(dims.0 * dims.2, 8);
+                for i in 0..dims.0 {
+                    for j in 0..dims.2 {
+                        let dot: f32 = (0..dims.1)
+                            .map(|l| {
+                                a.data[i * a.row_stride + l * a.col_stride]
+                                    * b.data[l * b.row_stride + j * b.col_stride]
+                            })
+                            .sum();
+                        let r = &mut reference[i * dims.2 + j];
+                        *r = if accumulate { *r + dot } else { dot };
+                    }
+                }
+                for (u, v) in new.iter().zip(&reference) {
+                    assert!(
+                        (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
+                        "{dims:?}: {u} vs {v}"
+                    );
+                }
+            }
+        }
     }
 
     /// The kernel's output and gradients equal dfdx's composite `matmul + broadcast add`.

@@ -39,7 +39,7 @@ impl RowGroups {
     /// # Errors
     /// [`LatentError::Shape`] when `keys` is not a whole number of rows of `width`.
     pub fn of(keys: &[f32], width: usize) -> Result<Self> {
-        if width == 0 || keys.len() % width != 0 {
+        if width == 0 || !keys.len().is_multiple_of(width) {
             return Err(LatentError::shape(
                 "row group keys",
                 format!("rows of {width} values"),

@@ -325,7 +325,7 @@ impl VectorQuantizer {
     /// Shape errors when `z` is not a whole number of latents.
     pub fn after_step(&mut self, z: &[f32], rng: &mut dyn RngCore) -> Result<()> {
         let d = self.settings.code_dim;
-        if z.len() % self.latent_dim() != 0 {
+        if !z.len().is_multiple_of(self.latent_dim()) {
             return Err(LatentError::shape(
                 "VectorQuantizer::after_step",
                 format!("a multiple of {} values", self.latent_dim()),

@@ -55,7 +55,7 @@ impl DenoiserConfig for DitConfig {
     }
     fn build(&self, ctx: &DenoiserContext) -> Result<Box<dyn Denoiser>> {
         let p = "denoiser.dit";
-        if self.patch_size == 0 || ctx.latent_dim % self.patch_size != 0 {
+        if self.patch_size == 0 || !ctx.latent_dim.is_multiple_of(self.patch_size) {
             return Err(LatentError::config(
                 p,
                 "patch_size",
@@ -65,7 +65,7 @@ impl DenoiserConfig for DitConfig {
         }
         if self.width == 0
             || self.heads == 0
-            || self.width % self.heads != 0
+            || !self.width.is_multiple_of(self.heads)
             || self.blocks == 0
             || self.mlp_ratio == 0
             || self.time_features < 2
