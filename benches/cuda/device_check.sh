@@ -11,7 +11,8 @@
 # binary when it travels (at 1, 2, 4, 8 and all threads beside bin/latentlab-cpu-baseline when that
 # travels); the PyTorch peer's bench_torch.py on the GPU (through torch_gpu.py) and
 # torch_dit.py on the GPU, and bench_torch.py on the CPU when the CPU binary travels; the README
-# main job (configs/pbmc_vae_flow.toml) with the CUDA binary, in the time left.
+# main job (configs/pbmc_vae_flow.toml) with the CUDA binary, in the time left. CPU_THREADS="1 2 16"
+# overrides the CPU thread counts; SKIP_GPU_PEER=1 leaves out PyTorch on the GPU.
 # Results: $OUT/log.txt (everything), tests_*.txt, benches.txt, main_job.txt, metrics.json, report.md.
 set -x
 START=$(date +%s)
@@ -25,6 +26,7 @@ left() { echo $((BUDGET - ($(date +%s) - START))); }
 lim() { local want=$1 l; l=$(($(left) - 5)); [ "$l" -lt "$want" ] && want=$l; [ "$want" -lt 1 ] && want=1; echo "$want"; }
 
 date -u
+lscpu | grep -E "Model name|^CPU\(s\)"
 nvidia-smi
 nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv
 nproc
@@ -85,6 +87,7 @@ BASE=$C/bin/latentlab-cuda-baseline
     # With an earlier CPU build beside it (bin/latentlab-cpu-baseline), sweep the thread counts.
     CPU_BASE=$C/bin/latentlab-cpu-baseline
     if [ -x "$CPU_BASE" ]; then THREADS=(1 2 4 8 "$(nproc)"); else THREADS=(1 "$(nproc)"); fi
+    if [ -n "${CPU_THREADS:-}" ]; then read -ra THREADS <<<"$CPU_THREADS"; fi
     TFLAGS=(); for t in "${THREADS[@]}"; do TFLAGS+=(--threads "$t"); done
     echo "## latentlab CPU, threads ${THREADS[*]} (training steps)"
     timeout "$(lim 90)" "$CPU_BIN" bench --json "${TFLAGS[@]}" --min-seconds 1 "${TRAIN[@]}"
@@ -99,11 +102,13 @@ BASE=$C/bin/latentlab-cuda-baseline
     timeout "$(lim 60)" python3 "$C/torch_dit.py" --peer-dir "$C" --threads "${THREADS[@]}" --repeats 3 \
       --min-seconds 1 --warmup-seconds 0.5
   fi
-  echo "## PyTorch GPU (all cases)"
-  timeout "$(lim 45)" python3 "$C/torch_gpu.py" "$C" --threads 1 --repeats 3 --min-seconds 1 --warmup-seconds 0.5
-  echo "## PyTorch GPU dit_step"
-  timeout "$(lim 30)" python3 "$C/torch_dit.py" --peer-dir "$C" --device cuda --threads 1 --repeats 3 \
-    --min-seconds 1 --warmup-seconds 0.5
+  if [ -z "${SKIP_GPU_PEER:-}" ]; then
+    echo "## PyTorch GPU (all cases)"
+    timeout "$(lim 45)" python3 "$C/torch_gpu.py" "$C" --threads 1 --repeats 3 --min-seconds 1 --warmup-seconds 0.5
+    echo "## PyTorch GPU dit_step"
+    timeout "$(lim 30)" python3 "$C/torch_dit.py" --peer-dir "$C" --device cuda --threads 1 --repeats 3 \
+      --min-seconds 1 --warmup-seconds 0.5
+  fi
   echo "## latentlab CUDA sampling (10,000 cells x 50 steps)"
   timeout "$(lim 45)" "$CUDA_BIN" bench --json --threads "$(nproc)" "${SAMPLE[@]}"
   if [ -x "$BASE" ]; then
