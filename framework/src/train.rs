@@ -1,5 +1,5 @@
 //! Training loops for both stages. Each step computes named gradients, clips them, then applies
-//! AdamW: two separate calls, so a data-parallel all-reduce fits between them later.
+//! AdamW; stage 2 computes its gradients in data-parallel shards summed before the update.
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -605,9 +605,10 @@ pub fn denoiser_loss(
 /// randomness is drawn first, then each of [`crate::nn::training_shards`] runs forward and
 /// backward on its rows (its loss weighted by its share of the rows, its conditioner randomness
 /// from its own stream seeded in shard order) on its own thread, and the shard gradients are
-/// summed in shard order. A batch of one shard is exactly [`denoiser_loss`] and its backward. Rows are independent in every denoiser and conditioner (the registry
-/// conformance tests check it), so this is the gradient of the batch's mean loss; the split
-/// depends only on the batch size, so the result does not depend on the thread count.
+/// summed in shard order. A batch of one shard is exactly [`denoiser_loss`] and its backward.
+/// Rows are independent in every denoiser and conditioner (the registry conformance tests check
+/// it), so this is the gradient of the batch's mean loss; the split depends only on the batch
+/// size, so the result does not depend on the thread count.
 ///
 /// # Errors
 /// Shape errors; [`LatentError::NonFinite`] when a shard's loss is not finite.
