@@ -565,7 +565,7 @@ impl<'r> DenoiserBatch<'r> {
         dev: &Dev,
     ) -> Result<Scalar<TrainTape>> {
         let (n, dim) = (span.len(), data.dim);
-        let values = |v: &[f32]| v[span.start * dim..span.end * dim].to_vec();
+        let values = span.start * dim..span.end * dim;
         let cond: Option<ConditionEmbedding<TrainTape>> = match &stage.conditioner {
             Some(c) => Some(c.embed_train(
                 &data.conditions.select(&self.rows[span.clone()]),
@@ -574,11 +574,11 @@ impl<'r> DenoiserBatch<'r> {
             )?),
             None => None,
         };
-        let input = tensor2(dev, &values(&self.pair.noisy), n, dim)?.retaped::<TrainTape>();
+        let input = tensor2(dev, &self.pair.noisy[values.clone()], n, dim)?.retaped::<TrainTape>();
         let out = stage
             .denoiser
             .forward_train(input, &self.pair.model_time[span.clone()], cond)?;
-        let target = tensor2(dev, &values(&self.pair.target), n, dim)?;
+        let target = tensor2(dev, &self.pair.target[values], n, dim)?;
         let loss = crate::likelihood::mean_squared_error(out, target);
         Ok(if weight == 1.0 { loss } else { loss * weight })
     }

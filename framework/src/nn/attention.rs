@@ -83,7 +83,6 @@ impl MultiHeadAttention {
                 format!("{rows} and {crows}"),
             ));
         }
-        let (tokens, ctx_tokens) = (rows / batch, crows / batch);
         let hd = self.query[0].outputs();
         let scale = 1.0 / (hd as f32).sqrt();
         let (x, mut x_tape) = x.split_tape();
@@ -97,7 +96,7 @@ impl MultiHeadAttention {
             let q = self.query[h].forward(xq)?;
             let k = self.key[h].forward(ck)?;
             let v = self.value[h].forward(cv)?;
-            let heads = attend(q, k, v, (batch, tokens, ctx_tokens, hd), scale);
+            let heads = attend(q, k, v, batch, scale);
             let projected = self.output[h].forward(heads)?;
             out = Some(match out {
                 None => projected,
@@ -115,21 +114,21 @@ fn attend<T: Taped>(
     q: Tensor2<T>,
     k: Tensor2<T>,
     v: Tensor2<T>,
-    (batch, tokens, ctx_tokens, hd): (usize, usize, usize, usize),
+    batch: usize,
     scale: f32,
 ) -> Tensor2<T> {
     #[cfg(not(feature = "cuda"))]
     {
-        let _ = (tokens, ctx_tokens, hd);
         super::attention_cpu::attention_head(q, k, v, batch, scale)
     }
     #[cfg(feature = "cuda")]
     {
-        let q = q.reshape_like(&(batch, tokens, hd));
-        let k = k.reshape_like(&(batch, ctx_tokens, hd));
-        let v = v.reshape_like(&(batch, ctx_tokens, hd));
+        let ((rows, hd), ctx_rows) = (*q.shape(), k.shape().0);
+        let q = q.reshape_like(&(batch, rows / batch, hd));
+        let k = k.reshape_like(&(batch, ctx_rows / batch, hd));
+        let v = v.reshape_like(&(batch, ctx_rows / batch, hd));
         let scores = q.matmul(k.permute::<_, Axes3<0, 2, 1>>()) * scale;
         let weights = scores.softmax::<Axis<2>>();
-        weights.matmul(v).reshape_like(&(batch * tokens, hd))
+        weights.matmul(v).reshape_like(&(rows, hd))
     }
 }

@@ -28,6 +28,18 @@ struct Sequence<'a> {
     v: &'a [f32],
 }
 
+impl Dims {
+    /// Sequence `b`'s rows of the batch-wide `q`, `k`, `v`.
+    fn sequence<'a>(&self, b: usize, q: &'a [f32], k: &'a [f32], v: &'a [f32]) -> Sequence<'a> {
+        let (qs, ks) = (self.tokens * self.width, self.keys * self.width);
+        Sequence {
+            q: &q[b * qs..(b + 1) * qs],
+            k: &k[b * ks..(b + 1) * ks],
+            v: &v[b * ks..(b + 1) * ks],
+        }
+    }
+}
+
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -53,7 +65,7 @@ fn axpy(o: &mut [f32], w: f32, v: &[f32]) {
 }
 
 /// One sequence forward: the attention weights `p (tokens, keys)` and the output `o (tokens,
-/// width)`.
+/// width)`, added into `o` (zeroed by the caller).
 fn forward_sequence(d: Dims, scale: f32, s: Sequence<'_>, p: &mut [f32], o: &mut [f32]) {
     let Sequence { q, k, v } = s;
     for i in 0..d.tokens {
@@ -68,7 +80,6 @@ fn forward_sequence(d: Dims, scale: f32, s: Sequence<'_>, p: &mut [f32], o: &mut
         }
         let inv = 1.0 / pi.iter().sum::<f32>();
         let oi = &mut o[i * d.width..(i + 1) * d.width];
-        oi.fill(0.0);
         for (j, s) in pi.iter_mut().enumerate() {
             *s *= inv;
             axpy(oi, *s, &v[j * d.width..(j + 1) * d.width]);
@@ -76,21 +87,17 @@ fn forward_sequence(d: Dims, scale: f32, s: Sequence<'_>, p: &mut [f32], o: &mut
     }
 }
 
-/// One sequence backward from the output gradient `g`: writes `dq`, `dk`, `dv` (not added).
+/// One sequence backward from the output gradient `g`: adds into `dq`, `dk`, `dv` (zeroed by
+/// the caller); `ds (keys)` is scratch space.
 fn backward_sequence(
     d: Dims,
     scale: f32,
     s: Sequence<'_>,
     (p, g): (&[f32], &[f32]),
-    dq: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
+    ds: &mut [f32],
+    (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
 ) {
     let Sequence { q, k, v } = s;
-    dq.fill(0.0);
-    dk.fill(0.0);
-    dv.fill(0.0);
-    let mut ds = vec![0.0f32; d.keys];
     for i in 0..d.tokens {
         let gi = &g[i * d.width..(i + 1) * d.width];
         let pi = &p[i * d.keys..(i + 1) * d.keys];
@@ -139,22 +146,12 @@ pub(crate) fn attention_head<T: Taped>(
     let mut p = vec![0.0f32; sequences * d.tokens * d.keys];
     {
         let (qv, kv, vv) = (host_values(&q), host_values(&k), host_values(&v));
-        let (qs, ks) = (d.tokens * width, d.keys * width);
+        let qs = d.tokens * width;
         o.par_chunks_mut(qs.max(1))
             .zip(p.par_chunks_mut((d.tokens * d.keys).max(1)))
             .enumerate()
             .for_each(|(b, (ob, pb))| {
-                forward_sequence(
-                    d,
-                    scale,
-                    Sequence {
-                        q: &qv[b * qs..(b + 1) * qs],
-                        k: &kv[b * ks..(b + 1) * ks],
-                        v: &vv[b * ks..(b + 1) * ks],
-                    },
-                    pb,
-                    ob,
-                );
+                forward_sequence(d, scale, d.sequence(b, &qv, &kv, &vv), pb, ob);
             });
     }
     let out = dev.tensor_from_vec(o, (rows, width));
@@ -172,23 +169,20 @@ pub(crate) fn attention_head<T: Taped>(
                 .zip(dk.par_chunks_mut(ks.max(1)))
                 .zip(dv.par_chunks_mut(ks.max(1)))
                 .enumerate()
-                .for_each(|(b, ((dqb, dkb), dvb))| {
-                    let (qr, kr) = (b * qs..(b + 1) * qs, b * ks..(b + 1) * ks);
-                    let pr = b * d.tokens * d.keys..(b + 1) * d.tokens * d.keys;
-                    backward_sequence(
-                        d,
-                        scale,
-                        Sequence {
-                            q: &qv[qr.clone()],
-                            k: &kv[kr.clone()],
-                            v: &vv[kr],
-                        },
-                        (&p[pr], &g[qr]),
-                        dqb,
-                        dkb,
-                        dvb,
-                    );
-                });
+                .for_each_init(
+                    || vec![0.0f32; d.keys],
+                    |ds, (b, ((dqb, dkb), dvb))| {
+                        let pr = b * d.tokens * d.keys..(b + 1) * d.tokens * d.keys;
+                        backward_sequence(
+                            d,
+                            scale,
+                            d.sequence(b, &qv, &kv, &vv),
+                            (&p[pr], &g[b * qs..(b + 1) * qs]),
+                            ds,
+                            (dqb, dkb, dvb),
+                        );
+                    },
+                );
             for (t, dt) in [(&q, dq), (&k, dk), (&v, dv)] {
                 let acc = grads.get_or_alloc_mut(t)?;
                 acc.par_iter_mut()

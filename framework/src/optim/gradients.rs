@@ -102,7 +102,7 @@ impl NamedGradients {
                 .values()
                 .map(|g| {
                     crate::device::host_values(g)
-                        .par_chunks(NORM_CHUNK)
+                        .par_chunks(PASS_CHUNK)
                         .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
                         .collect::<Vec<f64>>()
                         .into_iter()
@@ -152,17 +152,18 @@ fn add_into(g: &mut Tensor1, h: &Tensor1) {
     if let Some(values) = g.dense_slice_mut() {
         let other = crate::device::host_values(h);
         values
-            .par_chunks_mut(NORM_CHUNK)
-            .zip(other.par_chunks(NORM_CHUNK))
+            .par_chunks_mut(PASS_CHUNK)
+            .zip(other.par_chunks(PASS_CHUNK))
             .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(x, y)| *x += y));
         return;
     }
     *g = g.clone() + h.clone();
 }
 
-/// Elements per parallel partial sum of [`NamedGradients::global_norm`].
+/// Elements per parallel task of the passes over gradients: [`NamedGradients::global_norm`]'s
+/// partial sums (fixed, so the norm does not depend on the thread count) and shard sums.
 #[cfg(not(feature = "cuda"))]
-const NORM_CHUNK: usize = 64 * 1024;
+const PASS_CHUNK: usize = 64 * 1024;
 
 /// Moves the gradient of `t` out of dfdx's store as a flat vector (zeros when `t` took no part in
 /// the loss). On the CPU the buffer itself is moved, not copied: parameters are leaves, and
