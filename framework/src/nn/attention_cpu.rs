@@ -206,35 +206,12 @@ mod tests {
     fn matches_the_composite_ops_forward_and_backward() {
         let dev = device(0).unwrap();
         for (sequences, tokens, keys, width) in [(3, 4, 4, 5), (2, 3, 6, 4), (5, 16, 16, 32)] {
-            let values = |n: usize, seed: u32| crate::testing::spread_values(n, seed, 1.5);
-            let q = tensor2(
-                &dev,
-                &values(sequences * tokens * width, 1),
-                sequences * tokens,
-                width,
-            )
-            .unwrap();
-            let k = tensor2(
-                &dev,
-                &values(sequences * keys * width, 2),
-                sequences * keys,
-                width,
-            )
-            .unwrap();
-            let v = tensor2(
-                &dev,
-                &values(sequences * keys * width, 3),
-                sequences * keys,
-                width,
-            )
-            .unwrap();
-            let r = tensor2(
-                &dev,
-                &values(sequences * tokens * width, 4),
-                sequences * tokens,
-                width,
-            )
-            .unwrap();
+            let matrix = |rows: usize, seed: u32| {
+                let values = crate::testing::spread_values(rows * width, seed, 1.5);
+                tensor2(&dev, &values, rows, width).unwrap()
+            };
+            let (q, k) = (matrix(sequences * tokens, 1), matrix(sequences * keys, 2));
+            let (v, r) = (matrix(sequences * keys, 3), matrix(sequences * tokens, 4));
             let scale = 1.0 / (width as f32).sqrt();
             let run = |fused: bool| {
                 let (qt, kt, vt) = (
