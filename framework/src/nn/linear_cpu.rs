@@ -42,12 +42,23 @@ impl<'a> View<'a> {
 
 /// `dst (m × n, row-major) = [dst +] a (m × k) · b (k × n)`, multi-threaded over rayon's current
 /// pool (as dfdx's own matmul), or over a tile's share of it inside a tile (`super::run_tiles`);
-/// `gemm` 0.19's kernels (AVX-512 where the CPU has it) except where [`halved_avx512`] says
+/// `gemm` 0.19's kernels (AVX-512 where the CPU has it) except where [`avx2_kernel_wins`] says
 /// 0.18's are faster.
 fn gemm(dst: &mut [f32], accumulate: bool, dims: (usize, usize, usize), a: View, b: View) {
     let transposed_b = b.row_stride == 1 && b.col_stride != 1;
-    let avx512 = !(transposed_b && halved_avx512());
+    let avx512 = !(transposed_b && avx2_kernel_wins(dims));
     gemm_with(avx512, dst, accumulate, dims, a, b);
+}
+
+/// Whether `gemm` 0.18's AVX2 kernels beat 0.19's on a product `(m, k, n)` with a transposed
+/// right operand (the input gradient `g Wᵀ`, `k` the layer's outputs): only on CPUs that halve
+/// 512-bit instructions ([`halved_avx512`]), and there only for long sums over few rows
+/// (`k ≥ 512`, `m ≤ 512`: 0.19 takes 1.08–2.1× as long at 128–512 rows of a 512- or 2,000-wide
+/// layer), while 0.19 wins short sums and many rows (0.66–0.92× at `k ≤ 256` or 1,024–4,096
+/// rows: the DiT's token rows, its 128-wide blocks). By shape alone, never by thread count; the
+/// two versions compute the same bits (unit test below), so the choice never changes results.
+fn avx2_kernel_wins((m, k, _): (usize, usize, usize)) -> bool {
+    k >= 512 && m <= 512 && halved_avx512()
 }
 
 /// [`gemm`] through `gemm` 0.19 (`avx512`, its AVX-512 kernels where the CPU has them) or 0.18.
@@ -113,11 +124,10 @@ fn gemm_with(
 }
 
 /// Whether this CPU runs 512-bit instructions in two 256-bit halves (AMD's Zen 4, taken as any
-/// AMD processor), where `gemm` 0.19's AVX-512 kernels lose to 0.18's AVX2 kernels on products
-/// with a transposed right operand (the input gradient `g Wᵀ`: 0.69–0.81× at the reference
-/// shapes, decision 0017) while winning the other products. Elsewhere (Intel's AVX-512 cores:
-/// 1.4–2.2× on every product) and on CPUs without AVX-512 (0.19 runs its AVX2 kernels) every
-/// product goes to 0.19. Fixed per machine, so results are reproducible on it.
+/// AMD processor with AVX-512), where `gemm` 0.19's AVX-512 kernels lose to 0.18's AVX2 kernels
+/// on some products with a transposed right operand ([`avx2_kernel_wins`], decisions 0017 and
+/// 0018) while winning the other products. Elsewhere (Intel's AVX-512 cores: 1.4–2.2× on every
+/// product) and on CPUs without AVX-512 (0.19 runs its AVX2 kernels) every product goes to 0.19.
 fn halved_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
