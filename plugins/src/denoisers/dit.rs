@@ -290,6 +290,10 @@ impl Dit {
 }
 
 impl Denoiser for Dit {
+    fn rows_per_sample(&self) -> usize {
+        self.tokens
+    }
+
     fn forward_train(
         &self,
         z: Tensor2<TrainTape>,
