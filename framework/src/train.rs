@@ -622,7 +622,7 @@ pub fn denoiser_gradients(
     dev: &Dev,
 ) -> Result<(f32, NamedGradients)> {
     let batch = DenoiserBatch::draw(stage, sampler, data, rows, drop_prob, rng)?;
-    let shards = crate::nn::training_shards(rows.len(), stage.denoiser.rows_per_sample());
+    let shards = crate::nn::training_shards(rows.len());
     if shards.len() <= 1 {
         let loss = batch.loss(stage, data, 0..rows.len(), 1.0, rng, dev)?;
         return NamedGradients::backward(loss, stage, "");

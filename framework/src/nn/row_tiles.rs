@@ -95,32 +95,25 @@ pub fn row_blocks(rows: usize, block: usize) -> Vec<Range<usize>> {
 /// own copy of the gradients until they are summed).
 pub const MAX_TRAINING_SHARDS: usize = 8;
 
-/// Fewest product rows per shard of [`training_shards`] (samples × the denoiser's rows per
-/// sample): smaller products (and shorter sums in the weight gradients) lose more to the matrix
-/// kernel's overheads than another thread gains. Measured on two cores: 128-row shards of the
-/// MLP denoisers cost 6–16 % at one thread and gained nothing at two; the DiT's shards of
-/// 32–128 samples × 16 tokens gain 35 % at two.
-pub const TRAINING_SHARD_ROWS: usize = 256;
+/// Fewest rows per shard of [`training_shards`]: smaller products (and shorter sums in the
+/// weight gradients) lose more to the matrix kernel's overheads than a second thread gains.
+pub const TRAINING_SHARD_ROWS: usize = 128;
 
-/// Near-equal consecutive ranges of the `samples` rows of a training batch for data-parallel
-/// gradients, for a network whose products see `rows_per_sample` rows per sample (a
-/// transformer's tokens, [`crate::plugin::Denoiser::rows_per_sample`]): `floor(samples ·
-/// rows_per_sample / TRAINING_SHARD_ROWS)` of them, at least one and at most
-/// [`MAX_TRAINING_SHARDS`] or `samples` (one on CUDA; none for zero samples). The split depends
-/// only on the batch and the network, so gradients summed over the shards in order do not
-/// depend on the thread count.
-pub fn training_shards(samples: usize, rows_per_sample: usize) -> Vec<Range<usize>> {
-    if samples == 0 {
+/// Near-equal consecutive row ranges of a training batch of `rows` rows for data-parallel
+/// gradients: `floor(rows / TRAINING_SHARD_ROWS)` of them, at least one and at most
+/// [`MAX_TRAINING_SHARDS`] (one on CUDA; none for zero rows). The split depends only on `rows`,
+/// so gradients summed over the shards in order do not depend on the thread count.
+pub fn training_shards(rows: usize) -> Vec<Range<usize>> {
+    if rows == 0 {
         return Vec::new();
     }
     let shards = if cfg!(feature = "cuda") {
         1
     } else {
-        (samples.saturating_mul(rows_per_sample.max(1)) / TRAINING_SHARD_ROWS)
-            .clamp(1, MAX_TRAINING_SHARDS.min(samples))
+        (rows / TRAINING_SHARD_ROWS).clamp(1, MAX_TRAINING_SHARDS)
     };
     (0..shards)
-        .map(|i| i * samples / shards..(i + 1) * samples / shards)
+        .map(|i| i * rows / shards..(i + 1) * rows / shards)
         .collect()
 }
 
@@ -201,23 +194,19 @@ mod tests {
             assert!(t.iter().all(|r| !r.is_empty() && r.len() <= MAX_TILE_ROWS));
             assert!(t.len() >= rayon::current_num_threads().min(rows));
         }
-        assert!(training_shards(0, 1).is_empty());
-        for (samples, rows_per_sample, shards) in [
-            (1, 1, 1),
-            (511, 1, 1),
-            (512, 1, 2),
-            (600, 1, 2),
-            (100_000, 1, MAX_TRAINING_SHARDS),
-            (256, 16, MAX_TRAINING_SHARDS),
-            (40, 16, 2),
-            (3, 1000, 3),
+        assert!(training_shards(0).is_empty());
+        for (rows, shards) in [
+            (1, 1),
+            (255, 1),
+            (256, 2),
+            (300, 2),
+            (100_000, MAX_TRAINING_SHARDS),
         ] {
-            let t = training_shards(samples, rows_per_sample);
-            assert_eq!(t.len(), shards, "{samples} × {rows_per_sample} rows");
-            assert_eq!((t[0].start, t[shards - 1].end), (0, samples));
+            let t = training_shards(rows);
+            assert_eq!(t.len(), shards, "{rows} rows");
+            assert_eq!((t[0].start, t[shards - 1].end), (0, rows));
             assert!(t.windows(2).all(|w| w[0].end == w[1].start));
-            assert!(t.iter().all(|r| !r.is_empty()
-                && (shards == 1 || r.len() * rows_per_sample >= TRAINING_SHARD_ROWS)));
+            assert!(t.iter().all(|r| r.len() >= TRAINING_SHARD_ROWS.min(rows)));
         }
         let b = row_blocks(2 * 256 + 3, 256);
         assert_eq!(b, vec![0..256, 256..512, 512..515]);

@@ -44,13 +44,6 @@ pub trait Denoiser: Parameters + Send + Sync {
         t: &[f32],
         cond: Option<ConditionEmbedding<NoneTape>>,
     ) -> Result<Tensor2>;
-    /// Rows each input row becomes in the network's matrix products (a transformer's tokens;
-    /// 1 for a per-row network). Sizes the data-parallel shards of a training batch
-    /// ([`crate::nn::training_shards`]): how a batch is split, which changes the rounding of
-    /// the summed gradients and a conditioner's random draws, never the gradient's expectation.
-    fn rows_per_sample(&self) -> usize {
-        1
-    }
 }
 
 /// Serializable description of a denoiser.

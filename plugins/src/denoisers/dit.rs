@@ -290,10 +290,6 @@ impl Dit {
 }
 
 impl Denoiser for Dit {
-    fn rows_per_sample(&self) -> usize {
-        self.tokens
-    }
-
     fn forward_train(
         &self,
         z: Tensor2<TrainTape>,
