@@ -47,7 +47,7 @@ pub use init::Init;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use mlp::Mlp;
-pub use modulation::{modulate, residual};
+pub use modulation::{modulate, modulate_tokens, residual, residual_tokens};
 pub use null_embedding::NullEmbedding;
 pub use params::{join, linear_macs, ParamMut, ParamRef, Parameters};
 pub use repeat_rows::repeat_rows;

@@ -7,15 +7,27 @@ use dfdx::prelude::*;
 use crate::device::{Taped, Tensor2};
 use crate::{LatentError, Result};
 
-/// The `(batch, width)` shapes of every input must agree.
-fn same_shapes(op: &str, first: &Tensor2<impl Taped>, others: &[(usize, usize)]) -> Result<()> {
-    let expected = *first.shape();
-    match others.iter().find(|&&s| s != expected) {
+/// `x` has `tokens` rows per row of each of `per_sample` and the same width.
+fn tokens_of(
+    op: &str,
+    x: &Tensor2<impl Taped>,
+    per_sample: &[(usize, usize)],
+    tokens: usize,
+) -> Result<()> {
+    let (rows, width) = *x.shape();
+    match per_sample
+        .iter()
+        .find(|&&(r, w)| w != width || r.checked_mul(tokens) != Some(rows))
+    {
         Some(s) => Err(LatentError::shape(
             op,
-            format!("{expected:?}"),
+            format!(
+                "({}, {width}) for {rows} rows of {tokens} tokens",
+                rows / tokens.max(1)
+            ),
             format!("{s:?}"),
         )),
+        None if tokens == 0 => Err(LatentError::shape(op, "at least 1 token", 0)),
         None => Ok(()),
     }
 }
@@ -29,13 +41,35 @@ pub fn modulate<T: Taped>(
     scale: Tensor2<T>,
     shift: Tensor2<T>,
 ) -> Result<Tensor2<T>> {
-    same_shapes("modulate", &h, &[*scale.shape(), *shift.shape()])?;
+    modulate_tokens(h, scale, shift, 1)
+}
+
+/// `h · (1 + scale) + shift` with `h (batch · tokens, width)` and one `(batch, width)` row of
+/// `scale` and `shift` per sample, applied to each of its `tokens` rows (a transformer's
+/// per-sample adaLN, without copying the modulation to every token).
+///
+/// # Errors
+/// [`LatentError::Shape`] when the shapes do not fit.
+pub fn modulate_tokens<T: Taped>(
+    h: Tensor2<T>,
+    scale: Tensor2<T>,
+    shift: Tensor2<T>,
+    tokens: usize,
+) -> Result<Tensor2<T>> {
+    tokens_of("modulate", &h, &[*scale.shape(), *shift.shape()], tokens)?;
     #[cfg(not(feature = "cuda"))]
     {
-        Ok(super::rowwise_cpu::modulate(h, scale, shift))
+        Ok(super::rowwise_cpu::modulate(h, scale, shift, tokens))
     }
     #[cfg(feature = "cuda")]
     {
+        let (scale, shift) = match tokens {
+            1 => (scale, shift),
+            _ => (
+                super::repeat_rows(scale, tokens),
+                super::repeat_rows(shift, tokens),
+            ),
+        };
         Ok(h.with_empty_tape() * scale + h + shift)
     }
 }
@@ -49,17 +83,38 @@ pub fn residual<T: Taped>(
     h: Tensor2<T>,
     gate: Option<Tensor2<T>>,
 ) -> Result<Tensor2<T>> {
-    let mut others = vec![*h.shape()];
-    others.extend(gate.as_ref().map(|g| *g.shape()));
-    same_shapes("residual", &x, &others)?;
+    residual_tokens(x, h, gate, 1)
+}
+
+/// `x + h · gate` (or `x + h`) with `x` and `h (batch · tokens, width)` and one `(batch, width)`
+/// row of `gate` per sample, applied to each of its `tokens` rows.
+///
+/// # Errors
+/// [`LatentError::Shape`] when the shapes do not fit.
+pub fn residual_tokens<T: Taped>(
+    x: Tensor2<T>,
+    h: Tensor2<T>,
+    gate: Option<Tensor2<T>>,
+    tokens: usize,
+) -> Result<Tensor2<T>> {
+    if h.shape() != x.shape() {
+        return Err(LatentError::shape(
+            "residual",
+            format!("{:?}", x.shape()),
+            format!("{:?}", h.shape()),
+        ));
+    }
+    let gate_shape: Vec<(usize, usize)> = gate.iter().map(|g| *g.shape()).collect();
+    tokens_of("residual", &x, &gate_shape, tokens)?;
     #[cfg(not(feature = "cuda"))]
     {
-        Ok(super::rowwise_cpu::residual(x, h, gate))
+        Ok(super::rowwise_cpu::residual(x, h, gate, tokens))
     }
     #[cfg(feature = "cuda")]
     {
         Ok(match gate {
-            Some(g) => x + h * g,
+            Some(g) if tokens == 1 => x + h * g,
+            Some(g) => x + h * super::repeat_rows(g, tokens),
             None => x + h,
         })
     }

@@ -194,42 +194,39 @@ pub(crate) fn repeat_rows<T: Taped>(x: Tensor2<T>, times: usize) -> Tensor2<T> {
     out.put_tape(tape)
 }
 
-/// `out[i] = f(out[i], [x[i] for x in inputs])` for every element, over fixed chunks in
-/// parallel. Each task works on equal-length subslices, so the inner loop has no bounds checks
-/// and vectorizes.
-///
-/// # Panics
-/// When an input's length differs from `out`'s (a kernel bug: callers pass same-shape buffers).
-fn elementwise<const N: usize, F>(out: &mut [f32], inputs: [&[f32]; N], f: F)
-where
-    F: Fn(f32, [f32; N]) -> f32 + Sync + Send,
-{
-    assert!(
-        inputs.iter().all(|x| x.len() == out.len()),
-        "element-wise operands differ in length"
-    );
-    out.par_chunks_mut(ELEMENTS_PER_TASK)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let start = c * ELEMENTS_PER_TASK;
-            let parts = inputs.map(|x| &x[start..start + chunk.len()]);
-            for (k, o) in chunk.iter_mut().enumerate() {
-                *o = f(*o, parts.map(|p| p[k]));
-            }
-        });
+/// Row `r` of a per-sample `(batch, width)` input broadcast over `tokens` rows per sample:
+/// its row `r / tokens`.
+fn sample_row(values: &[f32], width: usize, tokens: usize, r: usize) -> &[f32] {
+    let b = r / tokens.max(1);
+    &values[b * width..(b + 1) * width]
 }
 
-/// Elements handed to one rayon task by the element-wise kernels.
-const ELEMENTS_PER_TASK: usize = 16 * 1024;
+/// In a backward op: adds `Σ_t f(token row bT+t)` to row `b` of the per-sample gradient `dst`
+/// (`(batch, width)`), over each sample's `tokens` rows in token order (the order in which
+/// summing the gradients of [`repeat_rows`]'s copies adds them, so the bits are the same).
+fn add_over_tokens<F>(dst: &mut [f32], width: usize, tokens: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    for_rows(width, dst, |b, d| {
+        for t in 0..tokens.max(1) {
+            f(b * tokens.max(1) + t, d);
+        }
+    });
+}
 
-/// adaLN's modulation `h · (1 + scale) + shift`, all three `(batch, width)`. Backward:
-/// `dh = g · (1 + scale)`, `dscale = g · h`, `dshift = g`.
+/// adaLN's modulation `h · (1 + scale) + shift`, `h (batch · tokens, width)`, `scale` and
+/// `shift (batch, width)` broadcast over each sample's `tokens` rows (a transformer's tokens;
+/// 1 for per-row modulation). Backward: `dh = g · (1 + scale)`, `dscale = Σ_tokens g · h`,
+/// `dshift = Σ_tokens g`.
 pub(crate) fn modulate<T: Taped>(
     h: Tensor2<T>,
     scale: Tensor2<T>,
     shift: Tensor2<T>,
+    tokens: usize,
 ) -> Tensor2<T> {
     let shape = *h.shape();
+    let width = shape.1;
     let dev: Dev = h.device().clone();
     let (h, tape) = h.split_tape();
     let (scale, scale_tape) = scale.split_tape();
@@ -238,34 +235,57 @@ pub(crate) fn modulate<T: Taped>(
     let mut y = vec![0.0f32; shape.0 * shape.1];
     {
         let (hv, sv, bv) = (host_values(&h), host_values(&scale), host_values(&shift));
-        elementwise(&mut y, [&hv, &sv, &bv], |_, [h, s, b]| h * (1.0 + s) + b);
+        for_rows(width, &mut y, |r, out| {
+            let (hr, sr) = (
+                &hv[r * width..(r + 1) * width],
+                sample_row(&sv, width, tokens, r),
+            );
+            let br = sample_row(&bv, width, tokens, r);
+            for (((o, &h), &s), &b) in out.iter_mut().zip(hr).zip(sr).zip(br) {
+                *o = h * (1.0 + s) + b;
+            }
+        });
     }
     let out = dev.tensor_from_vec(y, shape);
     if T::OWNS_TAPE {
         let result = out.clone();
         tape.add_backward_op(move |grads| {
             let (g, gh) = output_and_input_gradients(grads, &result, &h)?;
-            let sv = host_values(&scale);
-            elementwise(gh, [&g, &sv], |d, [g, s]| d + g * (1.0 + s));
-            let hv = host_values(&h);
-            elementwise(grads.get_or_alloc_mut(&scale)?, [&g, &hv], |d, [g, h]| {
-                d + g * h
+            let (sv, hv) = (host_values(&scale), host_values(&h));
+            for_rows(width, gh, |r, d| {
+                let gr = &g[r * width..(r + 1) * width];
+                for ((d, &g), &s) in d.iter_mut().zip(gr).zip(sample_row(&sv, width, tokens, r)) {
+                    *d += g * (1.0 + s);
+                }
             });
-            elementwise(grads.get_or_alloc_mut(&shift)?, [&g], |d, [g]| d + g);
+            add_over_tokens(grads.get_or_alloc_mut(&scale)?, width, tokens, |r, d| {
+                let rows = g[r * width..(r + 1) * width].iter().zip(&hv[r * width..]);
+                for (d, (&g, &h)) in d.iter_mut().zip(rows) {
+                    *d += g * h;
+                }
+            });
+            add_over_tokens(grads.get_or_alloc_mut(&shift)?, width, tokens, |r, d| {
+                for (d, &g) in d.iter_mut().zip(&g[r * width..(r + 1) * width]) {
+                    *d += g;
+                }
+            });
             Ok(())
         });
     }
     out.put_tape(tape)
 }
 
-/// The residual update `x + h · gate` (`x + h` without a gate), all `(batch, width)`.
-/// Backward: `dx = g`, `dh = g · gate` (`g`), `dgate = g · h`.
+/// The residual update `x + h · gate` (`x + h` without a gate), `x` and `h (batch · tokens,
+/// width)`, `gate (batch, width)` broadcast over each sample's `tokens` rows. Backward:
+/// `dx = g`, `dh = g · gate` (`g`), `dgate = Σ_tokens g · h`.
 pub(crate) fn residual<T: Taped>(
     x: Tensor2<T>,
     h: Tensor2<T>,
     gate: Option<Tensor2<T>>,
+    tokens: usize,
 ) -> Tensor2<T> {
     let shape = *x.shape();
+    let width = shape.1;
     let dev: Dev = x.device().clone();
     let (x, tape) = x.split_tape();
     let (h, h_tape) = h.split_tape();
@@ -279,28 +299,59 @@ pub(crate) fn residual<T: Taped>(
     {
         let (xv, hv) = (host_values(&x), host_values(&h));
         let gv = gate.as_ref().map(host_values);
-        match &gv {
-            Some(gv) => elementwise(&mut y, [&xv, &hv, gv], |_, [x, h, g]| x + h * g),
-            None => elementwise(&mut y, [&xv, &hv], |_, [x, h]| x + h),
-        }
+        for_rows(width, &mut y, |r, out| {
+            let rows = xv[r * width..(r + 1) * width]
+                .iter()
+                .zip(&hv[r * width..(r + 1) * width]);
+            match &gv {
+                Some(gv) => {
+                    let gr = sample_row(gv, width, tokens, r);
+                    for ((o, (&x, &h)), &g) in out.iter_mut().zip(rows).zip(gr) {
+                        *o = x + h * g;
+                    }
+                }
+                None => {
+                    for (o, (&x, &h)) in out.iter_mut().zip(rows) {
+                        *o = x + h;
+                    }
+                }
+            }
+        });
     }
     let out = dev.tensor_from_vec(y, shape);
     if T::OWNS_TAPE {
         let result = out.clone();
         tape.add_backward_op(move |grads| {
             let (g, gx) = output_and_input_gradients(grads, &result, &x)?;
-            elementwise(gx, [&g], |d, [g]| d + g);
-            let gv = gate.as_ref().map(host_values);
-            match &gv {
-                Some(gv) => {
-                    elementwise(grads.get_or_alloc_mut(&h)?, [&g, gv], |d, [g, s]| d + g * s)
+            for_rows(width, gx, |r, d| {
+                for (d, &g) in d.iter_mut().zip(&g[r * width..(r + 1) * width]) {
+                    *d += g;
                 }
-                None => elementwise(grads.get_or_alloc_mut(&h)?, [&g], |d, [g]| d + g),
-            }
+            });
+            let gv = gate.as_ref().map(host_values);
+            for_rows(width, grads.get_or_alloc_mut(&h)?, |r, d| {
+                let gr = &g[r * width..(r + 1) * width];
+                match &gv {
+                    Some(gv) => {
+                        let sr = sample_row(gv, width, tokens, r);
+                        for ((d, &g), &s) in d.iter_mut().zip(gr).zip(sr) {
+                            *d += g * s;
+                        }
+                    }
+                    None => {
+                        for (d, &g) in d.iter_mut().zip(gr) {
+                            *d += g;
+                        }
+                    }
+                }
+            });
             if let Some(gate) = &gate {
                 let hv = host_values(&h);
-                elementwise(grads.get_or_alloc_mut(gate)?, [&g, &hv], |d, [g, h]| {
-                    d + g * h
+                add_over_tokens(grads.get_or_alloc_mut(gate)?, width, tokens, |r, d| {
+                    let rows = g[r * width..(r + 1) * width].iter().zip(&hv[r * width..]);
+                    for (d, (&g, &h)) in d.iter_mut().zip(rows) {
+                        *d += g * h;
+                    }
                 });
             }
             Ok(())
@@ -489,20 +540,49 @@ mod tests {
             close(&gb0, &gb1, 1e-5);
             close(&gc0, &gc1, 1e-5);
         };
-        compare(&|h, s, b| modulate(h, s, b), &|h, s, b| {
+        compare(&|h, s, b| modulate(h, s, b, 1), &|h, s, b| {
             h.with_empty_tape() * s + h + b
         });
-        compare(&|x, h, g| residual(x, h, Some(g)), &|x, h, g| x + h * g);
+        compare(&|x, h, g| residual(x, h, Some(g), 1), &|x, h, g| x + h * g);
         // Without a gate the third input takes no part: its gradient stays zero.
-        compare(&|x, h, g| residual(x, h, None) + g * 0.0, &|x, h, g| {
+        compare(&|x, h, g| residual(x, h, None, 1) + g * 0.0, &|x, h, g| {
             x + h + g * 0.0
         });
         // No tape: the same values.
         close(
-            &modulate(a.clone(), b.clone(), c.clone()).as_vec(),
-            &run(&|h, s, b| modulate(h, s, b)).0,
+            &modulate(a.clone(), b.clone(), c.clone(), 1).as_vec(),
+            &run(&|h, s, b| modulate(h, s, b, 1)).0,
             f32::EPSILON,
         );
+    }
+
+    /// Per-sample modulation and gate over 7 tokens per sample compute the same bits, values
+    /// and every gradient, as copying them to the tokens first (`repeat_rows`) and running the
+    /// per-row kernels.
+    #[test]
+    fn per_sample_modulation_over_tokens_equals_repeating_it() {
+        let dev = device(0).unwrap();
+        let (samples, tokens, width) = (90, 7, 24);
+        let rows = samples * tokens;
+        let input = |n: usize, seed| tensor2(&dev, &values(n * width, seed), n, width).unwrap();
+        let (h, x, r) = (input(rows, 1), input(rows, 2), input(rows, 3));
+        let (s, b) = (input(samples, 5), input(samples, 6));
+        let t = |v: &Tensor2| v.clone().retaped::<TrainTape>();
+        let run = |fused: bool| {
+            let y = if fused {
+                let m = modulate(t(&h), t(&s), t(&b), tokens);
+                residual(t(&x), m, Some(t(&s)), tokens)
+            } else {
+                let rep = |v: &Tensor2| repeat_rows(t(v), tokens);
+                let m = modulate(t(&h), rep(&s), rep(&b), 1);
+                residual(t(&x), m, Some(rep(&s)), 1)
+            };
+            let values = y.as_vec();
+            let grads = (y * r.clone()).sum::<(), _>().backward();
+            let g = |v: &Tensor2| grads.get(v).as_vec();
+            (values, g(&h), g(&x), g(&s), g(&b))
+        };
+        assert!(run(true) == run(false));
     }
 
     #[test]

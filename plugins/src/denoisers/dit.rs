@@ -7,7 +7,7 @@
 use dfdx::prelude::*;
 use latentlab_framework::device::{Dev, Taped, Tensor2, TrainTape};
 use latentlab_framework::nn::{
-    fan_out, modulate, repeat_rows, residual, sinusoidal_tensor, Activation, Embedding, Init,
+    fan_out, modulate_tokens, residual_tokens, sinusoidal_tensor, Activation, Embedding, Init,
     LayerNorm, Linear, MultiHeadAttention,
 };
 use latentlab_framework::plugin::{
@@ -235,15 +235,16 @@ impl Dit {
             }
         }
         // Every modulation is computed once per sample from the activated conditioning vector
-        // and then copied to the sample's tokens (the projection is row-wise, so projecting
-        // per-token copies would give the same values for `tokens` times the work).
+        // and applied to each of the sample's tokens by the modulation and residual kernels
+        // (the projection is row-wise, so projecting per-token copies would give the same
+        // values for `tokens` times the work).
         let uses = self.blocks.len() * 6 + 2;
         let mut c_uses = fan_out(Activation::Silu.forward(c), uses).into_iter();
         let mut modulation = |layer: &Linear| -> Result<Tensor2<T>> {
             let c = c_uses
                 .next()
                 .ok_or_else(|| LatentError::shape("dit modulation", uses, "fewer"))?;
-            Ok(repeat_rows(layer.forward(c)?, self.tokens))
+            layer.forward(c)
         };
         let positions: Vec<usize> = (0..rows).map(|r| r % self.tokens).collect();
         let mut h = self
@@ -263,10 +264,15 @@ impl Dit {
             else {
                 return Err(LatentError::shape("dit modulation", 6, "fewer"));
             };
-            let x = modulate(block.norm1.normalize(h.with_empty_tape())?, sc1, sh1)?;
+            let x = modulate_tokens(
+                block.norm1.normalize(h.with_empty_tape())?,
+                sc1,
+                sh1,
+                self.tokens,
+            )?;
             let x_ctx = x.with_empty_tape();
             let attended = block.attention.forward(x, x_ctx, batch)?;
-            h = residual(h, attended, Some(g1))?;
+            h = residual_tokens(h, attended, Some(g1), self.tokens)?;
             if let (Some(cross), Some(ctx_iter)) = (&block.cross, context_uses.as_mut()) {
                 let ctx = ctx_iter
                     .next()
@@ -274,17 +280,25 @@ impl Dit {
                 let q = block.norm1.normalize(h.with_empty_tape())?;
                 h = h + cross.forward(q, ctx, batch)?;
             }
-            let y = modulate(block.norm2.normalize(h.with_empty_tape())?, sc2, sh2)?;
+            let y = modulate_tokens(
+                block.norm2.normalize(h.with_empty_tape())?,
+                sc2,
+                sh2,
+                self.tokens,
+            )?;
             let y = block
                 .fc2
                 .forward(Activation::Gelu.forward(block.fc1.forward(y)?))?;
-            h = residual(h, y, Some(g2))?;
+            h = residual_tokens(h, y, Some(g2), self.tokens)?;
         }
         let shift = modulation(&self.final_modulation[0])?;
         let scale = modulation(&self.final_modulation[1])?;
-        let out = self
-            .patch_out
-            .forward(modulate(self.final_norm.normalize(h)?, scale, shift)?)?;
+        let out = self.patch_out.forward(modulate_tokens(
+            self.final_norm.normalize(h)?,
+            scale,
+            shift,
+            self.tokens,
+        )?)?;
         Ok(out.reshape_like(&(batch, dim)))
     }
 }
