@@ -119,3 +119,43 @@ pub fn residual_tokens<T: Taped>(
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::device;
+
+    /// Per-sample inputs must have one row per `tokens` rows of `h` and its width; anything
+    /// else (or zero tokens) is a shape error, never a panic.
+    #[test]
+    fn per_sample_shapes_are_checked() {
+        let dev = device(0).unwrap();
+        let zeros = |rows: usize, width: usize| -> Tensor2 { dev.zeros_like(&(rows, width)) };
+        let (h, s) = (zeros(12, 5), zeros(3, 5));
+        assert!(modulate_tokens(h.clone(), s.clone(), s.clone(), 4).is_ok());
+        assert!(residual_tokens(h.clone(), h.clone(), Some(s.clone()), 4).is_ok());
+        for (scale, tokens) in [
+            (zeros(3, 5), 3),
+            (zeros(4, 5), 4),
+            (zeros(3, 6), 4),
+            (s.clone(), 0),
+        ] {
+            assert!(matches!(
+                modulate_tokens(h.clone(), scale.clone(), s.clone(), tokens),
+                Err(LatentError::Shape { .. })
+            ));
+            assert!(matches!(
+                residual_tokens(h.clone(), h.clone(), Some(scale), tokens),
+                Err(LatentError::Shape { .. })
+            ));
+        }
+        assert!(matches!(
+            residual_tokens(h.clone(), zeros(12, 4), None, 1),
+            Err(LatentError::Shape { .. })
+        ));
+        assert!(matches!(
+            modulate(h.clone(), zeros(12, 5), zeros(11, 5)),
+            Err(LatentError::Shape { .. })
+        ));
+    }
+}
