@@ -201,6 +201,25 @@ fn sample_row(values: &[f32], width: usize, tokens: usize, r: usize) -> &[f32] {
     &values[b * width..(b + 1) * width]
 }
 
+/// Row `r` of a row-major matrix `width` values wide.
+fn row(values: &[f32], width: usize, r: usize) -> &[f32] {
+    &values[r * width..(r + 1) * width]
+}
+
+/// `d += g` over a row.
+fn add_row(d: &mut [f32], g: &[f32]) {
+    for (d, &g) in d.iter_mut().zip(g) {
+        *d += g;
+    }
+}
+
+/// `d += g · h` over a row (element-wise).
+fn add_products(d: &mut [f32], g: &[f32], h: &[f32]) {
+    for (d, (&g, &h)) in d.iter_mut().zip(g.iter().zip(h)) {
+        *d += g * h;
+    }
+}
+
 /// In a backward op: adds `Σ_t f(token row bT+t)` to row `b` of the per-sample gradient `dst`
 /// (`(batch, width)`), over each sample's `tokens` rows in token order (the order in which
 /// summing the gradients of [`repeat_rows`]'s copies adds them, so the bits are the same).
@@ -208,9 +227,10 @@ fn add_over_tokens<F>(dst: &mut [f32], width: usize, tokens: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync + Send,
 {
+    let tokens = tokens.max(1);
     for_rows(width, dst, |b, d| {
-        for t in 0..tokens.max(1) {
-            f(b * tokens.max(1) + t, d);
+        for t in 0..tokens {
+            f(b * tokens + t, d);
         }
     });
 }
@@ -236,10 +256,7 @@ pub(crate) fn modulate<T: Taped>(
     {
         let (hv, sv, bv) = (host_values(&h), host_values(&scale), host_values(&shift));
         for_rows(width, &mut y, |r, out| {
-            let (hr, sr) = (
-                &hv[r * width..(r + 1) * width],
-                sample_row(&sv, width, tokens, r),
-            );
+            let (hr, sr) = (row(&hv, width, r), sample_row(&sv, width, tokens, r));
             let br = sample_row(&bv, width, tokens, r);
             for (((o, &h), &s), &b) in out.iter_mut().zip(hr).zip(sr).zip(br) {
                 *o = h * (1.0 + s) + b;
@@ -253,21 +270,16 @@ pub(crate) fn modulate<T: Taped>(
             let (g, gh) = output_and_input_gradients(grads, &result, &h)?;
             let (sv, hv) = (host_values(&scale), host_values(&h));
             for_rows(width, gh, |r, d| {
-                let gr = &g[r * width..(r + 1) * width];
+                let gr = row(&g, width, r);
                 for ((d, &g), &s) in d.iter_mut().zip(gr).zip(sample_row(&sv, width, tokens, r)) {
                     *d += g * (1.0 + s);
                 }
             });
             add_over_tokens(grads.get_or_alloc_mut(&scale)?, width, tokens, |r, d| {
-                let rows = g[r * width..(r + 1) * width].iter().zip(&hv[r * width..]);
-                for (d, (&g, &h)) in d.iter_mut().zip(rows) {
-                    *d += g * h;
-                }
+                add_products(d, row(&g, width, r), row(&hv, width, r));
             });
             add_over_tokens(grads.get_or_alloc_mut(&shift)?, width, tokens, |r, d| {
-                for (d, &g) in d.iter_mut().zip(&g[r * width..(r + 1) * width]) {
-                    *d += g;
-                }
+                add_row(d, row(&g, width, r));
             });
             Ok(())
         });
@@ -300,9 +312,7 @@ pub(crate) fn residual<T: Taped>(
         let (xv, hv) = (host_values(&x), host_values(&h));
         let gv = gate.as_ref().map(host_values);
         for_rows(width, &mut y, |r, out| {
-            let rows = xv[r * width..(r + 1) * width]
-                .iter()
-                .zip(&hv[r * width..(r + 1) * width]);
+            let rows = row(&xv, width, r).iter().zip(row(&hv, width, r));
             match &gv {
                 Some(gv) => {
                     let gr = sample_row(gv, width, tokens, r);
@@ -323,14 +333,10 @@ pub(crate) fn residual<T: Taped>(
         let result = out.clone();
         tape.add_backward_op(move |grads| {
             let (g, gx) = output_and_input_gradients(grads, &result, &x)?;
-            for_rows(width, gx, |r, d| {
-                for (d, &g) in d.iter_mut().zip(&g[r * width..(r + 1) * width]) {
-                    *d += g;
-                }
-            });
+            for_rows(width, gx, |r, d| add_row(d, row(&g, width, r)));
             let gv = gate.as_ref().map(host_values);
             for_rows(width, grads.get_or_alloc_mut(&h)?, |r, d| {
-                let gr = &g[r * width..(r + 1) * width];
+                let gr = row(&g, width, r);
                 match &gv {
                     Some(gv) => {
                         let sr = sample_row(gv, width, tokens, r);
@@ -338,20 +344,13 @@ pub(crate) fn residual<T: Taped>(
                             *d += g * s;
                         }
                     }
-                    None => {
-                        for (d, &g) in d.iter_mut().zip(gr) {
-                            *d += g;
-                        }
-                    }
+                    None => add_row(d, gr),
                 }
             });
             if let Some(gate) = &gate {
                 let hv = host_values(&h);
                 add_over_tokens(grads.get_or_alloc_mut(gate)?, width, tokens, |r, d| {
-                    let rows = g[r * width..(r + 1) * width].iter().zip(&hv[r * width..]);
-                    for (d, (&g, &h)) in d.iter_mut().zip(rows) {
-                        *d += g * h;
-                    }
+                    add_products(d, row(&g, width, r), row(&hv, width, r));
                 });
             }
             Ok(())
