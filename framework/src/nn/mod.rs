@@ -17,6 +17,8 @@ mod fan_out;
 mod fourier_features;
 mod gaussian_posterior;
 mod init;
+#[cfg(not(feature = "cuda"))]
+mod joined_parameters;
 mod layer_norm;
 mod linear;
 #[cfg(not(feature = "cuda"))]
