@@ -10,6 +10,7 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::rowwise_cpu::exp;
+use super::simd::vectorized;
 use crate::device::{host_values, Dev, Taped, Tensor2};
 
 /// Shapes of one call: `tokens` queries and `keys` keys/values per sequence, `heads` heads of
@@ -123,6 +124,7 @@ impl Head {
 }
 
 /// `a · b` in eight interleaved partial sums (a strict left-to-right sum does not vectorize).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -141,6 +143,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `o += w · v` over a row.
+#[inline(always)]
 fn axpy(o: &mut [f32], w: f32, v: &[f32]) {
     for (o, &v) in o.iter_mut().zip(v) {
         *o += w * v;
@@ -149,6 +152,7 @@ fn axpy(o: &mut [f32], w: f32, v: &[f32]) {
 
 /// One head of one sequence forward (`s.q`, `s.k`, `s.v` loaded): the attention weights `p
 /// (tokens, keys)` and the output `s.o (tokens, width)`.
+#[inline(always)]
 fn forward_head(d: Dims, scale: f32, s: &mut Head, p: &mut [f32]) {
     let w = d.width;
     s.o.fill(0.0);
@@ -173,6 +177,7 @@ fn forward_head(d: Dims, scale: f32, s: &mut Head, p: &mut [f32]) {
 
 /// One head of one sequence backward (`s.q`, `s.k`, `s.v` and the output gradient `s.o`
 /// loaded, `p` its forward weights): the gradients `s.dq`, `s.dk`, `s.dv`.
+#[inline(always)]
 fn backward_head(d: Dims, scale: f32, s: &mut Head, p: &[f32]) {
     let w = d.width;
     for buffer in [&mut s.dq, &mut s.dk, &mut s.dv] {
@@ -239,11 +244,16 @@ pub(crate) fn attention_heads<T: Taped>(
                 || Head::new(d),
                 |head, (b, (ob, pb))| {
                     let (qb, kvb) = (&qv[b * qs..(b + 1) * qs], &kvv[b * kvs..(b + 1) * kvs]);
-                    for (h, ph) in pb.chunks_exact_mut(hs.max(1)).enumerate() {
-                        head.load(d, h, qb, kvb);
-                        forward_head(d, scale, head, ph);
-                        d.query(h).scatter(&head.o, ob);
-                    }
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for (h, ph) in pb.chunks_exact_mut(hs.max(1)).enumerate() {
+                                head.load(d, h, qb, kvb);
+                                forward_head(d, scale, head, ph);
+                                d.query(h).scatter(&head.o, ob);
+                            }
+                        },
+                    )
                 },
             );
     }
@@ -265,14 +275,19 @@ pub(crate) fn attention_heads<T: Taped>(
                     |head, (b, (dqb, dkvb))| {
                         let (qb, kvb) = (&qv[b * qs..(b + 1) * qs], &kvv[b * kvs..(b + 1) * kvs]);
                         let (pb, gb) = (&p[b * ps..(b + 1) * ps], &g[b * qs..(b + 1) * qs]);
-                        for (h, ph) in pb.chunks_exact(hs.max(1)).enumerate() {
-                            head.load(d, h, qb, kvb);
-                            d.query(h).gather(gb, &mut head.o);
-                            backward_head(d, scale, head, ph);
-                            d.query(h).scatter(&head.dq, dqb);
-                            d.key(h).scatter(&head.dk, dkvb);
-                            d.value(h).scatter(&head.dv, dkvb);
-                        }
+                        vectorized(
+                            #[inline(always)]
+                            || {
+                                for (h, ph) in pb.chunks_exact(hs.max(1)).enumerate() {
+                                    head.load(d, h, qb, kvb);
+                                    d.query(h).gather(gb, &mut head.o);
+                                    backward_head(d, scale, head, ph);
+                                    d.query(h).scatter(&head.dq, dqb);
+                                    d.key(h).scatter(&head.dk, dkvb);
+                                    d.value(h).scatter(&head.dv, dkvb);
+                                }
+                            },
+                        )
                     },
                 );
             for (t, dt) in [(&q, dq), (&kv, dkv)] {

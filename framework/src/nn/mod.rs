@@ -33,6 +33,8 @@ mod row_groups;
 mod row_tiles;
 #[cfg(not(feature = "cuda"))]
 mod rowwise_cpu;
+#[cfg(not(feature = "cuda"))]
+mod simd;
 mod sinusoidal;
 mod vector_quantizer;
 

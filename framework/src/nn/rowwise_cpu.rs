@@ -8,6 +8,7 @@
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
+use super::simd::vectorized;
 use crate::device::{host_values, Dev, Taped, Tensor2};
 
 /// Rows handed to one rayon task (a few KiB of work each at the reference widths).
@@ -22,9 +23,14 @@ where
     out.par_chunks_mut(width * ROWS_PER_TASK)
         .enumerate()
         .for_each(|(task, block)| {
-            for (k, row) in block.chunks_mut(width).enumerate() {
-                f(task * ROWS_PER_TASK + k, row);
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (k, row) in block.chunks_mut(width).enumerate() {
+                        f(task * ROWS_PER_TASK + k, row);
+                    }
+                },
+            )
         });
 }
 
@@ -76,23 +82,28 @@ pub(crate) fn normalize_rows<T: Taped>(x: Tensor2<T>, eps: f64) -> Tensor2<T> {
         tape.add_backward_op(move |grads| {
             let (g, gx) = output_and_input_gradients(grads, &result, &x)?;
             let y = host_values(&result);
-            for_rows(width, gx, |i, dx| {
-                let (gr, yr) = (
-                    &g[i * width..(i + 1) * width],
-                    &y[i * width..(i + 1) * width],
-                );
-                let mean_g = gr.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-                let mean_gy = gr
-                    .iter()
-                    .zip(yr)
-                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                    .sum::<f64>()
-                    / n;
-                let s = f64::from(rstd[i]);
-                for ((d, &a), &b) in dx.iter_mut().zip(gr).zip(yr) {
-                    *d += (s * (f64::from(a) - mean_g - f64::from(b) * mean_gy)) as f32;
-                }
-            });
+            for_rows(
+                width,
+                gx,
+                #[inline(always)]
+                |i, dx| {
+                    let (gr, yr) = (
+                        &g[i * width..(i + 1) * width],
+                        &y[i * width..(i + 1) * width],
+                    );
+                    let mean_g = gr.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+                    let mean_gy = gr
+                        .iter()
+                        .zip(yr)
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                        .sum::<f64>()
+                        / n;
+                    let s = f64::from(rstd[i]);
+                    for ((d, &a), &b) in dx.iter_mut().zip(gr).zip(yr) {
+                        *d += (s * (f64::from(a) - mean_g - f64::from(b) * mean_gy)) as f32;
+                    }
+                },
+            );
             Ok(())
         });
     }
@@ -103,7 +114,7 @@ pub(crate) fn normalize_rows<T: Taped>(x: Tensor2<T>, eps: f64) -> Tensor2<T> {
 /// (range reduction by `ln 2` in two parts, a degree-6 polynomial, the power of two assembled
 /// in the exponent bits). Branch-free, so loops over slices vectorize; libm's `expf` is a call
 /// per element and was 6 % of a sampling run's CPU time inside SiLU.
-#[inline]
+#[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
@@ -130,24 +141,34 @@ pub(crate) fn silu<T: Taped>(x: Tensor2<T>) -> Tensor2<T> {
     let (x, mut tape) = x.split_tape();
     let xv = host_values(&x);
     let mut y = vec![0.0f32; batch * width];
-    for_rows(width, &mut y, |i, out| {
-        for (o, &v) in out.iter_mut().zip(&xv[i * width..(i + 1) * width]) {
-            *o = v / (1.0 + exp(-v));
-        }
-    });
+    for_rows(
+        width,
+        &mut y,
+        #[inline(always)]
+        |i, out| {
+            for (o, &v) in out.iter_mut().zip(&xv[i * width..(i + 1) * width]) {
+                *o = v / (1.0 + exp(-v));
+            }
+        },
+    );
     let out = dev.tensor_from_vec(y, (batch, width));
     if T::OWNS_TAPE {
         let result = out.clone();
         tape.add_backward_op(move |grads| {
             let (g, gx) = output_and_input_gradients(grads, &result, &x)?;
             let xv = host_values(&x);
-            for_rows(width, gx, |i, dx| {
-                let range = i * width..(i + 1) * width;
-                for ((d, &a), &v) in dx.iter_mut().zip(&g[range.clone()]).zip(&xv[range]) {
-                    let s = 1.0 / (1.0 + exp(-v));
-                    *d += a * s * (1.0 + v * (1.0 - s));
-                }
-            });
+            for_rows(
+                width,
+                gx,
+                #[inline(always)]
+                |i, dx| {
+                    let range = i * width..(i + 1) * width;
+                    for ((d, &a), &v) in dx.iter_mut().zip(&g[range.clone()]).zip(&xv[range]) {
+                        let s = 1.0 / (1.0 + exp(-v));
+                        *d += a * s * (1.0 + v * (1.0 - s));
+                    }
+                },
+            );
             Ok(())
         });
     }
@@ -228,11 +249,16 @@ where
     F: Fn(usize, &mut [f32]) + Sync + Send,
 {
     let tokens = tokens.max(1);
-    for_rows(width, dst, |b, d| {
-        for t in 0..tokens {
-            f(b * tokens + t, d);
-        }
-    });
+    for_rows(
+        width,
+        dst,
+        #[inline(always)]
+        |b, d| {
+            for t in 0..tokens {
+                f(b * tokens + t, d);
+            }
+        },
+    );
 }
 
 /// adaLN's modulation `h · (1 + scale) + shift`, `h (batch · tokens, width)`, `scale` and
@@ -255,13 +281,18 @@ pub(crate) fn modulate<T: Taped>(
     let mut y = vec![0.0f32; shape.0 * shape.1];
     {
         let (hv, sv, bv) = (host_values(&h), host_values(&scale), host_values(&shift));
-        for_rows(width, &mut y, |r, out| {
-            let (hr, sr) = (row(&hv, width, r), sample_row(&sv, width, tokens, r));
-            let br = sample_row(&bv, width, tokens, r);
-            for (((o, &h), &s), &b) in out.iter_mut().zip(hr).zip(sr).zip(br) {
-                *o = h * (1.0 + s) + b;
-            }
-        });
+        for_rows(
+            width,
+            &mut y,
+            #[inline(always)]
+            |r, out| {
+                let (hr, sr) = (row(&hv, width, r), sample_row(&sv, width, tokens, r));
+                let br = sample_row(&bv, width, tokens, r);
+                for (((o, &h), &s), &b) in out.iter_mut().zip(hr).zip(sr).zip(br) {
+                    *o = h * (1.0 + s) + b;
+                }
+            },
+        );
     }
     let out = dev.tensor_from_vec(y, shape);
     if T::OWNS_TAPE {
@@ -269,18 +300,36 @@ pub(crate) fn modulate<T: Taped>(
         tape.add_backward_op(move |grads| {
             let (g, gh) = output_and_input_gradients(grads, &result, &h)?;
             let (sv, hv) = (host_values(&scale), host_values(&h));
-            for_rows(width, gh, |r, d| {
-                let gr = row(&g, width, r);
-                for ((d, &g), &s) in d.iter_mut().zip(gr).zip(sample_row(&sv, width, tokens, r)) {
-                    *d += g * (1.0 + s);
-                }
-            });
-            add_over_tokens(grads.get_or_alloc_mut(&scale)?, width, tokens, |r, d| {
-                add_products(d, row(&g, width, r), row(&hv, width, r));
-            });
-            add_over_tokens(grads.get_or_alloc_mut(&shift)?, width, tokens, |r, d| {
-                add_row(d, row(&g, width, r));
-            });
+            for_rows(
+                width,
+                gh,
+                #[inline(always)]
+                |r, d| {
+                    let gr = row(&g, width, r);
+                    for ((d, &g), &s) in d.iter_mut().zip(gr).zip(sample_row(&sv, width, tokens, r))
+                    {
+                        *d += g * (1.0 + s);
+                    }
+                },
+            );
+            add_over_tokens(
+                grads.get_or_alloc_mut(&scale)?,
+                width,
+                tokens,
+                #[inline(always)]
+                |r, d| {
+                    add_products(d, row(&g, width, r), row(&hv, width, r));
+                },
+            );
+            add_over_tokens(
+                grads.get_or_alloc_mut(&shift)?,
+                width,
+                tokens,
+                #[inline(always)]
+                |r, d| {
+                    add_row(d, row(&g, width, r));
+                },
+            );
             Ok(())
         });
     }
@@ -311,47 +360,68 @@ pub(crate) fn residual<T: Taped>(
     {
         let (xv, hv) = (host_values(&x), host_values(&h));
         let gv = gate.as_ref().map(host_values);
-        for_rows(width, &mut y, |r, out| {
-            let rows = row(&xv, width, r).iter().zip(row(&hv, width, r));
-            match &gv {
-                Some(gv) => {
-                    let gr = sample_row(gv, width, tokens, r);
-                    for ((o, (&x, &h)), &g) in out.iter_mut().zip(rows).zip(gr) {
-                        *o = x + h * g;
+        for_rows(
+            width,
+            &mut y,
+            #[inline(always)]
+            |r, out| {
+                let rows = row(&xv, width, r).iter().zip(row(&hv, width, r));
+                match &gv {
+                    Some(gv) => {
+                        let gr = sample_row(gv, width, tokens, r);
+                        for ((o, (&x, &h)), &g) in out.iter_mut().zip(rows).zip(gr) {
+                            *o = x + h * g;
+                        }
+                    }
+                    None => {
+                        for (o, (&x, &h)) in out.iter_mut().zip(rows) {
+                            *o = x + h;
+                        }
                     }
                 }
-                None => {
-                    for (o, (&x, &h)) in out.iter_mut().zip(rows) {
-                        *o = x + h;
-                    }
-                }
-            }
-        });
+            },
+        );
     }
     let out = dev.tensor_from_vec(y, shape);
     if T::OWNS_TAPE {
         let result = out.clone();
         tape.add_backward_op(move |grads| {
             let (g, gx) = output_and_input_gradients(grads, &result, &x)?;
-            for_rows(width, gx, |r, d| add_row(d, row(&g, width, r)));
+            for_rows(
+                width,
+                gx,
+                #[inline(always)]
+                |r, d| add_row(d, row(&g, width, r)),
+            );
             let gv = gate.as_ref().map(host_values);
-            for_rows(width, grads.get_or_alloc_mut(&h)?, |r, d| {
-                let gr = row(&g, width, r);
-                match &gv {
-                    Some(gv) => {
-                        let sr = sample_row(gv, width, tokens, r);
-                        for ((d, &g), &s) in d.iter_mut().zip(gr).zip(sr) {
-                            *d += g * s;
+            for_rows(
+                width,
+                grads.get_or_alloc_mut(&h)?,
+                #[inline(always)]
+                |r, d| {
+                    let gr = row(&g, width, r);
+                    match &gv {
+                        Some(gv) => {
+                            let sr = sample_row(gv, width, tokens, r);
+                            for ((d, &g), &s) in d.iter_mut().zip(gr).zip(sr) {
+                                *d += g * s;
+                            }
                         }
+                        None => add_row(d, gr),
                     }
-                    None => add_row(d, gr),
-                }
-            });
+                },
+            );
             if let Some(gate) = &gate {
                 let hv = host_values(&h);
-                add_over_tokens(grads.get_or_alloc_mut(gate)?, width, tokens, |r, d| {
-                    add_products(d, row(&g, width, r), row(&hv, width, r));
-                });
+                add_over_tokens(
+                    grads.get_or_alloc_mut(gate)?,
+                    width,
+                    tokens,
+                    #[inline(always)]
+                    |r, d| {
+                        add_products(d, row(&g, width, r), row(&hv, width, r));
+                    },
+                );
             }
             Ok(())
         });
@@ -388,18 +458,28 @@ pub(crate) fn gelu_tanh<T: Taped>(x: Tensor2<T>) -> Tensor2<T> {
             .zip(tanh.par_chunks_mut(chunk))
             .zip(xv.par_chunks(chunk))
             .for_each(|((out, th), row)| {
-                for ((o, t), &v) in out.iter_mut().zip(th).zip(row) {
-                    *t = tanh_of(v);
-                    *o = 0.5 * v * (1.0 + *t);
-                }
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for ((o, t), &v) in out.iter_mut().zip(th).zip(row) {
+                            *t = tanh_of(v);
+                            *o = 0.5 * v * (1.0 + *t);
+                        }
+                    },
+                )
             });
     } else {
         y.par_chunks_mut(chunk)
             .zip(xv.par_chunks(chunk))
             .for_each(|(out, row)| {
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = 0.5 * v * (1.0 + tanh_of(v));
-                }
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (o, &v) in out.iter_mut().zip(row) {
+                            *o = 0.5 * v * (1.0 + tanh_of(v));
+                        }
+                    },
+                )
             });
     }
     let out = dev.tensor_from_vec(y, (batch, width));
@@ -408,17 +488,22 @@ pub(crate) fn gelu_tanh<T: Taped>(x: Tensor2<T>) -> Tensor2<T> {
         tape.add_backward_op(move |grads| {
             let (g, gx) = output_and_input_gradients(grads, &result, &x)?;
             let xv = host_values(&x);
-            for_rows(width, gx, |i, dx| {
-                let range = i * width..(i + 1) * width;
-                let rows = g[range.clone()]
-                    .iter()
-                    .zip(&xv[range.clone()])
-                    .zip(&tanh[range]);
-                for (d, ((&a, &v), &t)) in dx.iter_mut().zip(rows) {
-                    let du = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * v * v);
-                    *d += a * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
-                }
-            });
+            for_rows(
+                width,
+                gx,
+                #[inline(always)]
+                |i, dx| {
+                    let range = i * width..(i + 1) * width;
+                    let rows = g[range.clone()]
+                        .iter()
+                        .zip(&xv[range.clone()])
+                        .zip(&tanh[range]);
+                    for (d, ((&a, &v), &t)) in dx.iter_mut().zip(rows) {
+                        let du = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * v * v);
+                        *d += a * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
+                    }
+                },
+            );
             Ok(())
         });
     }
