@@ -63,6 +63,8 @@ pub use row_tiles::{
     append_tiles, map_tiles, row_blocks, row_tiles, run_tiles, training_shards, MAX_TILE_ROWS,
     MAX_TRAINING_SHARDS, TRAINING_SHARD_ROWS,
 };
+#[cfg(not(feature = "cuda"))]
+pub(crate) use simd::vectorized;
 pub use sinusoidal::{sinusoidal_embedding, sinusoidal_tensor};
 pub use vector_quantizer::{
     CodebookUpdate, CodebookUsage, Quantized, QuantizerLosses, QuantizerSettings, VectorQuantizer,

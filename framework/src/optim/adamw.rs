@@ -242,15 +242,19 @@ fn update(
         .zip(v.par_chunks_mut(CHUNK))
         .zip(g.par_chunks(CHUNK))
         .for_each(|(((w, m), v), g)| {
-            for i in 0..w.len() {
-                let gi = g[i];
-                w[i] -= lr * c.weight_decay * w[i];
-                m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * gi;
-                v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * gi * gi;
-                let m_hat = m[i] / bias1;
-                let v_hat = v[i] / bias2;
-                w[i] -= lr * m_hat / (v_hat.sqrt() + c.eps);
-            }
+            crate::nn::vectorized(
+                #[inline(always)]
+                || {
+                    for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {
+                        *w -= lr * c.weight_decay * *w;
+                        *m = c.beta1 * *m + (1.0 - c.beta1) * g;
+                        *v = c.beta2 * *v + (1.0 - c.beta2) * g * g;
+                        let m_hat = *m / bias1;
+                        let v_hat = *v / bias2;
+                        *w -= lr * m_hat / (v_hat.sqrt() + c.eps);
+                    }
+                },
+            )
         });
     Ok(())
 }
