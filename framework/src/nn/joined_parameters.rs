@@ -30,46 +30,14 @@ impl Block {
 /// each part's columns of the joined gradient to the part's gradient. The caller passes at
 /// least one part, all with the same row count.
 pub(crate) fn join_columns<T: Taped>(tape: &mut T, parts: &[&Tensor2]) -> Tensor2 {
-    let rows = parts.first().map_or(0, |p| p.shape().0);
-    let cols: usize = parts.iter().map(|p| p.shape().1).sum();
-    let mut offset = 0;
-    let blocks = parts
-        .iter()
-        .map(|p| {
-            let block = Block {
-                start: offset,
-                stride: cols,
-                rows,
-                cols: p.shape().1,
-            };
-            offset += p.shape().1;
-            block
-        })
-        .collect();
-    join(tape, parts, blocks, (rows, cols))
+    join(tape, parts, true)
 }
 
 /// The matrices `parts` (all `(rows_i, cols)`) stacked: `(Σ rows_i, cols)`. Backward adds each
 /// part's rows of the joined gradient to the part's gradient. The caller passes at least one
 /// part, all with the same column count.
 pub(crate) fn stack_rows<T: Taped>(tape: &mut T, parts: &[&Tensor2]) -> Tensor2 {
-    let cols = parts.first().map_or(0, |p| p.shape().1);
-    let rows: usize = parts.iter().map(|p| p.shape().0).sum();
-    let mut offset = 0;
-    let blocks = parts
-        .iter()
-        .map(|p| {
-            let block = Block {
-                start: offset * cols,
-                stride: cols,
-                rows: p.shape().0,
-                cols,
-            };
-            offset += p.shape().0;
-            block
-        })
-        .collect();
-    join(tape, parts, blocks, (rows, cols))
+    join(tape, parts, false)
 }
 
 /// The vectors `parts` one after another: `(Σ len_i,)`. Backward adds each part's range of the
@@ -100,26 +68,45 @@ pub(crate) fn sum_vectors<T: Taped>(tape: &mut T, parts: &[&Tensor1]) -> Tensor1
         rows: 1,
         cols: len,
     };
+    let out = device_of(parts).tensor_from_vec(sum, (len,));
     let parts: Vec<Tensor2> = parts
         .iter()
         .map(|p| (*p).clone().reshape_like(&(1, len)))
         .collect();
-    let dev: Dev = parts
-        .first()
-        .map_or_else(Dev::default, |p| p.device().clone());
-    let out = dev.tensor_from_vec(sum, (len,));
     let blocks = vec![block; parts.len()];
     record_backward(tape, parts, blocks, out.clone());
     out
 }
 
-/// Builds the joined `(rows, cols)` value from `parts` at `blocks` and records its backward op.
-fn join<T: Taped>(
-    tape: &mut T,
-    parts: &[&Tensor2],
-    blocks: Vec<Block>,
-    (rows, cols): (usize, usize),
-) -> Tensor2 {
+/// Joins `parts` side by side (`side_by_side`) or stacked, and records the backward op.
+fn join<T: Taped>(tape: &mut T, parts: &[&Tensor2], side_by_side: bool) -> Tensor2 {
+    let (first_rows, first_cols) = parts.first().map_or((0, 0), |p| *p.shape());
+    let (rows, cols) = if side_by_side {
+        (first_rows, parts.iter().map(|p| p.shape().1).sum())
+    } else {
+        (parts.iter().map(|p| p.shape().0).sum(), first_cols)
+    };
+    // Each part starts where the previous one ends: after its columns side by side, after its
+    // rows stacked.
+    let mut start = 0;
+    let blocks: Vec<Block> = parts
+        .iter()
+        .map(|p| {
+            let (part_rows, part_cols) = *p.shape();
+            let block = Block {
+                start,
+                stride: cols,
+                rows: part_rows,
+                cols: part_cols,
+            };
+            start += if side_by_side {
+                part_cols
+            } else {
+                part_rows * cols
+            };
+            block
+        })
+        .collect();
     let mut joined = vec![0.0f32; rows * cols];
     for (part, block) in parts.iter().zip(&blocks) {
         let values = host_values(*part);
@@ -127,13 +114,17 @@ fn join<T: Taped>(
             joined[block.row(r)].copy_from_slice(&values[r * block.cols..(r + 1) * block.cols]);
         }
     }
-    let dev: Dev = parts
-        .first()
-        .map_or_else(Dev::default, |p| p.device().clone());
-    let out = dev.tensor_from_vec(joined, (rows, cols));
+    let out = device_of(parts).tensor_from_vec(joined, (rows, cols));
     let parts: Vec<Tensor2> = parts.iter().map(|&p| p.clone()).collect();
     record_backward(tape, parts, blocks, out.clone());
     out
+}
+
+/// The device of the first part (the default device when there is none).
+fn device_of<S: Shape>(parts: &[&Tensor<S, f32, Dev>]) -> Dev {
+    parts
+        .first()
+        .map_or_else(Dev::default, |p| p.device().clone())
 }
 
 /// Records the op handing each part its block of `result`'s gradient.
