@@ -87,10 +87,7 @@ pub(crate) fn normalize_rows<T: Taped>(x: Tensor2<T>, eps: f64) -> Tensor2<T> {
                 gx,
                 #[inline(always)]
                 |i, dx| {
-                    let (gr, yr) = (
-                        &g[i * width..(i + 1) * width],
-                        &y[i * width..(i + 1) * width],
-                    );
+                    let (gr, yr) = (row(&g, width, i), row(&y, width, i));
                     let mean_g = gr.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
                     let mean_gy = gr
                         .iter()
@@ -146,7 +143,7 @@ pub(crate) fn silu<T: Taped>(x: Tensor2<T>) -> Tensor2<T> {
         &mut y,
         #[inline(always)]
         |i, out| {
-            for (o, &v) in out.iter_mut().zip(&xv[i * width..(i + 1) * width]) {
+            for (o, &v) in out.iter_mut().zip(row(&xv, width, i)) {
                 *o = v / (1.0 + exp(-v));
             }
         },
@@ -162,8 +159,8 @@ pub(crate) fn silu<T: Taped>(x: Tensor2<T>) -> Tensor2<T> {
                 gx,
                 #[inline(always)]
                 |i, dx| {
-                    let range = i * width..(i + 1) * width;
-                    for ((d, &a), &v) in dx.iter_mut().zip(&g[range.clone()]).zip(&xv[range]) {
+                    let rows = row(&g, width, i).iter().zip(row(&xv, width, i));
+                    for (d, (&a, &v)) in dx.iter_mut().zip(rows) {
                         let s = 1.0 / (1.0 + exp(-v));
                         *d += a * s * (1.0 + v * (1.0 - s));
                     }
@@ -218,8 +215,7 @@ pub(crate) fn repeat_rows<T: Taped>(x: Tensor2<T>, times: usize) -> Tensor2<T> {
 /// Row `r` of a per-sample `(batch, width)` input broadcast over `tokens` rows per sample:
 /// its row `r / tokens`.
 fn sample_row(values: &[f32], width: usize, tokens: usize, r: usize) -> &[f32] {
-    let b = r / tokens.max(1);
-    &values[b * width..(b + 1) * width]
+    row(values, width, r / tokens.max(1))
 }
 
 /// Row `r` of a row-major matrix `width` values wide.
@@ -493,11 +489,10 @@ pub(crate) fn gelu_tanh<T: Taped>(x: Tensor2<T>) -> Tensor2<T> {
                 gx,
                 #[inline(always)]
                 |i, dx| {
-                    let range = i * width..(i + 1) * width;
-                    let rows = g[range.clone()]
+                    let rows = row(&g, width, i)
                         .iter()
-                        .zip(&xv[range.clone()])
-                        .zip(&tanh[range]);
+                        .zip(row(&xv, width, i))
+                        .zip(row(&tanh, width, i));
                     for (d, ((&a, &v), &t)) in dx.iter_mut().zip(rows) {
                         let du = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * v * v);
                         *d += a * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
