@@ -176,9 +176,9 @@ impl MultiHeadAttention {
     }
 }
 
-/// One head's `softmax(q kᵀ · scale) v` per sequence (CUDA build; the CPU tests' reference): `q (batch · tokens, hd)`, `k` and
-/// `v` `(batch · ctx_tokens, hd)`, result `(batch · tokens, hd)`, from dfdx's batched products
-/// and softmax.
+/// One head's `softmax(q kᵀ · scale) v` per sequence (CUDA build; the CPU tests' reference):
+/// `q (batch · tokens, hd)`, `k` and `v` `(batch · ctx_tokens, hd)`, result `(batch · tokens,
+/// hd)`, from dfdx's batched products and softmax.
 #[cfg(any(feature = "cuda", test))]
 fn attend<T: Taped>(
     q: Tensor2<T>,
