@@ -74,12 +74,38 @@ pub fn to_bytes(
             })?;
         views.push((n.clone(), view));
     }
-    safetensors::serialize(views, &Some(metadata.into_iter().collect())).map_err(|e| {
-        LatentError::Checkpoint {
-            path: path.into(),
-            message: format!("cannot serialize: {e:?}"),
-        }
+    let bytes =
+        safetensors::serialize(views, &Some(metadata.into_iter().collect())).map_err(|e| {
+            LatentError::Checkpoint {
+                path: path.into(),
+                message: format!("cannot serialize: {e:?}"),
+            }
+        })?;
+    sorted_header(&bytes).ok_or_else(|| LatentError::Checkpoint {
+        path: path.into(),
+        message: "the serialized header is not the JSON object safetensors writes".into(),
     })
+}
+
+/// `bytes` (a serialized safetensors file) with its JSON header's keys in sorted order, so that
+/// the same tensors and metadata always give the same file: `safetensors` 0.4 takes the
+/// metadata as a `HashMap` and writes it in that map's (per-process random) order. Tensor data
+/// offsets count from the end of the header, so only the header and its length change. `None`
+/// when `bytes` is not a safetensors file.
+fn sorted_header(bytes: &[u8]) -> Option<Vec<u8>> {
+    let len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = bytes.get(8..8usize.checked_add(len)?)?;
+    // `serde_json::Map` is ordered by key (the `preserve_order` feature is off), so parsing and
+    // writing the header again sorts every object's keys, the metadata's included.
+    let value: serde_json::Value = serde_json::from_slice(header).ok()?;
+    let mut sorted = serde_json::to_vec(&value).ok()?;
+    // The format pads the header with spaces to a multiple of 8 bytes (aligned tensor data).
+    sorted.resize(sorted.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + sorted.len() + bytes.len() - 8 - len);
+    out.extend_from_slice(&(sorted.len() as u64).to_le_bytes());
+    out.extend_from_slice(&sorted);
+    out.extend_from_slice(&bytes[8 + len..]);
+    Some(out)
 }
 
 /// Saves tensors atomically to `path`.
@@ -181,4 +207,72 @@ pub fn restore(
         });
     }
     failure.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensors() -> TensorMap {
+        let mut map = TensorMap::new();
+        map.insert(
+            "b.weight".into(),
+            (vec![2, 3], (0..6).map(|v| v as f32).collect()),
+        );
+        map.insert("a.bias".into(), (vec![3], vec![0.5, -1.0, 2.0]));
+        map
+    }
+
+    fn metadata() -> BTreeMap<String, String> {
+        (0..40)
+            .map(|i| (format!("key{i}"), format!("value {i}")))
+            .collect()
+    }
+
+    /// The same tensors and metadata give the same bytes every time (the metadata map that
+    /// `safetensors` takes iterates in a random order per map), the header's keys come out
+    /// sorted, and the file loads back to the same tensors and metadata.
+    #[test]
+    fn serialized_bytes_are_canonical_and_load_back() {
+        let path = Path::new("weights.safetensors");
+        let first = to_bytes(&tensors(), metadata(), path).unwrap();
+        for _ in 0..8 {
+            assert_eq!(to_bytes(&tensors(), metadata(), path).unwrap(), first);
+        }
+        let len = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+        assert_eq!(len % 8, 0, "header padded to 8 bytes");
+        let header = std::str::from_utf8(&first[8..8 + len]).unwrap();
+        let (key1, key10, key2) = (
+            header.find("\"key1\"").unwrap(),
+            header.find("\"key10\"").unwrap(),
+            header.find("\"key2\"").unwrap(),
+        );
+        assert!(
+            key1 < key10 && key10 < key2,
+            "metadata keys sorted: {header}"
+        );
+        assert!(header.find("a.bias").unwrap() < header.find("b.weight").unwrap());
+
+        let st = SafeTensors::deserialize(&first).unwrap();
+        let (_, meta) = SafeTensors::read_metadata(&first).unwrap();
+        let meta = meta.metadata().clone().unwrap();
+        assert_eq!(meta.len(), 40);
+        assert_eq!(meta["key7"], "value 7");
+        assert_eq!(st.tensors().len(), 2);
+        let dir = std::env::temp_dir().join(format!("ll-ckpt-{}", std::process::id()));
+        let file = dir.join("w.safetensors");
+        save(&file, &tensors(), metadata()).unwrap();
+        assert_eq!(load(&file).unwrap(), tensors());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Bytes that are not a safetensors file are refused, not mangled.
+    #[test]
+    fn sorted_header_refuses_non_safetensors_bytes() {
+        assert!(sorted_header(b"short").is_none());
+        assert!(sorted_header(&[255, 255, 255, 255, 255, 255, 255, 255, b'{']).is_none());
+        let mut not_json = 4u64.to_le_bytes().to_vec();
+        not_json.extend_from_slice(b"{{{{");
+        assert!(sorted_header(&not_json).is_none());
+    }
 }
