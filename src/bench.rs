@@ -35,6 +35,8 @@ pub struct BenchShapes {
     pub steps: usize,
     /// Seconds per measurement.
     pub min_seconds: f64,
+    /// Measurements per case and thread count (the median is the reported rate).
+    pub repeats: usize,
 }
 
 impl Default for BenchShapes {
@@ -46,6 +48,7 @@ impl Default for BenchShapes {
             cells: 10_000,
             steps: 50,
             min_seconds: 2.0,
+            repeats: 1,
         }
     }
 }
@@ -57,16 +60,49 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     })
 }
 
-/// Calls `f` until `min_seconds` passed (after one warm-up call); returns units per second.
-fn rate(min_seconds: f64, units: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+/// Units per second of `repeats` (at least one) measurements, each calling `f` at least twice
+/// and until `min_seconds` passed, after one warm-up call.
+fn rate(
+    min_seconds: f64,
+    repeats: usize,
+    units: f64,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Rates> {
     f()?;
-    let start = Instant::now();
-    let mut calls = 0u64;
-    while calls < 2 || start.elapsed().as_secs_f64() < min_seconds {
-        f()?;
-        calls += 1;
+    let all = (0..repeats.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            let mut calls = 0u64;
+            while calls < 2 || start.elapsed().as_secs_f64() < min_seconds {
+                f()?;
+                calls += 1;
+            }
+            Ok(calls as f64 * units / start.elapsed().as_secs_f64())
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    Ok(Rates::of(all))
+}
+
+/// The measurements of one case at one thread count and their median.
+#[derive(Debug, Clone)]
+struct Rates {
+    median: f64,
+    all: Vec<f64>,
+}
+
+impl Rates {
+    /// `all` (at least one value) with its median (the mean of the middle two for an even count).
+    fn of(all: Vec<f64>) -> Self {
+        let mut sorted = all.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mid = sorted.len() / 2;
+        let median = match sorted.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => sorted[mid],
+            _ => 0.5 * (sorted[mid - 1] + sorted[mid]),
+        };
+        Rates { median, all }
     }
-    Ok(calls as f64 * units / start.elapsed().as_secs_f64())
 }
 
 fn conditions(n: usize, seed: u64) -> ConditionTable {
@@ -84,9 +120,9 @@ fn conditions(n: usize, seed: u64) -> ConditionTable {
 
 /// One case's rate and, for training steps, the nominal floating-point operations per unit
 /// (`3 × 2 × batch ×` linear multiply-accumulates: forward, input and weight gradients).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Measured {
-    rate: f64,
+    rate: Rates,
     flops_per_unit: Option<f64>,
 }
 
@@ -118,7 +154,7 @@ fn vae_step(shapes: &BenchShapes, dev: &Dev) -> Result<Measured> {
     };
     let flops_per_unit = step_flops(shapes.batch, linear_macs(&*model));
     let mut opt = latentlab_framework::optim::AdamW::new(Default::default())?;
-    let rate = rate(shapes.min_seconds, 1.0, || {
+    let rate = rate(shapes.min_seconds, shapes.repeats, 1.0, || {
         let loss = model.loss(&batch, 1000, &mut rng)?;
         let (_, grads) = latentlab_framework::optim::NamedGradients::backward(
             loss.total,
@@ -180,7 +216,7 @@ fn denoiser_step(
         shapes.batch,
         linear_macs(&*denoiser) + linear_macs(&*conditioner),
     );
-    let rate = rate(shapes.min_seconds, 1.0, || {
+    let rate = rate(shapes.min_seconds, shapes.repeats, 1.0, || {
         let mut stage = Stage2 {
             denoiser: denoiser.as_mut(),
             conditioner: Some(conditioner.as_mut()),
@@ -204,13 +240,13 @@ fn sgemm_peak(shapes: &BenchShapes, dev: &Dev) -> Result<f64> {
     let layer = Linear::new(dev, N, N, Init::KaimingUniform, &mut rng)?;
     let values: Vec<f32> = (0..N * N).map(|_| rng.gen::<f32>() - 0.5).collect();
     let x = tensor2(dev, &values, N, N)?;
-    let calls_per_second = rate(shapes.min_seconds, 1.0, || {
+    let calls_per_second = rate(shapes.min_seconds, shapes.repeats, 1.0, || {
         // Reading the values makes a GPU finish the product (on the CPU it borrows them).
         let y = layer.forward(x.clone())?;
         std::hint::black_box(host_values(&y).len());
         Ok(())
     })?;
-    Ok(calls_per_second * 2.0 * (N * N * N) as f64 / 1e9)
+    Ok(calls_per_second.median * 2.0 * (N * N * N) as f64 / 1e9)
 }
 
 fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result<Measured> {
@@ -250,7 +286,7 @@ fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result
     let libraries = vec![1.0; shapes.cells];
     let mut rng = stream(0, "bench.sampling");
     // One measurement generates all cells; use a shorter budget (each call is long).
-    let rate = rate(0.0, shapes.cells as f64, || {
+    let rate = rate(0.0, shapes.repeats, shapes.cells as f64, || {
         let z = generate_latents(
             denoiser.as_ref(),
             Some(conditioner.as_ref()),
@@ -386,6 +422,10 @@ pub struct Report {
     pub gflops: BTreeMap<String, BTreeMap<String, f64>>,
     /// `{threads: GFLOP/s}` of a 1024³ matrix product, measured when a case reports GFLOP/s.
     pub sgemm_peak: BTreeMap<String, f64>,
+    /// `{case: {threads: [rate, …]}}`: every measurement whose median is in `rates`, when
+    /// [`BenchShapes::repeats`] is above one (`evaluation` is timed once and not listed).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub repeats: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
 }
 
 /// Runs every case at each thread count.
@@ -415,20 +455,28 @@ pub fn run(shapes: &BenchShapes, threads: &[usize], cases: &[String]) -> Result<
                     .map(|m| Measured { flops_per_unit: None, ..m }),
                 "latent_sampling" => sampling(shapes, shapes.latent, true, &dev),
                 "gene_sampling" => sampling(shapes, shapes.genes, false, &dev),
-                "evaluation" => evaluation(shapes).map(|rate| Measured { rate, flops_per_unit: None }),
+                "evaluation" => evaluation(shapes).map(|rate| Measured { rate: Rates::of(vec![rate]), flops_per_unit: None }),
                 other => Err(LatentError::config("bench", "--case", "vae_step, latent_denoiser_step, gene_denoiser_step, dit_step, latent_sampling, gene_sampling, evaluation", other)),
             })?;
+            let rate = measured.rate.median;
             report
                 .rates
                 .entry(case.clone())
                 .or_default()
-                .insert(t.to_string(), measured.rate);
+                .insert(t.to_string(), rate);
+            if measured.rate.all.len() > 1 {
+                report
+                    .repeats
+                    .entry(case.clone())
+                    .or_default()
+                    .insert(t.to_string(), measured.rate.all);
+            }
             if let Some(flops) = measured.flops_per_unit {
                 report
                     .gflops
                     .entry(case.clone())
                     .or_default()
-                    .insert(t.to_string(), measured.rate * flops / 1e9);
+                    .insert(t.to_string(), rate * flops / 1e9);
             }
         }
         if !report.gflops.is_empty() {
@@ -437,4 +485,20 @@ pub fn run(shapes: &BenchShapes, threads: &[usize], cases: &[String]) -> Result<
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The median of an odd count is the middle value, of an even count the mean of the middle
+    /// two; the measurements keep their order.
+    #[test]
+    fn rates_report_the_median_and_keep_every_measurement() {
+        let odd = Rates::of(vec![3.0, 1.0, 2.0]);
+        assert_eq!(odd.median, 2.0);
+        assert_eq!(odd.all, vec![3.0, 1.0, 2.0]);
+        assert_eq!(Rates::of(vec![4.0, 1.0, 3.0, 2.0]).median, 2.5);
+        assert_eq!(Rates::of(vec![7.0]).median, 7.0);
+    }
 }

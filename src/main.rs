@@ -122,6 +122,12 @@ enum Command {
         /// Seconds per training-step measurement.
         #[arg(long, default_value_t = 2.0)]
         min_seconds: f64,
+        /// Timed measurements per case and thread count, after one warm-up; the median is
+        /// reported and, above 1, every measurement under `repeats` in the JSON
+        /// (`bench_torch.py` reports the median of its `--repeats`, 5 by default; the
+        /// `evaluation` case is timed once).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        repeats: u32,
         /// Genes (VAE input, gene-space denoiser width, decoded width).
         #[arg(long, default_value_t = 2000)]
         genes: usize,
@@ -491,6 +497,7 @@ fn execute(cli: Cli) -> Result<()> {
             cases,
             threads,
             min_seconds,
+            repeats,
             genes,
             latent,
             cells,
@@ -513,6 +520,7 @@ fn execute(cli: Cli) -> Result<()> {
             };
             let shapes = latentlab::bench::BenchShapes {
                 min_seconds,
+                repeats: repeats as usize,
                 genes,
                 latent,
                 cells,

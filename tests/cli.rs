@@ -768,4 +768,43 @@ fn bench_reports_rates_gflops_and_the_sgemm_peak() {
     assert!(positive(&report["rates"]["vae_step"]["1"]), "{report}");
     assert!(positive(&report["gflops"]["vae_step"]["1"]), "{report}");
     assert!(positive(&report["sgemm_peak"]["1"]), "{report}");
+    assert!(
+        report.get("repeats").is_none(),
+        "one measurement lists no repeats: {report}"
+    );
+
+    // Three measurements: all listed, and the reported rate is their median.
+    let out = run(&[
+        "bench",
+        "--json",
+        "--case",
+        "vae_step",
+        "--threads",
+        "1",
+        "--min-seconds",
+        "0",
+        "--genes",
+        "200",
+        "--repeats",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut all: Vec<f64> = report["repeats"]["vae_step"]["1"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no repeats: {report}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(all.len(), 3, "{report}");
+    assert!(all.iter().all(|x| x.is_finite() && *x > 0.0), "{report}");
+    all.sort_by(f64::total_cmp);
+    assert_eq!(report["rates"]["vae_step"]["1"].as_f64(), Some(all[1]));
+
+    let refused = run(&["bench", "--repeats", "0", "--case", "vae_step"]);
+    assert!(!refused.status.success());
 }
