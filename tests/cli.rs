@@ -743,27 +743,33 @@ fn streamed_training_runs_end_to_end() {
 }
 
 /// `bench --json` prints the peer's `rates` shape plus GFLOP/s of the training cases and the
-/// sgemm peak they are compared with (200 genes, to stay quick).
+/// sgemm peak they are compared with (200 genes, to stay quick); with `--repeats` it lists every
+/// measurement and reports their median.
 #[test]
 fn bench_reports_rates_gflops_and_the_sgemm_peak() {
-    let out = run(&[
-        "bench",
-        "--json",
-        "--case",
-        "vae_step",
-        "--threads",
-        "1",
-        "--min-seconds",
-        "0",
-        "--genes",
-        "200",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bench = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "bench",
+            "--json",
+            "--case",
+            "vae_step",
+            "--threads",
+            "1",
+            "--min-seconds",
+            "0",
+            "--genes",
+            "200",
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let report = bench(&[]);
     let positive = |v: &serde_json::Value| v.as_f64().is_some_and(|x| x.is_finite() && x > 0.0);
     assert!(positive(&report["rates"]["vae_step"]["1"]), "{report}");
     assert!(positive(&report["gflops"]["vae_step"]["1"]), "{report}");
@@ -774,26 +780,7 @@ fn bench_reports_rates_gflops_and_the_sgemm_peak() {
     );
 
     // Three measurements: all listed, and the reported rate is their median.
-    let out = run(&[
-        "bench",
-        "--json",
-        "--case",
-        "vae_step",
-        "--threads",
-        "1",
-        "--min-seconds",
-        "0",
-        "--genes",
-        "200",
-        "--repeats",
-        "3",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = bench(&["--repeats", "3"]);
     let mut all: Vec<f64> = report["repeats"]["vae_step"]["1"]
         .as_array()
         .unwrap_or_else(|| panic!("no repeats: {report}"))
