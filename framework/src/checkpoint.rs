@@ -74,17 +74,38 @@ pub fn to_bytes(
             })?;
         views.push((n.clone(), view));
     }
-    let bytes =
+    let bytes = if views.is_empty() {
+        // `safetensors` 0.4 writes an invalid header (`{},"__metadata__":{…}}`) for no tensors
+        // with metadata; a model without parameters (the identity autoencoder) has none.
+        without_tensors(metadata)
+    } else {
         safetensors::serialize(views, &Some(metadata.into_iter().collect())).map_err(|e| {
             LatentError::Checkpoint {
                 path: path.into(),
                 message: format!("cannot serialize: {e:?}"),
             }
-        })?;
+        })?
+    };
     sorted_header(&bytes).ok_or_else(|| LatentError::Checkpoint {
         path: path.into(),
         message: "the serialized header is not the JSON object safetensors writes".into(),
     })
+}
+
+/// A safetensors file holding no tensors: the header alone, with `metadata` when there is any.
+fn without_tensors(metadata: BTreeMap<String, String>) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let entries = metadata
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        header.insert("__metadata__".into(), serde_json::Value::Object(entries));
+    }
+    let header = serde_json::Value::Object(header).to_string().into_bytes();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    out
 }
 
 /// `bytes` (a serialized safetensors file) with its JSON header's keys in sorted order, so that
@@ -263,6 +284,29 @@ mod tests {
         let file = dir.join("w.safetensors");
         save(&file, &tensors(), metadata()).unwrap();
         assert_eq!(load(&file).unwrap(), tensors());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A model without parameters (the identity autoencoder) saves a valid file, with and
+    /// without metadata, that loads back empty.
+    #[test]
+    fn no_tensors_save_a_valid_file() {
+        let dir = std::env::temp_dir().join(format!("ll-ckpt-empty-{}", std::process::id()));
+        for metadata in [BTreeMap::new(), metadata()] {
+            let bytes = to_bytes(&TensorMap::new(), metadata.clone(), Path::new("e")).unwrap();
+            assert!(SafeTensors::deserialize(&bytes)
+                .unwrap()
+                .tensors()
+                .is_empty());
+            let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+            assert_eq!(
+                meta.metadata().clone().unwrap_or_default().len(),
+                metadata.len()
+            );
+            let file = dir.join("empty.safetensors");
+            save(&file, &TensorMap::new(), metadata).unwrap();
+            assert!(load(&file).unwrap().is_empty());
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
