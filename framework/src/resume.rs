@@ -273,3 +273,55 @@ impl Checkpoints for ResumeDir {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(stage: &'static str, params: TensorMap) -> Snapshot {
+        Snapshot {
+            stage,
+            next_step: 20,
+            complete: false,
+            curves: vec![CurvePoint {
+                stage,
+                step: 10,
+                name: "train_loss".into(),
+                value: 0.5,
+            }],
+            best: 0.25,
+            bad: 1,
+            optimizer: (20, params.clone()),
+            adversary_optimizer: None,
+            ema: None,
+            params,
+        }
+    }
+
+    /// A snapshot saved by one training and read by its `--resume` comes back whole, for a stage
+    /// with parameters and for one without any (the identity autoencoder, whose snapshot used
+    /// to be a file that could not be read back).
+    #[test]
+    fn snapshots_come_back_on_resume_with_and_without_parameters() {
+        let tmp = std::env::temp_dir().join(format!("ll-resume-{}", std::process::id()));
+        let out = tmp.join("run");
+        let config = serde_json::json!({"train": {"checkpoint_every": 20}});
+        let mut params = TensorMap::new();
+        params.insert("w".into(), (vec![2, 2], vec![1.0, -2.0, 3.5, 0.0]));
+        let mut fresh = ResumeDir::open(&out, &config, "digest", 20, false).unwrap();
+        fresh
+            .save(&snapshot("autoencoder", TensorMap::new()))
+            .unwrap();
+        fresh.save(&snapshot("denoiser", params.clone())).unwrap();
+
+        let mut resumed = ResumeDir::open(&out, &config, "digest", 20, true).unwrap();
+        for (stage, expected) in [("autoencoder", TensorMap::new()), ("denoiser", params)] {
+            let back = resumed.resume(stage).unwrap().unwrap();
+            assert_eq!(back.params, expected, "{stage}");
+            assert_eq!(back.optimizer, (20, expected.clone()), "{stage}");
+            assert_eq!((back.next_step, back.bad, back.best), (20, 1, 0.25));
+            assert_eq!(back.curves.len(), 1);
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}
