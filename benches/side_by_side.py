@@ -70,7 +70,8 @@ def latentlab_command(args, case: str, threads: int) -> list[str]:
 def summarize(rounds: list[dict], target: float) -> list[dict]:
     """One row per (case, threads): median rates, median / lowest / highest round ratio."""
     rows = []
-    keys = sorted({(r["case"], r["threads"]) for r in rounds}, key=lambda k: (TRAINING_CASES + [k[0]]).index(k[0]) * 100 + k[1])
+    # In the order measured: the requested cases, each at the requested thread counts.
+    keys = dict.fromkeys((r["case"], r["threads"]) for r in rounds)
     for case, threads in keys:
         mine = [r for r in rounds if r["case"] == case and r["threads"] == threads]
         ratios = [r["latentlab"] / r["pytorch"] for r in mine]
@@ -112,11 +113,11 @@ def main(argv=None) -> int:
     for round_index in range(args.rounds):
         for case in args.cases:
             for threads in args.threads:
-                runs = {"pytorch": lambda: rate_from(torch_command(args, case, threads), case, threads),
-                        "latentlab": lambda: rate_from(latentlab_command(args, case, threads), case, threads)}
+                commands = {"pytorch": torch_command(args, case, threads),
+                            "latentlab": latentlab_command(args, case, threads)}
                 order = ["pytorch", "latentlab"] if pair % 2 == 0 else ["latentlab", "pytorch"]
                 pair += 1
-                measured = {side: runs[side]() for side in order}
+                measured = {side: rate_from(commands[side], case, threads) for side in order}
                 rounds.append({"round": round_index, "case": case, "threads": threads, "first": order[0], **measured})
                 print(f"round {round_index + 1}/{args.rounds} {case} {threads} thr: PyTorch {measured['pytorch']:.2f}, "
                       f"latentlab {measured['latentlab']:.2f}, ratio {measured['latentlab'] / measured['pytorch']:.2f}",

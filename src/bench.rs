@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use latentlab_framework::device::{device, host_values, tensor2, Dev};
 use latentlab_framework::evaluation::{evaluate_rows, Projection};
+use latentlab_framework::metrics::median;
 use latentlab_framework::nn::{linear_macs, Init, Linear};
 use latentlab_framework::pipeline::{
     decode_latents, generate_latents, GenerateOptions, LatentStats,
@@ -67,9 +68,9 @@ fn rate(
     repeats: usize,
     units: f64,
     mut f: impl FnMut() -> Result<()>,
-) -> Result<Rates> {
+) -> Result<Vec<f64>> {
     f()?;
-    let all = (0..repeats.max(1))
+    (0..repeats.max(1))
         .map(|_| {
             let start = Instant::now();
             let mut calls = 0u64;
@@ -79,30 +80,7 @@ fn rate(
             }
             Ok(calls as f64 * units / start.elapsed().as_secs_f64())
         })
-        .collect::<Result<Vec<f64>>>()?;
-    Ok(Rates::of(all))
-}
-
-/// The measurements of one case at one thread count and their median.
-#[derive(Debug, Clone)]
-struct Rates {
-    median: f64,
-    all: Vec<f64>,
-}
-
-impl Rates {
-    /// `all` (at least one value) with its median (the mean of the middle two for an even count).
-    fn of(all: Vec<f64>) -> Self {
-        let mut sorted = all.clone();
-        sorted.sort_by(f64::total_cmp);
-        let mid = sorted.len() / 2;
-        let median = match sorted.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => sorted[mid],
-            _ => 0.5 * (sorted[mid - 1] + sorted[mid]),
-        };
-        Rates { median, all }
-    }
+        .collect()
 }
 
 fn conditions(n: usize, seed: u64) -> ConditionTable {
@@ -122,7 +100,8 @@ fn conditions(n: usize, seed: u64) -> ConditionTable {
 /// (`3 × 2 × batch ×` linear multiply-accumulates: forward, input and weight gradients).
 #[derive(Debug, Clone)]
 struct Measured {
-    rate: Rates,
+    /// Units per second of each measurement (at least one).
+    rates: Vec<f64>,
     flops_per_unit: Option<f64>,
 }
 
@@ -154,7 +133,7 @@ fn vae_step(shapes: &BenchShapes, dev: &Dev) -> Result<Measured> {
     };
     let flops_per_unit = step_flops(shapes.batch, linear_macs(&*model));
     let mut opt = latentlab_framework::optim::AdamW::new(Default::default())?;
-    let rate = rate(shapes.min_seconds, shapes.repeats, 1.0, || {
+    let rates = rate(shapes.min_seconds, shapes.repeats, 1.0, || {
         let loss = model.loss(&batch, 1000, &mut rng)?;
         let (_, grads) = latentlab_framework::optim::NamedGradients::backward(
             loss.total,
@@ -164,7 +143,7 @@ fn vae_step(shapes: &BenchShapes, dev: &Dev) -> Result<Measured> {
         opt.apply(&mut *model, "autoencoder", &grads, 1e-3)
     })?;
     Ok(Measured {
-        rate,
+        rates,
         flops_per_unit,
     })
 }
@@ -216,7 +195,7 @@ fn denoiser_step(
         shapes.batch,
         linear_macs(&*denoiser) + linear_macs(&*conditioner),
     );
-    let rate = rate(shapes.min_seconds, shapes.repeats, 1.0, || {
+    let rates = rate(shapes.min_seconds, shapes.repeats, 1.0, || {
         let mut stage = Stage2 {
             denoiser: denoiser.as_mut(),
             conditioner: Some(conditioner.as_mut()),
@@ -226,7 +205,7 @@ fn denoiser_step(
         opt.apply(&mut stage, "", &grads, 1e-3)
     })?;
     Ok(Measured {
-        rate,
+        rates,
         flops_per_unit,
     })
 }
@@ -246,7 +225,7 @@ fn sgemm_peak(shapes: &BenchShapes, dev: &Dev) -> Result<f64> {
         std::hint::black_box(host_values(&y).len());
         Ok(())
     })?;
-    Ok(calls_per_second.median * 2.0 * (N * N * N) as f64 / 1e9)
+    Ok(median(&mut calls_per_second.clone()) * 2.0 * (N * N * N) as f64 / 1e9)
 }
 
 fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result<Measured> {
@@ -286,7 +265,7 @@ fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result
     let libraries = vec![1.0; shapes.cells];
     let mut rng = stream(0, "bench.sampling");
     // One measurement generates all cells; use a shorter budget (each call is long).
-    let rate = rate(0.0, shapes.repeats, shapes.cells as f64, || {
+    let rates = rate(0.0, shapes.repeats, shapes.cells as f64, || {
         let z = generate_latents(
             denoiser.as_ref(),
             Some(conditioner.as_ref()),
@@ -313,7 +292,7 @@ fn sampling(shapes: &BenchShapes, dim: usize, decode: bool, dev: &Dev) -> Result
         Ok(())
     })?;
     Ok(Measured {
-        rate,
+        rates,
         flops_per_unit: None,
     })
 }
@@ -455,21 +434,21 @@ pub fn run(shapes: &BenchShapes, threads: &[usize], cases: &[String]) -> Result<
                     .map(|m| Measured { flops_per_unit: None, ..m }),
                 "latent_sampling" => sampling(shapes, shapes.latent, true, &dev),
                 "gene_sampling" => sampling(shapes, shapes.genes, false, &dev),
-                "evaluation" => evaluation(shapes).map(|rate| Measured { rate: Rates::of(vec![rate]), flops_per_unit: None }),
+                "evaluation" => evaluation(shapes).map(|rate| Measured { rates: vec![rate], flops_per_unit: None }),
                 other => Err(LatentError::config("bench", "--case", "vae_step, latent_denoiser_step, gene_denoiser_step, dit_step, latent_sampling, gene_sampling, evaluation", other)),
             })?;
-            let rate = measured.rate.median;
+            let rate = median(&mut measured.rates.clone());
             report
                 .rates
                 .entry(case.clone())
                 .or_default()
                 .insert(t.to_string(), rate);
-            if measured.rate.all.len() > 1 {
+            if measured.rates.len() > 1 {
                 report
                     .repeats
                     .entry(case.clone())
                     .or_default()
-                    .insert(t.to_string(), measured.rate.all);
+                    .insert(t.to_string(), measured.rates);
             }
             if let Some(flops) = measured.flops_per_unit {
                 report
@@ -485,20 +464,4 @@ pub fn run(shapes: &BenchShapes, threads: &[usize], cases: &[String]) -> Result<
         }
     }
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The median of an odd count is the middle value, of an even count the mean of the middle
-    /// two; the measurements keep their order.
-    #[test]
-    fn rates_report_the_median_and_keep_every_measurement() {
-        let odd = Rates::of(vec![3.0, 1.0, 2.0]);
-        assert_eq!(odd.median, 2.0);
-        assert_eq!(odd.all, vec![3.0, 1.0, 2.0]);
-        assert_eq!(Rates::of(vec![4.0, 1.0, 3.0, 2.0]).median, 2.5);
-        assert_eq!(Rates::of(vec![7.0]).median, 7.0);
-    }
 }

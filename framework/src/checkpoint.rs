@@ -280,18 +280,17 @@ mod tests {
         assert_eq!(meta.len(), 40);
         assert_eq!(meta["key7"], "value 7");
         assert_eq!(st.tensors().len(), 2);
-        let dir = std::env::temp_dir().join(format!("ll-ckpt-{}", std::process::id()));
-        let file = dir.join("w.safetensors");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("w.safetensors");
         save(&file, &tensors(), metadata()).unwrap();
         assert_eq!(load(&file).unwrap(), tensors());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A model without parameters (the identity autoencoder) saves a valid file, with and
     /// without metadata, that loads back empty.
     #[test]
     fn no_tensors_save_a_valid_file() {
-        let dir = std::env::temp_dir().join(format!("ll-ckpt-empty-{}", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
         for metadata in [BTreeMap::new(), metadata()] {
             let bytes = to_bytes(&TensorMap::new(), metadata.clone(), Path::new("e")).unwrap();
             assert!(SafeTensors::deserialize(&bytes)
@@ -303,11 +302,10 @@ mod tests {
                 meta.metadata().clone().unwrap_or_default().len(),
                 metadata.len()
             );
-            let file = dir.join("empty.safetensors");
+            let file = dir.path().join("empty.safetensors");
             save(&file, &TensorMap::new(), metadata).unwrap();
             assert!(load(&file).unwrap().is_empty());
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Bytes that are not a safetensors file are refused, not mangled.

@@ -303,8 +303,8 @@ mod tests {
     /// to be a file that could not be read back).
     #[test]
     fn snapshots_come_back_on_resume_with_and_without_parameters() {
-        let tmp = std::env::temp_dir().join(format!("ll-resume-{}", std::process::id()));
-        let out = tmp.join("run");
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("run");
         let config = serde_json::json!({"train": {"checkpoint_every": 20}});
         let mut params = TensorMap::new();
         params.insert("w".into(), (vec![2, 2], vec![1.0, -2.0, 3.5, 0.0]));
@@ -322,6 +322,5 @@ mod tests {
             assert_eq!((back.next_step, back.bad, back.best), (20, 1, 0.25));
             assert_eq!(back.curves.len(), 1);
         }
-        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

@@ -55,6 +55,7 @@ pub use neighbors::{knn, KnnResult};
 pub use pca::{Pca, PcaMethod};
 pub use qc::{genes_detected, ks_distance, library_size, mito_fraction};
 pub use ridge::ridge_predict;
+pub use util::median;
 pub use wasserstein::{
     sliced_wasserstein, wasserstein_1d, wasserstein_per_component, SlicedWassersteinResult,
     WassersteinResult,

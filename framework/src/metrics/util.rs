@@ -134,8 +134,8 @@ pub(crate) fn average_ranks(v: &[f64]) -> Vec<f64> {
     ranks
 }
 
-/// Median of a non-empty slice (average of the two middle values for even length).
-pub(crate) fn median(v: &mut [f64]) -> f64 {
+/// Median of a non-empty slice (average of the two middle values for even length); sorts `v`.
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let m = v.len();
     if m % 2 == 1 {
@@ -249,4 +249,16 @@ where
         }
     }
     sums
+}
+
+#[cfg(test)]
+mod tests {
+    /// The middle value of an odd count, the mean of the middle two of an even count, whatever
+    /// the input order.
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(super::median(&mut [7.0]), 7.0);
+    }
 }
