@@ -604,8 +604,8 @@ pub fn denoiser_loss(
 /// The stage-2 loss of one batch and its gradients, computed data-parallel: the batch's
 /// randomness is drawn first, then each of [`crate::nn::training_shards`] runs forward and
 /// backward on its rows (its loss weighted by its share of the rows, its conditioner randomness
-/// from its own stream seeded in shard order) on its own thread, and the shard gradients are
-/// summed in shard order. A batch of one shard is exactly [`denoiser_loss`] and its backward.
+/// and dropout masks from its own streams seeded in shard order) on its own thread, and the shard
+/// gradients are summed in shard order. A batch of one shard is exactly [`denoiser_loss`] and its backward.
 /// Rows are independent in every denoiser and conditioner (the registry conformance tests check
 /// it), so this is the gradient of the batch's mean loss; the split depends only on the batch
 /// size, so the result does not depend on the thread count.
@@ -632,7 +632,10 @@ pub fn denoiser_gradients(
         let span = shards[i].clone();
         let weight = span.len() as f32 / rows.len() as f32;
         let mut shard_rng = rand::rngs::StdRng::seed_from_u64(seeds[i]);
-        let loss = batch.loss(stage, data, span, weight, &mut shard_rng, dev)?;
+        let masks = crate::rng::stream(seeds[i], "dropout");
+        let loss = crate::nn::with_dropout_stream(masks, || {
+            batch.loss(stage, data, span, weight, &mut shard_rng, dev)
+        })?;
         NamedGradients::backward(loss, stage, "")
     })?;
     let mut parts = parts.into_iter();

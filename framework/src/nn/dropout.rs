@@ -1,12 +1,51 @@
 //! Dropout that is active only while training.
 
+use std::cell::RefCell;
+
+use rand::rngs::StdRng;
+use rand::RngCore;
+
 use crate::device::{Taped, Tensor2};
 
+thread_local! {
+    /// The stream dropout masks are seeded from on this thread instead of the device's generator
+    /// (inside [`with_dropout_stream`]).
+    static STREAM: RefCell<Option<StdRng>> = const { RefCell::new(None) };
+}
+
 /// Zeroes each element with probability `p` during training and rescales by `1 / (1 - p)`.
-/// Randomness comes from the seeded device, so runs are reproducible.
+/// Randomness comes from the seeded device, or inside [`with_dropout_stream`] from that stream,
+/// so runs are reproducible.
+///
+/// # Panics
+/// When `p` is not a probability; the layers validate their rates when they are built.
 pub fn dropout<T: Taped>(x: Tensor2<T>, p: f32, train: bool) -> Tensor2<T> {
     if !train || p <= 0.0 {
         return x;
     }
-    x.dropout(p)
+    match STREAM.with(|s| s.borrow_mut().as_mut().map(RngCore::next_u64)) {
+        Some(seed) => x
+            .try_dropout_seeded(p, seed)
+            .expect("dropout rates are validated when layers are built"),
+        None => x.dropout(p),
+    }
+}
+
+/// Restores the stream that was active before [`with_dropout_stream`] when dropped (also on
+/// unwinding; a shard picked up on a thread while another shard waits there nests).
+struct Installed(Option<StdRng>);
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let outer = self.0.take();
+        STREAM.with(|s| *s.borrow_mut() = outer);
+    }
+}
+
+/// Runs `f` with the dropout masks drawn on this thread seeded from `stream`. Data-parallel
+/// training shards run concurrently: drawing from the shared device generator would make the
+/// masks, and so the result, depend on the order the threads reach it.
+pub fn with_dropout_stream<R>(stream: StdRng, f: impl FnOnce() -> R) -> R {
+    let _outer = Installed(STREAM.with(|s| s.borrow_mut().replace(stream)));
+    f()
 }

@@ -41,7 +41,7 @@ mod vector_quantizer;
 pub use activation::Activation;
 pub use adversarial::{adaptive_weight, gradient_of, softplus, AdversarialLoss};
 pub use attention::MultiHeadAttention;
-pub use dropout::dropout;
+pub use dropout::{dropout, with_dropout_stream};
 pub use embedding::Embedding;
 pub use expression_head::ExpressionHead;
 pub use fan_out::{fan_out, fork};

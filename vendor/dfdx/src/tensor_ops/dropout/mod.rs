@@ -64,6 +64,11 @@ impl<S: Shape, E: Dtype, D: DropoutKernel<E>, T: Tape<E, D>> Tensor<S, E, D, T> 
     /// See [dropout]
     pub fn try_dropout(self, prob: impl Into<f64>) -> Result<Self, D::Err> {
         let seed = self.device.random_u64();
+        self.try_dropout_seeded(prob, seed)
+    }
+    /// [dropout] whose mask is drawn from `seed` instead of a seed from the device's generator
+    /// (latentlab patch: data-parallel shards draw their masks from their own streams).
+    pub fn try_dropout_seeded(self, prob: impl Into<f64>, seed: u64) -> Result<Self, D::Err> {
         let prob = prob.into();
         let op = DropoutKernelOp { seed, prob };
         let (inp, mut tape) = self.split_tape();
