@@ -605,7 +605,8 @@ pub fn denoiser_loss(
 /// randomness is drawn first, then each of [`crate::nn::training_shards`] runs forward and
 /// backward on its rows (its loss weighted by its share of the rows, its conditioner randomness
 /// and dropout masks from its own streams seeded in shard order) on its own thread, and the shard
-/// gradients are summed in shard order. A batch of one shard is exactly [`denoiser_loss`] and its backward.
+/// gradients are summed in shard order (the linear layers' weight gradients after all shards,
+/// decision 0020). A batch of one shard is exactly [`denoiser_loss`] and its backward.
 /// Rows are independent in every denoiser and conditioner (the registry conformance tests check
 /// it), so this is the gradient of the batch's mean loss; the split depends only on the batch
 /// size, so the result does not depend on the thread count.
@@ -636,16 +637,10 @@ pub fn denoiser_gradients(
         let loss = crate::nn::with_dropout_stream(masks, || {
             batch.loss(stage, data, span, weight, &mut shard_rng, dev)
         })?;
-        NamedGradients::backward(loss, stage, "")
+        NamedGradients::backward_shard(loss, stage, "")
     })?;
-    let mut parts = parts.into_iter();
-    let (mut value, mut grads) = parts
-        .next()
-        .ok_or_else(|| LatentError::Data("a training batch without rows".into()))?;
-    for (v, g) in parts {
-        value += v;
-        grads.add_assign(&g)?;
-    }
+    let value = parts.iter().map(|(v, _)| v).sum();
+    let grads = NamedGradients::sum_shards(parts.into_iter().map(|(_, g)| g).collect())?;
     Ok((value, grads))
 }
 

@@ -10,6 +10,7 @@
 
 use dfdx::prelude::*;
 
+use super::deferred_weight_gradients::{defer_weight_product, WeightProduct};
 use crate::device::{host_values, Dev, Taped, Tensor1, Tensor2};
 
 /// A row-major or transposed view of a dense matrix for [`gemm`]: element `(i, j)` is at
@@ -48,6 +49,24 @@ fn gemm(dst: &mut [f32], accumulate: bool, dims: (usize, usize, usize), a: View,
     let transposed_b = b.row_stride == 1 && b.col_stride != 1;
     let avx512 = !(transposed_b && avx2_kernel_wins(dims));
     gemm_with(avx512, dst, accumulate, dims, a, b);
+}
+
+/// `dst (inputs × outputs, row-major) = [dst +] xᵀ g`: the weight gradient of a linear layer
+/// from its input `x (rows × inputs)` and output gradient `g (rows × outputs)`, both row-major.
+pub(super) fn weight_gradient(
+    dst: &mut [f32],
+    accumulate: bool,
+    x: &[f32],
+    g: &[f32],
+    (rows, inputs, outputs): (usize, usize, usize),
+) {
+    gemm(
+        dst,
+        accumulate,
+        (inputs, rows, outputs),
+        View::transposed(x, inputs),
+        View::rows(g, outputs),
+    );
 }
 
 /// Whether `gemm` 0.18's AVX2 kernels beat 0.19's on a product `(m, k, n)` with a transposed
@@ -180,19 +199,10 @@ pub(crate) fn linear<T: Taped>(
     if T::OWNS_TAPE {
         let (weight, bias, result) = (weight.clone(), bias.clone(), out.clone());
         tape.add_backward_op(move |grads| {
-            grads.try_alloc_for(&weight)?;
             grads.try_alloc_for(&bias)?;
             grads.try_alloc_for(&result)?;
             // Complete when this op runs and read by nothing afterwards: moved, not copied.
             let g: Vec<f32> = std::mem::take(&mut **grads.get_or_alloc_mut(&result)?);
-            let xv = host_values(&x);
-            gemm(
-                grads.get_or_alloc_mut(&weight)?,
-                true,
-                (inputs, batch, outputs),
-                View::transposed(&xv, inputs),
-                View::rows(&g, outputs),
-            );
             let gb = grads.get_or_alloc_mut(&bias)?;
             for row in g.chunks_exact(outputs) {
                 for (s, v) in gb.iter_mut().zip(row) {
@@ -208,6 +218,11 @@ pub(crate) fn linear<T: Taped>(
                     View::rows(&g, outputs),
                     View::transposed(&host_values(&weight), outputs),
                 );
+            }
+            let product = WeightProduct::new(x, g, outputs);
+            if let Some(product) = defer_weight_product(weight.unique_id(), product) {
+                grads.try_alloc_for(&weight)?;
+                product.apply(grads.get_or_alloc_mut(&weight)?, true);
             }
             Ok(())
         });

@@ -10,6 +10,8 @@ mod adversarial;
 mod attention;
 #[cfg(not(feature = "cuda"))]
 mod attention_cpu;
+#[cfg(not(feature = "cuda"))]
+pub(crate) mod deferred_weight_gradients;
 mod dropout;
 mod embedding;
 mod expression_head;

@@ -7,9 +7,15 @@ use std::collections::BTreeMap;
 
 use dfdx::prelude::*;
 #[cfg(not(feature = "cuda"))]
+use dfdx::tensor::UniqueId;
+#[cfg(not(feature = "cuda"))]
 use rayon::prelude::*;
 
 use crate::device::{Dev, Scalar, Tensor1, TrainTape};
+#[cfg(not(feature = "cuda"))]
+use crate::nn::deferred_weight_gradients::{
+    collect_weight_products, sum_weight_products, WeightProduct,
+};
 use crate::nn::{ParamRef, Parameters};
 use crate::{LatentError, Result};
 
@@ -36,10 +42,23 @@ impl NamedGradients {
         if !value.is_finite() {
             return Err(LatentError::NonFinite(format!("loss ({value})")));
         }
-        let mut grads: Gradients<f32, Dev> = loss.backward();
+        Self::take_all(loss.backward(), model, prefix, &mut |_, _, _| true).map(|g| (value, g))
+    }
+
+    /// Moves the gradient of every parameter of `model` for which `wanted(name, parameter)` out
+    /// of `grads` (zeros for those that took no part in the loss).
+    fn take_all(
+        mut grads: Gradients<f32, Dev>,
+        model: &dyn Parameters,
+        prefix: &str,
+        wanted: &mut Wanted<'_>,
+    ) -> Result<Self> {
         let mut out = Self::default();
         let mut failure = None;
         model.visit(prefix, &mut |name, p| {
+            if !wanted(name, &p, &grads) {
+                return;
+            }
             let values = match p {
                 ParamRef::Vector(t) => take_gradient(&mut grads, t),
                 ParamRef::Matrix(t) => take_gradient(&mut grads, t),
@@ -55,8 +74,99 @@ impl NamedGradients {
             Some(f) => Err(LatentError::NonFinite(format!(
                 "gradient extraction failed for {f}"
             ))),
-            None => Ok((value, out)),
+            None => Ok(out),
         }
+    }
+
+    /// [`NamedGradients::backward`] for one shard of a data-parallel batch: on the CPU the linear
+    /// layers' weight-gradient products are left for [`NamedGradients::sum_shards`] (decision
+    /// 0020) instead of being computed here.
+    ///
+    /// # Errors
+    /// As [`NamedGradients::backward`].
+    pub fn backward_shard(
+        loss: Scalar<TrainTape>,
+        model: &dyn Parameters,
+        prefix: &str,
+    ) -> Result<(f32, ShardGradients)> {
+        #[cfg(not(feature = "cuda"))]
+        {
+            let value = loss.array();
+            if !value.is_finite() {
+                return Err(LatentError::NonFinite(format!("loss ({value})")));
+            }
+            let (grads, deferred) = collect_weight_products(|| loss.backward());
+            let mut products: BTreeMap<UniqueId, Vec<WeightProduct>> = BTreeMap::new();
+            for (id, product) in deferred {
+                products.entry(id).or_default().push(product);
+            }
+            let mut by_weight = BTreeMap::new();
+            // A weight with products keeps a dfdx gradient only where something else added one.
+            let named = Self::take_all(grads, model, prefix, &mut |name, p, grads| {
+                let ParamRef::Matrix(t) = p else {
+                    return true;
+                };
+                let Some(ps) = products.remove(&t.unique_id()) else {
+                    return true;
+                };
+                by_weight.insert(name.to_string(), ps);
+                grads.contains(*t)
+            })?;
+            Ok((
+                value,
+                ShardGradients {
+                    named,
+                    products: by_weight,
+                },
+            ))
+        }
+        #[cfg(feature = "cuda")]
+        {
+            let (value, named) = Self::backward(loss, model, prefix)?;
+            Ok((value, ShardGradients { named }))
+        }
+    }
+
+    /// The gradients of a data-parallel batch from its shards' (in shard order, the order that
+    /// makes the sums independent of the thread count): dfdx's gradients summed shard by shard,
+    /// then on the CPU each deferred weight gradient computed from its products in shard order
+    /// (weights in parallel) and added.
+    ///
+    /// # Errors
+    /// [`LatentError::Shape`] when the shards hold different parameters; an error for no shards.
+    pub fn sum_shards(shards: Vec<ShardGradients>) -> Result<Self> {
+        let mut shards = shards.into_iter();
+        let first = shards
+            .next()
+            .ok_or_else(|| LatentError::Data("a training batch without rows".into()))?;
+        let mut sum = first.named;
+        #[cfg(not(feature = "cuda"))]
+        let mut products = first.products;
+        for shard in shards {
+            sum.add_assign(&shard.named)?;
+            #[cfg(not(feature = "cuda"))]
+            for (name, ps) in shard.products {
+                products.entry(name).or_default().extend(ps);
+            }
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let products: Vec<(String, Vec<WeightProduct>)> = products.into_iter().collect();
+            let gradients = crate::nn::run_tiles(products.len(), |i| {
+                sum_weight_products(&products[i].1).ok_or_else(|| {
+                    LatentError::Data(format!("no gradient products for {}", products[i].0))
+                })
+            })?;
+            for ((name, _), g) in products.into_iter().zip(gradients) {
+                match sum.by_name.get_mut(&name) {
+                    Some(other) => add_into(other, &g),
+                    None => {
+                        sum.by_name.insert(name, g);
+                    }
+                }
+            }
+        }
+        Ok(sum)
     }
 
     /// Adds `other`'s gradients to these, name by name (the reduction of data-parallel shards;
@@ -134,6 +244,21 @@ impl NamedGradients {
         }
         norm
     }
+}
+
+/// Whether [`NamedGradients::take_all`] takes a parameter's gradient, by name, parameter and the
+/// backward pass's gradients.
+type Wanted<'a> = dyn FnMut(&str, &ParamRef<'_>, &Gradients<f32, Dev>) -> bool + 'a;
+
+/// One shard's gradients ([`NamedGradients::backward_shard`]), to be summed with the other
+/// shards' by [`NamedGradients::sum_shards`].
+#[derive(Default)]
+pub struct ShardGradients {
+    /// The gradients dfdx summed.
+    named: NamedGradients,
+    /// Deferred weight-gradient products by parameter name, in the order they were deferred.
+    #[cfg(not(feature = "cuda"))]
+    products: BTreeMap<String, Vec<WeightProduct>>,
 }
 
 /// Multiplies every value of `g` by `factor`, in place where the storage allows.

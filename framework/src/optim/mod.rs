@@ -8,5 +8,5 @@ mod state_buffer;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use ema::Ema;
-pub use gradients::NamedGradients;
+pub use gradients::{NamedGradients, ShardGradients};
 pub use schedule::LrSchedule;

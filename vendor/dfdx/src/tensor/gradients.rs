@@ -76,6 +76,11 @@ impl<E, D: Storage<E>> Gradients<E, D> {
         }
     }
 
+    /// Whether a gradient is held for `t`. (latentlab patch)
+    pub fn contains<S: Shape, T>(&self, t: &Tensor<S, E, D, T>) -> bool {
+        self.gradient_by_id.contains_key(&t.id)
+    }
+
     /// Returns a reference to the underlying gradient if found.
     pub(crate) fn get_ref_checked<S: Shape, T>(&self, t: &Tensor<S, E, D, T>) -> Option<&D::Vec> {
         self.gradient_by_id.get(&t.id)

@@ -278,6 +278,11 @@ impl<S: Shape, E, D: Storage<E>, T> Tensor<S, E, D, T> {
             && (0..S::NUM_DIMS).all(|i| sizes[i] <= 1 || self.strides[i] == canonical[i])
     }
 
+    /// The identity under which gradients of this tensor are stored (kept by its clones).
+    pub fn unique_id(&self) -> UniqueId {
+        self.id
+    }
+
     /// The storage buffer when it holds exactly the tensor's values, row-major; `None` for a
     /// strided view.
     pub fn dense_storage(&self) -> Option<&D::Vec> {
