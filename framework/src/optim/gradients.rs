@@ -252,7 +252,6 @@ type Wanted<'a> = dyn FnMut(&str, &ParamRef<'_>, &Gradients<f32, Dev>) -> bool +
 
 /// One shard's gradients ([`NamedGradients::backward_shard`]), to be summed with the other
 /// shards' by [`NamedGradients::sum_shards`].
-#[derive(Default)]
 pub struct ShardGradients {
     /// The gradients dfdx summed.
     named: NamedGradients,
