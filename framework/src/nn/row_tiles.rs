@@ -92,7 +92,8 @@ pub fn row_blocks(rows: usize, block: usize) -> Vec<Range<usize>> {
 }
 
 /// Most shards of [`training_shards`]; larger batches get larger shards (each shard holds its
-/// own copy of the gradients until they are summed).
+/// own copy of the gradients other than the linear layers' weight gradients, and those layers'
+/// inputs and output gradients, until the shards are summed).
 pub const MAX_TRAINING_SHARDS: usize = 8;
 
 /// Fewest rows per shard of [`training_shards`]: smaller products (and shorter sums in the
