@@ -8,12 +8,13 @@ use latentlab::framework::dfdx::prelude::*;
 use latentlab::framework::joint::AffinePair;
 use latentlab::framework::nn::Parameters;
 use latentlab::framework::plugin::{
-    AutoencoderConfig, ConditionerConfig, DenoiserConfig, EvalContext, EvaluatorConfig, InputKind,
-    SamplerConfig,
+    AutoencoderConfig, ConditionKind, ConditionerConfig, DenoiserConfig, EvalContext,
+    EvaluatorConfig, InputKind, LatentSampler, SamplerConfig,
 };
 use latentlab::framework::registry::{catalog, of_kind, PluginKind};
 use latentlab::framework::rng::stream;
 use latentlab::framework::testing::{self, GENES, LATENT};
+use latentlab::framework::train::{denoiser_gradients, denoiser_loss, LatentData, Stage2};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -317,6 +318,53 @@ fn denoisers_conform_for_every_supported_injection() {
     }
 }
 
+/// The registry's rectified-flow sampler, for the stage-2 training tests.
+fn flow_sampler() -> Box<dyn LatentSampler> {
+    let flow = of_kind(PluginKind::Sampler)
+        .into_iter()
+        .find(|e| e.name == "rectified_flow")
+        .unwrap();
+    parse::<Box<dyn SamplerConfig>>(flow.example, flow.name)
+        .build()
+        .unwrap()
+}
+
+/// Rows of latent codes: enough for two training shards and a few more, with `sources`'
+/// conditions.
+fn shard_rows(sources: &[(String, ConditionKind)]) -> LatentData {
+    let n = 2 * latentlab::framework::nn::TRAINING_SHARD_ROWS + 3;
+    LatentData {
+        z: testing::spread_values(n * LATENT, 7, 1.0),
+        n,
+        dim: LATENT,
+        conditions: testing::condition_table(sources, n, 8),
+    }
+}
+
+/// The loss and the flattened gradients of one data-parallel step (`train::denoiser_gradients`)
+/// on `rows` of `data`, computed in a pool of `threads` threads, randomness from `stream(seed,
+/// name)`.
+fn sharded_gradients(
+    threads: usize,
+    stage: &Stage2<'_>,
+    sampler: &dyn LatentSampler,
+    (data, rows): (&LatentData, &[usize]),
+    drop_prob: f32,
+    (seed, name): (u64, &str),
+) -> (f32, Vec<f32>) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let dev = testing::test_device().unwrap();
+        let mut rng = stream(seed, name);
+        let (v, g) =
+            denoiser_gradients(stage, sampler, data, rows, drop_prob, &mut rng, &dev).unwrap();
+        (v, g.by_name.values().flat_map(|t| t.as_vec()).collect())
+    })
+}
+
 /// Stage-2 training splits each batch into data-parallel shards (`nn::training_shards`) and
 /// sums their gradients: for every denoiser, alone and with every conditioner it can take, the
 /// sharded gradients equal the whole batch's (without a conditioner, whose shards draw their
@@ -324,17 +372,9 @@ fn denoisers_conform_for_every_supported_injection() {
 #[test]
 fn sharded_training_gradients_match_the_batch_at_any_thread_count() {
     use latentlab::framework::optim::NamedGradients;
-    use latentlab::framework::train::{denoiser_gradients, denoiser_loss, LatentData, Stage2};
     latentlab::plugins::link();
     let dev = testing::test_device().unwrap();
-    let n = 2 * latentlab::framework::nn::TRAINING_SHARD_ROWS + 3;
-    let flow = of_kind(PluginKind::Sampler)
-        .into_iter()
-        .find(|e| e.name == "rectified_flow")
-        .unwrap();
-    let sampler = parse::<Box<dyn SamplerConfig>>(flow.example, flow.name)
-        .build()
-        .unwrap();
+    let sampler = flow_sampler();
     let conditioners: Vec<(&str, Box<dyn ConditionerConfig>)> = of_kind(PluginKind::Conditioner)
         .into_iter()
         .map(|e| {
@@ -344,8 +384,6 @@ fn sharded_training_gradients_match_the_batch_at_any_thread_count() {
             )
         })
         .collect();
-    let flat =
-        |g: &NamedGradients| -> Vec<f32> { g.by_name.values().flat_map(|t| t.as_vec()).collect() };
     for entry in of_kind(PluginKind::Denoiser) {
         let cfg = parse::<Box<dyn DenoiserConfig>>(entry.example, entry.name);
         let mut pairings: Vec<Option<&(&str, Box<dyn ConditionerConfig>)>> = vec![None];
@@ -363,37 +401,22 @@ fn sharded_training_gradients_match_the_batch_at_any_thread_count() {
             let mut denoiser = cfg
                 .build(&testing::denoiser_context(condition).unwrap())
                 .unwrap();
-            let data = LatentData {
-                z: testing::spread_values(n * LATENT, 7, 1.0),
-                n,
-                dim: LATENT,
-                conditions: testing::condition_table(&sources, n, 8),
-            };
-            let rows: Vec<usize> = (0..n).rev().collect();
+            let data = shard_rows(&sources);
+            let rows: Vec<usize> = (0..data.n).rev().collect();
             let stage = Stage2 {
                 denoiser: denoiser.as_mut(),
                 conditioner: conditioner.as_mut().map(|c| c.as_mut() as _),
             };
             let what = format!("{} with {:?}", entry.name, pairing.map(|(name, _)| name));
             let sharded = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| {
-                    let mut rng = stream(9, "shards");
-                    let (v, g) = denoiser_gradients(
-                        &stage,
-                        sampler.as_ref(),
-                        &data,
-                        &rows,
-                        0.2,
-                        &mut rng,
-                        &dev,
-                    )
-                    .unwrap();
-                    (v, flat(&g))
-                })
+                sharded_gradients(
+                    threads,
+                    &stage,
+                    sampler.as_ref(),
+                    (&data, &rows),
+                    0.2,
+                    (9, "shards"),
+                )
             };
             let one = sharded(1);
             assert!(
@@ -426,7 +449,7 @@ fn sharded_training_gradients_match_the_batch_at_any_thread_count() {
                     denoiser_loss(&stage, sampler.as_ref(), &data, &rows, 0.2, &mut rng, &dev)
                         .unwrap();
                 let (v, g) = NamedGradients::backward(loss, &stage, "").unwrap();
-                let g = flat(&g);
+                let g: Vec<f32> = g.by_name.values().flat_map(|t| t.as_vec()).collect();
                 let scale = g.iter().fold(0.0f32, |m, x| m.max(x.abs()));
                 assert!(
                     (v - one.0).abs() <= 1e-5 * v.abs(),
@@ -450,17 +473,8 @@ fn sharded_training_gradients_match_the_batch_at_any_thread_count() {
 /// threads reached it).
 #[test]
 fn sharded_dropout_does_not_depend_on_the_thread_count() {
-    use latentlab::framework::train::{denoiser_gradients, LatentData, Stage2};
     latentlab::plugins::link();
-    let dev = testing::test_device().unwrap();
-    let n = 2 * latentlab::framework::nn::TRAINING_SHARD_ROWS + 3;
-    let flow = of_kind(PluginKind::Sampler)
-        .into_iter()
-        .find(|e| e.name == "rectified_flow")
-        .unwrap();
-    let sampler = parse::<Box<dyn SamplerConfig>>(flow.example, flow.name)
-        .build()
-        .unwrap();
+    let sampler = flow_sampler();
     let mut tested = 0;
     for entry in of_kind(PluginKind::Denoiser) {
         let text = format!("{}\ndropout = 0.2\n", entry.example);
@@ -470,30 +484,21 @@ fn sharded_dropout_does_not_depend_on_the_thread_count() {
         let mut denoiser = cfg
             .build(&testing::denoiser_context(None).unwrap())
             .unwrap();
-        let data = LatentData {
-            z: testing::spread_values(n * LATENT, 7, 1.0),
-            n,
-            dim: LATENT,
-            conditions: testing::condition_table(&[], n, 8),
-        };
-        let rows: Vec<usize> = (0..n).collect();
+        let data = shard_rows(&[]);
+        let rows: Vec<usize> = (0..data.n).collect();
         let stage = Stage2 {
             denoiser: denoiser.as_mut(),
             conditioner: None,
         };
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                let mut rng = stream(3, "dropout shards");
-                let (v, g) =
-                    denoiser_gradients(&stage, sampler.as_ref(), &data, &rows, 0.0, &mut rng, &dev)
-                        .unwrap();
-                let values: Vec<f32> = g.by_name.values().flat_map(|t| t.as_vec()).collect();
-                (v, values)
-            })
+            sharded_gradients(
+                threads,
+                &stage,
+                sampler.as_ref(),
+                (&data, &rows),
+                0.0,
+                (3, "dropout shards"),
+            )
         };
         let one = run(1);
         assert!(one.0.is_finite(), "{}", entry.name);
