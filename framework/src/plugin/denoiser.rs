@@ -24,6 +24,8 @@ pub struct DenoiserContext {
 /// `Sync`: sampling shares it between threads.
 pub trait Denoiser: Parameters + Send + Sync {
     /// Forward pass with autodiff. `z` is `(batch, latent_dim)`, `t` has `batch` entries.
+    /// Training randomness (dropout) goes through [`crate::nn::dropout`], which data-parallel
+    /// shards seed from their own streams.
     ///
     /// # Errors
     /// Shape errors.
