@@ -5,7 +5,7 @@
 //! product (the `gemm` kernels behind dfdx's CPU matmul, as in
 //! `util::pairwise_sq_dist_row_sums`); only one cache-sized tile is held at a time, never
 //! the full `nq × nr` matrix. Each approximation is within a rigorous rounding bound
-//! `tol · (‖q‖² + ‖r‖²)` of the direct difference [`sq_dist`], so a reference row is kept
+//! `tol · (‖q‖² + ‖r‖²)` of the direct difference (`util::sq_dist`), so a reference row is kept
 //! as a candidate unless `k` other rows are certainly nearer; the few candidates left are
 //! then re-measured with the direct formula and ranked by `(distance, index)`. The result
 //! (indices *and* distances) is therefore exactly that of the plain scalar brute force: the
