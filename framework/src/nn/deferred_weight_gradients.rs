@@ -59,31 +59,14 @@ thread_local! {
     static COLLECTED: RefCell<Collected> = const { RefCell::new(None) };
 }
 
-/// Restores the collection that was active before [`collect_weight_products`] (none, or an
-/// outer one when a shard picked up while another waits nests on the same thread) when dropped,
-/// also on unwinding.
-struct Collecting(Collected);
-
-impl Drop for Collecting {
-    fn drop(&mut self) {
-        let outer = self.0.take();
-        COLLECTED.with(|c| *c.borrow_mut() = outer);
-    }
-}
-
 /// Runs `f` while this thread collects the weight-gradient products of the linear layers whose
 /// backward passes run in it; returns `f`'s result and the products (with the weight each
 /// belongs to) in the order they were deferred.
 pub(crate) fn collect_weight_products<R>(
     f: impl FnOnce() -> R,
 ) -> (R, Vec<(UniqueId, WeightProduct)>) {
-    let guard = Collecting(COLLECTED.with(|c| c.borrow_mut().replace(Vec::new())));
-    let result = f();
-    let products = COLLECTED
-        .with(|c| c.borrow_mut().take())
-        .unwrap_or_default();
-    drop(guard);
-    (result, products)
+    let (result, products) = super::thread_scope::with_replaced(&COLLECTED, Some(Vec::new()), f);
+    (result, products.unwrap_or_default())
 }
 
 /// Hands `product` (of the weight `weight`) to this thread's collection; gives it back when

@@ -31,21 +31,9 @@ pub fn dropout<T: Taped>(x: Tensor2<T>, p: f32, train: bool) -> Tensor2<T> {
     }
 }
 
-/// Restores the stream that was active before [`with_dropout_stream`] when dropped (also on
-/// unwinding; a shard picked up on a thread while another shard waits there nests).
-struct Installed(Option<StdRng>);
-
-impl Drop for Installed {
-    fn drop(&mut self) {
-        let outer = self.0.take();
-        STREAM.with(|s| *s.borrow_mut() = outer);
-    }
-}
-
 /// Runs `f` with the dropout masks drawn on this thread seeded from `stream`. Data-parallel
 /// training shards run concurrently: drawing from the shared device generator would make the
 /// masks, and so the result, depend on the order the threads reach it.
 pub fn with_dropout_stream<R>(stream: StdRng, f: impl FnOnce() -> R) -> R {
-    let _outer = Installed(STREAM.with(|s| s.borrow_mut().replace(stream)));
-    f()
+    super::thread_scope::with_replaced(&STREAM, Some(stream), f).0
 }

@@ -38,6 +38,7 @@ mod rowwise_cpu;
 #[cfg(not(feature = "cuda"))]
 mod simd;
 mod sinusoidal;
+mod thread_scope;
 mod vector_quantizer;
 
 pub use activation::Activation;

@@ -38,10 +38,7 @@ impl NamedGradients {
         model: &dyn Parameters,
         prefix: &str,
     ) -> Result<(f32, Self)> {
-        let value = loss.array();
-        if !value.is_finite() {
-            return Err(LatentError::NonFinite(format!("loss ({value})")));
-        }
+        let value = finite_value(&loss)?;
         Self::take_all(loss.backward(), model, prefix, &mut |_, _, _| true).map(|g| (value, g))
     }
 
@@ -91,10 +88,7 @@ impl NamedGradients {
     ) -> Result<(f32, ShardGradients)> {
         #[cfg(not(feature = "cuda"))]
         {
-            let value = loss.array();
-            if !value.is_finite() {
-                return Err(LatentError::NonFinite(format!("loss ({value})")));
-            }
+            let value = finite_value(&loss)?;
             let (grads, deferred) = collect_weight_products(|| loss.backward());
             let mut products: BTreeMap<UniqueId, Vec<WeightProduct>> = BTreeMap::new();
             for (id, product) in deferred {
@@ -243,6 +237,19 @@ impl NamedGradients {
             }
         }
         norm
+    }
+}
+
+/// The loss's value.
+///
+/// # Errors
+/// [`LatentError::NonFinite`] when it is NaN or infinite.
+fn finite_value(loss: &Scalar<TrainTape>) -> Result<f32> {
+    let value = loss.array();
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(LatentError::NonFinite(format!("loss ({value})")))
     }
 }
 
