@@ -18,6 +18,18 @@ Usage (run with the peer's Python environment, made by `bash ../shared/peer/setu
 Prints a Markdown table (case, threads, PyTorch and latentlab median rates, median ratio, lowest
 and highest round ratio, rounds at or above --target) and, with --json, writes every round's
 rates. Sampling cases work too but take minutes per PyTorch run at the default sizes.
+
+For the MLP training cases, whose work is matrix products (each side counts its own:
+3 · 2 · batch · its linear layers' multiply-accumulates), a second table from the same runs
+bounds what the target asks of this machine: each side's GFLOP/s and its share of that side's
+own 1024³ sgemm peak; the ratio of the two GFLOP/s (latentlab ÷ PyTorch for equal work: the
+denoisers differ by one layer, PyTorch's has a final adaLN modulation of width → 2 · width and
+latentlab's a condition projection of width → width, so latentlab's step counts 3–4 % fewer
+products and its step-rate ratio reads that much higher); the share of latentlab's peak its
+step would need for --target × PyTorch's steps/s; and the ceiling, the step-rate ratio at 100 %
+of latentlab's peak. A ceiling below the target means no step built on this machine's sgemm
+kernels meets it for that case; a needed share near or above what either side reaches on these
+products says how far the target is from this hardware.
 """
 
 from __future__ import annotations
@@ -26,14 +38,22 @@ import argparse
 import json
 import os
 import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
 
 TRAINING_CASES = ["vae_step", "latent_denoiser_step", "gene_denoiser_step", "dit_step"]
 
 
+# Cases whose step is matrix products counted alike on both sides (see the module doc).
+MATMUL_CASES = ["vae_step", "latent_denoiser_step", "gene_denoiser_step"]
+
+
 def last_json_line(text: str) -> dict:
-    """The last line of `text` that parses as a JSON object with a "rates" key."""
+    """The last line of `text` that parses as a JSON object of rates: `{"rates": …, …}` whole
+    (`latentlab bench --json` adds "gflops" and "sgemm_peak"), or `{case: {threads: rate}}`
+    wrapped as `{"rates": …}`."""
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
         if line.startswith("{"):
@@ -41,25 +61,46 @@ def last_json_line(text: str) -> dict:
                 value = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if "rates" in value or all(isinstance(v, dict) for v in value.values()):
-                return value.get("rates", value)
+            if "rates" in value:
+                return value
+            if all(isinstance(v, dict) for v in value.values()):
+                return {"rates": value}
     raise ValueError("no JSON rates line in the output")
 
 
-def rate_from(command: list[str], case: str, threads: int) -> float:
-    """Runs `command` and returns its rate for `case` at `threads`."""
+def measure(command: list[str], case: str, threads: int, record: str | None) -> dict:
+    """Runs `command` and returns `{"rate": …}` for `case` at `threads`, with the side's GFLOP/s
+    on the case and its sgemm peak (`"gflops"`, `"peak"`) where it reports them: in its printed
+    JSON (latentlab) or in the full record it wrote to `record` (PyTorch)."""
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-    return float(last_json_line(done.stdout)[case][str(threads)])
+    printed = last_json_line(done.stdout)
+    key = str(threads)
+    out = {"rate": float(printed["rates"][case][key])}
+    if case in printed.get("gflops", {}):
+        out["gflops"] = float(printed["gflops"][case][key])
+        out["peak"] = float(printed["sgemm_peak"][key])
+    if record is not None and os.path.exists(record):
+        with open(record) as fh:
+            full = json.load(fh)
+        os.remove(record)
+        out["gflops"] = float(full["cases"][case]["by_threads"][key]["gflops"])
+        out["peak"] = float(full["sgemm_peak_gflops"][key])
+    return out
 
 
-def torch_command(args, case: str, threads: int) -> list[str]:
+def torch_command(args, case: str, threads: int, record: str) -> list[str]:
+    """The PyTorch side; `record` is where `bench_torch.py` writes its full record (GFLOP/s and
+    peak) for the matrix-product cases."""
     common = ["--threads", str(threads), "--repeats", "1", "--min-seconds", str(args.min_seconds)]
     if case == "dit_step":
         here = os.path.dirname(os.path.abspath(__file__))
         return [sys.executable, os.path.join(here, "torch_dit.py"), "--peer-dir", args.peer_dir, *common]
-    return [sys.executable, os.path.join(args.peer_dir, "bench_torch.py"), "--cases", case, *common]
+    command = [sys.executable, os.path.join(args.peer_dir, "bench_torch.py"), "--cases", case, *common]
+    if case in MATMUL_CASES:
+        command += ["--json", record]
+    return command
 
 
 def latentlab_command(args, case: str, threads: int) -> list[str]:
@@ -85,6 +126,47 @@ def summarize(rounds: list[dict], target: float) -> list[dict]:
     return rows
 
 
+def ceilings(rounds: list[dict], target: float) -> list[dict]:
+    """One row per (case, threads) of the matrix-product cases whose rounds carry both sides'
+    GFLOP/s and peaks, each value the median over the rounds: both sides' GFLOP/s and shares of
+    their own sgemm peaks, their GFLOP/s ratio, the share of latentlab's peak that `target` ×
+    PyTorch's steps/s needs with latentlab's own product count, and the ceiling (the step-rate
+    ratio at latentlab's peak)."""
+    rows = []
+    keys = dict.fromkeys((r["case"], r["threads"]) for r in rounds)
+    for case, threads in keys:
+        mine = [r for r in rounds if r["case"] == case and r["threads"] == threads
+                and "gflops" in r["pytorch_detail"] and "gflops" in r["latentlab_detail"]]
+        if case not in MATMUL_CASES or not mine:
+            continue
+        pairs = [(r["pytorch_detail"], r["latentlab_detail"]) for r in mine]
+        # latentlab's GFLOP per step: the work its step rate is made of.
+        work = [ll["gflops"] / ll["rate"] for _, ll in pairs]
+        rows.append({
+            "case": case, "threads": threads, "rounds": len(mine),
+            "pytorch_gflops": statistics.median(t["gflops"] for t, _ in pairs),
+            "latentlab_gflops": statistics.median(ll["gflops"] for _, ll in pairs),
+            "pytorch_share": statistics.median(t["gflops"] / t["peak"] for t, _ in pairs),
+            "latentlab_share": statistics.median(ll["gflops"] / ll["peak"] for _, ll in pairs),
+            "gflops_ratio": statistics.median(ll["gflops"] / t["gflops"] for t, ll in pairs),
+            "needed_share": statistics.median(target * t["rate"] * w / ll["peak"]
+                                              for (t, ll), w in zip(pairs, work)),
+            "ceiling": statistics.median(ll["peak"] / w / t["rate"] for (t, ll), w in zip(pairs, work)),
+        })
+    return rows
+
+
+def ceiling_markdown(rows: list[dict], target: float) -> str:
+    lines = ["| case | threads | PyTorch GFLOP/s (% of its peak) | latentlab GFLOP/s (% of its peak) | "
+             f"GFLOP/s ratio | latentlab needs for {target}× steps/s | ceiling (at 100 % of peak) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['threads']} | {r['pytorch_gflops']:.1f} ({100 * r['pytorch_share']:.0f} %) | "
+                     f"{r['latentlab_gflops']:.1f} ({100 * r['latentlab_share']:.0f} %) | {r['gflops_ratio']:.2f} | "
+                     f"{100 * r['needed_share']:.0f} % of peak | {r['ceiling']:.2f}× |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict], target: float) -> str:
     lines = [f"| case | threads | PyTorch | latentlab | ratio (median) | lowest – highest | rounds ≥ {target} |",
              "|---|---|---|---|---|---|---|"]
@@ -92,6 +174,29 @@ def markdown(rows: list[dict], target: float) -> str:
         lines.append(f"| {r['case']} | {r['threads']} | {r['pytorch']:.2f} | {r['latentlab']:.2f} | "
                      f"{r['ratio']:.2f} | {r['lowest']:.2f} – {r['highest']:.2f} | {r['at_target']} / {r['rounds']} |")
     return "\n".join(lines)
+
+
+def measure_rounds(args, scratch: str) -> list[dict]:
+    """Every round's pairs, in the order measured, each with both sides' rates and details."""
+    rounds = []
+    pair = 0
+    for round_index in range(args.rounds):
+        for case in args.cases:
+            for threads in args.threads:
+                record = os.path.join(scratch, f"torch_{case}_{threads}.json")
+                commands = {"pytorch": torch_command(args, case, threads, record),
+                            "latentlab": latentlab_command(args, case, threads)}
+                order = ["pytorch", "latentlab"] if pair % 2 == 0 else ["latentlab", "pytorch"]
+                pair += 1
+                records = {"pytorch": record if case in MATMUL_CASES else None, "latentlab": None}
+                details = {side: measure(commands[side], case, threads, records[side]) for side in order}
+                measured = {side: details[side]["rate"] for side in order}
+                rounds.append({"round": round_index, "case": case, "threads": threads, "first": order[0],
+                               **measured, **{f"{side}_detail": details[side] for side in order}})
+                print(f"round {round_index + 1}/{args.rounds} {case} {threads} thr: PyTorch {measured['pytorch']:.2f}, "
+                      f"latentlab {measured['latentlab']:.2f}, ratio {measured['latentlab'] / measured['pytorch']:.2f}",
+                      file=sys.stderr, flush=True)
+    return rounds
 
 
 def main(argv=None) -> int:
@@ -108,29 +213,24 @@ def main(argv=None) -> int:
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
 
-    rounds = []
-    pair = 0
-    for round_index in range(args.rounds):
-        for case in args.cases:
-            for threads in args.threads:
-                commands = {"pytorch": torch_command(args, case, threads),
-                            "latentlab": latentlab_command(args, case, threads)}
-                order = ["pytorch", "latentlab"] if pair % 2 == 0 else ["latentlab", "pytorch"]
-                pair += 1
-                measured = {side: rate_from(commands[side], case, threads) for side in order}
-                rounds.append({"round": round_index, "case": case, "threads": threads, "first": order[0], **measured})
-                print(f"round {round_index + 1}/{args.rounds} {case} {threads} thr: PyTorch {measured['pytorch']:.2f}, "
-                      f"latentlab {measured['latentlab']:.2f}, ratio {measured['latentlab'] / measured['pytorch']:.2f}",
-                      file=sys.stderr, flush=True)
+    scratch = tempfile.mkdtemp(prefix="side_by_side_")
+    try:
+        rounds = measure_rounds(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
     rows = summarize(rounds, args.target)
+    bounds = ceilings(rounds, args.target)
     print(markdown(rows, args.target))
+    if bounds:
+        print()
+        print(ceiling_markdown(bounds, args.target))
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as fh:
             json.dump({"protocol": {"rounds": args.rounds, "min_seconds": args.min_seconds,
                                     "statistic": "median of per-round ratios, pairs interleaved"},
-                       "summary": rows, "rounds": rounds}, fh, indent=2)
+                       "summary": rows, "ceilings": bounds, "rounds": rounds}, fh, indent=2)
         os.replace(tmp, args.json)
     return 0
 
