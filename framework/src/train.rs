@@ -574,10 +574,15 @@ impl<'r> DenoiserBatch<'r> {
             )?),
             None => None,
         };
-        let input = tensor2(dev, &self.pair.noisy[values.clone()], n, dim)?.retaped::<TrainTape>();
-        let out = stage
-            .denoiser
-            .forward_train(input, &self.pair.model_time[span.clone()], cond)?;
+        let input = tensor2(dev, &self.pair.noisy[values.clone()], n, dim)?;
+        // The noisy inputs are data here (not in joint fine-tuning): no input gradient for them.
+        let out = crate::nn::with_data_input(input.unique_id(), || {
+            stage.denoiser.forward_train(
+                input.retaped::<TrainTape>(),
+                &self.pair.model_time[span.clone()],
+                cond,
+            )
+        })?;
         let target = tensor2(dev, &self.pair.target[values], n, dim)?;
         let loss = crate::likelihood::mean_squared_error(out, target);
         Ok(if weight == 1.0 { loss } else { loss * weight })

@@ -170,7 +170,8 @@ fn halved_avx512() -> bool {
 }
 
 /// `x (batch, in) · weight (in, out) + bias (out,)`; the backward pass (when `T` records)
-/// accumulates the gradients of `weight`, `bias` and, when `input_gradient`, of `x`.
+/// accumulates the gradients of `weight`, `bias` and, when `input_gradient` and `x` is not the
+/// pass's data input ([`super::data_input`]), of `x`.
 pub(crate) fn linear<T: Taped>(
     x: Tensor2<T>,
     weight: &Tensor2,
@@ -180,6 +181,7 @@ pub(crate) fn linear<T: Taped>(
     let (batch, inputs) = *x.shape();
     let outputs = weight.shape().1;
     let dev: Dev = x.device().clone();
+    let input_gradient = input_gradient && !super::data_input::is_data_input(x.unique_id());
     let (x, mut tape) = x.split_tape();
     let mut y = Vec::with_capacity(batch * outputs);
     {

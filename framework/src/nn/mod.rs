@@ -10,6 +10,7 @@ mod adversarial;
 mod attention;
 #[cfg(not(feature = "cuda"))]
 mod attention_cpu;
+mod data_input;
 #[cfg(not(feature = "cuda"))]
 pub(crate) mod deferred_weight_gradients;
 mod dropout;
@@ -44,6 +45,7 @@ mod vector_quantizer;
 pub use activation::Activation;
 pub use adversarial::{adaptive_weight, gradient_of, softplus, AdversarialLoss};
 pub use attention::MultiHeadAttention;
+pub use data_input::with_data_input;
 pub use dropout::{dropout, with_dropout_stream};
 pub use embedding::Embedding;
 pub use expression_head::ExpressionHead;
