@@ -797,3 +797,89 @@ pub fn curves_csv(curves: &[CurvePoint]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[cfg(not(feature = "cuda"))]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::device::Tensor2;
+    use crate::nn::{Init, Linear};
+    use crate::testing::{spread_values, test_device};
+
+    /// A linear denoiser that records, for each training forward pass, whether its input is
+    /// the data input the trainer named.
+    struct Probe {
+        layer: Linear,
+        named: Mutex<Vec<bool>>,
+    }
+    crate::parameters!(Probe { layer });
+
+    impl Denoiser for Probe {
+        fn forward_train(
+            &self,
+            z: Tensor2<TrainTape>,
+            _t: &[f32],
+            _cond: Option<ConditionEmbedding<TrainTape>>,
+        ) -> Result<Tensor2<TrainTape>> {
+            let named = crate::nn::data_input::is_data_input(z.unique_id());
+            self.named.lock().unwrap().push(named);
+            self.layer.forward(z)
+        }
+        fn forward(
+            &self,
+            z: Tensor2,
+            _t: &[f32],
+            _cond: Option<ConditionEmbedding<NoneTape>>,
+        ) -> Result<Tensor2> {
+            self.layer.forward(z)
+        }
+    }
+
+    /// Plain stage-2 training hands the denoiser its noisy inputs named as data (so that the
+    /// linear kernel skips their gradient, decision 0021), and the name ends with the pass.
+    #[test]
+    fn stage_two_names_its_noisy_inputs_as_data() {
+        let dev = test_device().unwrap();
+        let (n, dim) = (4, 3);
+        let mut probe = Probe {
+            layer: Linear::new(
+                &dev,
+                dim,
+                dim,
+                Init::KaimingUniform,
+                &mut stream(0, "probe"),
+            )
+            .unwrap(),
+            named: Mutex::new(Vec::new()),
+        };
+        let data = LatentData {
+            z: spread_values(n * dim, 1, 1.0),
+            n,
+            dim,
+            conditions: ConditionTable::default(),
+        };
+        let rows: Vec<usize> = (0..n).collect();
+        let batch = DenoiserBatch {
+            rows: &rows,
+            pair: TrainingPair {
+                noisy: spread_values(n * dim, 2, 1.0),
+                target: spread_values(n * dim, 3, 1.0),
+                model_time: vec![0.5; n],
+            },
+            null: Vec::new(),
+        };
+        let stage = Stage2 {
+            denoiser: &mut probe,
+            conditioner: None,
+        };
+        let loss = batch
+            .loss(&stage, &data, 0..n, 1.0, &mut stream(0, "rng"), &dev)
+            .unwrap();
+        assert!(loss.array().is_finite());
+        assert_eq!(*probe.named.lock().unwrap(), vec![true]);
+        let outside = tensor2(&dev, &data.z, n, dim).unwrap();
+        assert!(!crate::nn::data_input::is_data_input(outside.unique_id()));
+    }
+}

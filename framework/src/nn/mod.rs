@@ -10,7 +10,7 @@ mod adversarial;
 mod attention;
 #[cfg(not(feature = "cuda"))]
 mod attention_cpu;
-mod data_input;
+pub(crate) mod data_input;
 #[cfg(not(feature = "cuda"))]
 pub(crate) mod deferred_weight_gradients;
 mod dropout;
