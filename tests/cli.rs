@@ -61,6 +61,17 @@ validate_every = 15
     path
 }
 
+/// [`tiny_config`] with each `(from, to)` of `edits` replaced in its text, in order.
+fn tiny_config_edited(dir: &Path, extra: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let path = tiny_config(dir, extra);
+    let text = edits.iter().fold(
+        std::fs::read_to_string(&path).unwrap(),
+        |text, (from, to)| text.replace(from, to),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 fn assert_one_line_failure(out: &Output, needle: &str) {
     assert!(
         !out.status.success(),
@@ -547,11 +558,11 @@ fn vq_gan_config_trains_a_few_steps_through_the_cli() {
 fn train_resume_continues_a_killed_run() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let config = tiny_config(dir, "checkpoint_every = 20");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("denoiser_steps = 30", "denoiser_steps = 1500");
-    std::fs::write(&config, text).unwrap();
+    let config = tiny_config_edited(
+        dir,
+        "checkpoint_every = 20",
+        &[("denoiser_steps = 30", "denoiser_steps = 1500")],
+    );
     let c = config.to_str().unwrap();
     let out = dir.join("run");
     let o = out.to_str().unwrap();
@@ -636,12 +647,14 @@ fn train_resume_continues_a_killed_run() {
 fn training_writes_the_same_weights_at_any_thread_count() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let config = tiny_config(dir, "");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("blocks = 1", "blocks = 1\ndropout = 0.2")
-        .replace("batch_size = 64", "batch_size = 256");
-    std::fs::write(&config, text).unwrap();
+    let config = tiny_config_edited(
+        dir,
+        "",
+        &[
+            ("blocks = 1", "blocks = 1\ndropout = 0.2"),
+            ("batch_size = 64", "batch_size = 256"),
+        ],
+    );
     let weights = |threads: &str, name: &str| {
         let out = dir.join(name);
         let done = bin()
