@@ -5,12 +5,19 @@
 //! sequence: 256 calls of 16 × 32 × 16 at the DiT reference shape), a scale, a softmax of five
 //! element-wise ops and a second batched product, each single-threaded and allocating.
 //! Sequences are independent, so results do not depend on the thread count.
+//!
+//! Each head's products run in registers ([`super::small_product`]) on the head's columns in
+//! place; only the keys (forward) or values (backward) are copied, transposed, as the right
+//! factor of `q kᵀ` and `g vᵀ`. The next sequence's rows are prefetched: the projections were
+//! written a whole `(rows, dim)` product earlier, and waiting for them cost more than the
+//! arithmetic.
 
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::rowwise_cpu::exp;
 use super::simd::vectorized;
+use super::small_product::{prefetch, product, Rows, RowsMut, Strided, Write};
 use crate::device::{host_values, Dev, Taped, Tensor2};
 
 /// Shapes of one call: `tokens` queries and `keys` keys/values per sequence, `heads` heads of
@@ -30,180 +37,281 @@ impl Dims {
     fn dim(&self) -> usize {
         self.heads * self.width
     }
-    /// Head `h`'s columns of a sequence's queries (outputs, their gradients).
-    fn query(&self, h: usize) -> Columns {
-        Columns {
-            rows: self.tokens,
+    /// Head `h`'s queries (outputs, their gradients) in a sequence's `(tokens, dim)` rows: the
+    /// left factor of a product.
+    fn query<'a>(&self, h: usize, q: &'a [f32]) -> Strided<'a> {
+        Strided {
+            values: &q[h * self.width..],
+            row: self.dim(),
+            col: 1,
+        }
+    }
+    /// Head `h`'s queries (output gradients) as the right factor of a product.
+    fn query_right<'a>(&self, h: usize, q: &'a [f32]) -> Rows<'a> {
+        Rows {
+            values: &q[h * self.width..],
             stride: self.dim(),
-            offset: h * self.width,
-            width: self.width,
         }
     }
-    /// Head `h`'s keys in a sequence's keys and values.
-    fn key(&self, h: usize) -> Columns {
-        Columns {
-            rows: self.keys,
+    /// Head `h`'s keys in a sequence's keys and values: the right factor of a product.
+    fn key<'a>(&self, h: usize, kv: &'a [f32]) -> Rows<'a> {
+        Rows {
+            values: &kv[h * self.width..],
             stride: 2 * self.dim(),
-            offset: h * self.width,
-            width: self.width,
         }
     }
-    /// Head `h`'s values in a sequence's keys and values.
-    fn value(&self, h: usize) -> Columns {
-        Columns {
-            offset: self.dim() + h * self.width,
-            ..self.key(h)
+    /// Head `h`'s values in a sequence's keys and values: the right factor of a product.
+    fn value<'a>(&self, h: usize, kv: &'a [f32]) -> Rows<'a> {
+        Rows {
+            values: &kv[self.dim() + h * self.width..],
+            stride: 2 * self.dim(),
+        }
+    }
+    /// Head `h`'s columns of a sequence's `(tokens, dim)` outputs or query gradients, written.
+    fn query_out<'a>(&self, h: usize, q: &'a mut [f32]) -> RowsMut<'a> {
+        RowsMut {
+            values: &mut q[h * self.width..],
+            stride: self.dim(),
+        }
+    }
+    /// Head `h`'s key (`value = false`) or value columns of a sequence's key and value
+    /// gradients, written.
+    fn key_value_out<'a>(&self, h: usize, value: bool, kv: &'a mut [f32]) -> RowsMut<'a> {
+        let offset = if value { self.dim() } else { 0 } + h * self.width;
+        RowsMut {
+            values: &mut kv[offset..],
+            stride: 2 * self.dim(),
+        }
+    }
+    /// Copies head `h`'s keys (`value = false`) or values of a sequence's keys and values
+    /// transposed into the contiguous `(width, keys)` `dst`.
+    fn transposed(&self, h: usize, value: bool, kv: &[f32], dst: &mut [f32]) {
+        let offset = if value { self.dim() } else { 0 } + h * self.width;
+        let stride = 2 * self.dim();
+        for r in 0..self.keys {
+            let at = r * stride + offset;
+            for (c, &v) in kv[at..at + self.width].iter().enumerate() {
+                dst[c * self.keys + r] = v;
+            }
         }
     }
 }
 
-/// One head's columns of a row-major matrix: `rows` rows of `width` values starting at column
-/// `offset` of rows `stride` values apart.
-#[derive(Clone, Copy)]
-struct Columns {
-    rows: usize,
-    stride: usize,
-    offset: usize,
-    width: usize,
-}
-
-impl Columns {
-    /// Copies the head's columns of `src` into the contiguous `(rows, width)` `dst`.
-    fn gather(&self, src: &[f32], dst: &mut [f32]) {
-        for (r, d) in dst.chunks_exact_mut(self.width).take(self.rows).enumerate() {
-            let at = r * self.stride + self.offset;
-            d.copy_from_slice(&src[at..at + self.width]);
-        }
-    }
-    /// Copies the contiguous `(rows, width)` `src` into the head's columns of `dst`.
-    fn scatter(&self, src: &[f32], dst: &mut [f32]) {
-        for (r, s) in src.chunks_exact(self.width).take(self.rows).enumerate() {
-            let at = r * self.stride + self.offset;
-            dst[at..at + self.width].copy_from_slice(s);
-        }
+/// A row-major `(rows, width)` matrix as a factor of a product.
+fn rows(values: &[f32], width: usize) -> Strided<'_> {
+    Strided {
+        values,
+        row: width,
+        col: 1,
     }
 }
 
-/// One head of one sequence, contiguous: its strided columns in the joined matrices map to the
-/// same few cache sets (rows 512 B–1 KiB apart), which made the kernel half again as slow as
-/// on these copies.
-#[derive(Default)]
-struct Head {
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    /// The output forward, its gradient backward.
-    o: Vec<f32>,
-    dq: Vec<f32>,
-    dk: Vec<f32>,
-    dv: Vec<f32>,
-    /// One query's score gradients.
+/// The transpose of a row-major matrix of `width` columns as the left factor of a product.
+fn columns(values: &[f32], width: usize) -> Strided<'_> {
+    Strided {
+        values,
+        row: 1,
+        col: width,
+    }
+}
+
+/// A contiguous row-major matrix of `width` columns as the right factor of a product.
+fn right(values: &[f32], width: usize) -> Rows<'_> {
+    Rows {
+        values,
+        stride: width,
+    }
+}
+
+/// A contiguous row-major matrix of `width` columns, written.
+fn out(values: &mut [f32], width: usize) -> RowsMut<'_> {
+    RowsMut {
+        values,
+        stride: width,
+    }
+}
+
+/// One head's scratch: its keys (forward) or values (backward) transposed, `(width, keys)`, the
+/// only operand the products cannot read in place, and the score gradients `(tokens, keys)`.
+struct Scratch {
+    transposed: Vec<f32>,
     ds: Vec<f32>,
 }
 
-impl Head {
+impl Scratch {
     fn new(d: Dims) -> Self {
-        let (qs, ks) = (d.tokens * d.width, d.keys * d.width);
-        Head {
-            q: vec![0.0; qs],
-            k: vec![0.0; ks],
-            v: vec![0.0; ks],
-            o: vec![0.0; qs],
-            dq: vec![0.0; qs],
-            dk: vec![0.0; ks],
-            dv: vec![0.0; ks],
-            ds: vec![0.0; d.keys],
-        }
-    }
-    /// Copies head `h` of one sequence's queries `q` and keys/values `kv`.
-    fn load(&mut self, d: Dims, h: usize, q: &[f32], kv: &[f32]) {
-        d.query(h).gather(q, &mut self.q);
-        d.key(h).gather(kv, &mut self.k);
-        d.value(h).gather(kv, &mut self.v);
-    }
-}
-
-/// `a · b` in eight interleaved partial sums (a strict left-to-right sum does not vectorize).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// `o += w · v` over a row.
-#[inline(always)]
-fn axpy(o: &mut [f32], w: f32, v: &[f32]) {
-    for (o, &v) in o.iter_mut().zip(v) {
-        *o += w * v;
-    }
-}
-
-/// One head of one sequence forward (`s.q`, `s.k`, `s.v` loaded): the attention weights `p
-/// (tokens, keys)` and the output `s.o (tokens, width)`.
-#[inline(always)]
-fn forward_head(d: Dims, scale: f32, s: &mut Head, p: &mut [f32]) {
-    let w = d.width;
-    s.o.fill(0.0);
-    for i in 0..d.tokens {
-        let qi = &s.q[i * w..(i + 1) * w];
-        let pi = &mut p[i * d.keys..(i + 1) * d.keys];
-        for (j, x) in pi.iter_mut().enumerate() {
-            *x = scale * dot(qi, &s.k[j * w..(j + 1) * w]);
-        }
-        let max = pi.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        for x in pi.iter_mut() {
-            *x = exp(*x - max);
-        }
-        let inv = 1.0 / pi.iter().sum::<f32>();
-        let oi = &mut s.o[i * w..(i + 1) * w];
-        for (j, x) in pi.iter_mut().enumerate() {
-            *x *= inv;
-            axpy(oi, *x, &s.v[j * w..(j + 1) * w]);
+        Scratch {
+            transposed: vec![0.0; d.width * d.keys],
+            ds: vec![0.0; d.tokens * d.keys],
         }
     }
 }
 
-/// One head of one sequence backward (`s.q`, `s.k`, `s.v` and the output gradient `s.o`
-/// loaded, `p` its forward weights): the gradients `s.dq`, `s.dk`, `s.dv`.
+/// Lanes of the row loops: an 8-wide AVX2 vector. The rows are short (16 keys at the DiT
+/// reference shape), shorter than the unrolled vector loops the compiler emits for a slice of
+/// unknown length, which then ran element by element; fixed chunks of 8 vectorize, and a strict
+/// left-to-right sum or maximum would not.
+const LANES: usize = 8;
+
+/// `x_i = f(x_i)`, eight lanes at a time.
 #[inline(always)]
-fn backward_head(d: Dims, scale: f32, s: &mut Head, p: &[f32]) {
-    let w = d.width;
-    for buffer in [&mut s.dq, &mut s.dk, &mut s.dv] {
-        buffer.fill(0.0);
-    }
-    for i in 0..d.tokens {
-        let gi = &s.o[i * w..(i + 1) * w];
-        let pi = &p[i * d.keys..(i + 1) * d.keys];
-        // dP_ij = g_i · v_j; dS_ij = P_ij (dP_ij − Σ_j' P_ij' dP_ij').
-        let mut weighted = 0.0f32;
-        for (j, x) in s.ds.iter_mut().enumerate() {
-            *x = dot(gi, &s.v[j * w..(j + 1) * w]);
-            weighted += pi[j] * *x;
-        }
-        for (x, &pij) in s.ds.iter_mut().zip(pi) {
-            *x = pij * (*x - weighted) * scale;
-        }
-        let qi = &s.q[i * w..(i + 1) * w];
-        let dqi = &mut s.dq[i * w..(i + 1) * w];
-        for (j, (&pij, &dsj)) in pi.iter().zip(&s.ds).enumerate() {
-            let rows = j * w..(j + 1) * w;
-            axpy(&mut s.dv[rows.clone()], pij, gi);
-            axpy(dqi, dsj, &s.k[rows.clone()]);
-            axpy(&mut s.dk[rows], dsj, qi);
+fn each(x: &mut [f32], f: impl Fn(f32) -> f32) {
+    let (chunks, tail) = x.as_chunks_mut::<LANES>();
+    for chunk in chunks {
+        for v in chunk {
+            *v = f(*v);
         }
     }
+    for v in tail {
+        *v = f(*v);
+    }
+}
+
+/// `a_i = f(a_i, b_i)`, eight lanes at a time (`a` and `b` of one length).
+#[inline(always)]
+fn each_with(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+    let (ac, at) = a.as_chunks_mut::<LANES>();
+    let (bc, bt) = b.as_chunks::<LANES>();
+    for (x, y) in ac.iter_mut().zip(bc) {
+        for (x, &y) in x.iter_mut().zip(y) {
+            *x = f(*x, y);
+        }
+    }
+    for (x, &y) in at.iter_mut().zip(bt) {
+        *x = f(*x, y);
+    }
+}
+
+/// The largest value of `x` (−∞ when empty; NaNs are skipped), in eight lanes.
+#[inline(always)]
+fn largest(x: &[f32]) -> f32 {
+    let larger = |m: f32, v: f32| if v > m { v } else { m };
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    for chunk in chunks {
+        for (m, &v) in lanes.iter_mut().zip(chunk) {
+            *m = larger(*m, v);
+        }
+    }
+    let tail = tail.iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v));
+    lanes.iter().fold(tail, |m, &v| larger(m, v))
+}
+
+/// `Σ a_i · b_i` in eight interleaved partial sums (`a` and `b` of one length).
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let (ac, at) = a.as_chunks::<LANES>();
+    let (bc, bt) = b.as_chunks::<LANES>();
+    let mut lanes = [0.0f32; LANES];
+    for (x, y) in ac.iter().zip(bc) {
+        for ((s, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    let tail: f32 = at.iter().zip(bt).map(|(x, y)| x * y).sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `Σ x_i` in eight interleaved partial sums.
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    let mut lanes = [0.0f32; LANES];
+    for chunk in chunks {
+        for (s, &v) in lanes.iter_mut().zip(chunk) {
+            *s += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// Head `h` of one sequence forward: from its queries `q` and keys and values `kv`, the
+/// attention weights `p (tokens, keys)` and the head's columns of the output `o`.
+#[inline(always)]
+fn forward_head(
+    d: Dims,
+    h: usize,
+    scale: f32,
+    (q, kv): (&[f32], &[f32]),
+    s: &mut Scratch,
+    p: &mut [f32],
+    o: &mut [f32],
+) {
+    let (t, k, w) = (d.tokens, d.keys, d.width);
+    d.transposed(h, false, kv, &mut s.transposed);
+    product(
+        (t, k, w),
+        d.query(h, q),
+        right(&s.transposed, k),
+        out(p, k),
+        Write::Set,
+    );
+    for pi in p.chunks_exact_mut(k.max(1)) {
+        each(pi, |x| x * scale);
+        let max = largest(pi);
+        each(pi, |x| exp(x - max));
+        let inv = 1.0 / lane_sum(pi);
+        each(pi, |x| x * inv);
+    }
+    product(
+        (t, w, k),
+        rows(p, k),
+        d.value(h, kv),
+        d.query_out(h, o),
+        Write::Set,
+    );
+}
+
+/// Head `h` of one sequence backward: from its queries `q`, keys and values `kv`, forward
+/// weights `p` and output gradient `g`, adds the head's gradients to `dq` and `dkv`.
+#[inline(always)]
+fn backward_head(
+    d: Dims,
+    h: usize,
+    scale: f32,
+    (q, kv, p, g): (&[f32], &[f32], &[f32], &[f32]),
+    s: &mut Scratch,
+    (dq, dkv): (&mut [f32], &mut [f32]),
+) {
+    let (t, k, w) = (d.tokens, d.keys, d.width);
+    // dP = g vᵀ; dS_ij = P_ij (dP_ij − Σ_j' P_ij' dP_ij') · scale.
+    d.transposed(h, true, kv, &mut s.transposed);
+    product(
+        (t, k, w),
+        d.query(h, g),
+        right(&s.transposed, k),
+        out(&mut s.ds, k),
+        Write::Set,
+    );
+    for (dsi, pi) in
+        s.ds.chunks_exact_mut(k.max(1))
+            .zip(p.chunks_exact(k.max(1)))
+    {
+        let weighted = lane_dot(pi, dsi);
+        each_with(dsi, pi, |x, pij| pij * (x - weighted) * scale);
+    }
+    // dV = Pᵀ g, dQ = dS k, dK = dSᵀ q.
+    product(
+        (k, w, t),
+        columns(p, k),
+        d.query_right(h, g),
+        d.key_value_out(h, true, dkv),
+        Write::Add,
+    );
+    product(
+        (t, w, k),
+        rows(&s.ds, k),
+        d.key(h, kv),
+        d.query_out(h, dq),
+        Write::Add,
+    );
+    product(
+        (k, w, t),
+        columns(&s.ds, k),
+        d.query_right(h, q),
+        d.key_value_out(h, false, dkv),
+        Write::Add,
+    );
 }
 
 /// Multi-head `softmax(q_h k_hᵀ · scale) v_h` per sequence: `q (sequences · tokens, heads ·
@@ -241,16 +349,16 @@ pub(crate) fn attention_heads<T: Taped>(
             .zip(p.par_chunks_mut(ps.max(1)))
             .enumerate()
             .for_each_init(
-                || Head::new(d),
-                |head, (b, (ob, pb))| {
+                || Scratch::new(d),
+                |scratch, (b, (ob, pb))| {
                     let (qb, kvb) = (&qv[b * qs..(b + 1) * qs], &kvv[b * kvs..(b + 1) * kvs]);
+                    prefetch(qv.get((b + 1) * qs..(b + 2) * qs).unwrap_or(&[]));
+                    prefetch(kvv.get((b + 1) * kvs..(b + 2) * kvs).unwrap_or(&[]));
                     vectorized(
                         #[inline(always)]
                         || {
                             for (h, ph) in pb.chunks_exact_mut(hs.max(1)).enumerate() {
-                                head.load(d, h, qb, kvb);
-                                forward_head(d, scale, head, ph);
-                                d.query(h).scatter(&head.o, ob);
+                                forward_head(d, h, scale, (qb, kvb), scratch, ph, ob);
                             }
                         },
                     )
@@ -264,38 +372,36 @@ pub(crate) fn attention_heads<T: Taped>(
             grads.try_alloc_for(&result)?;
             let g = std::mem::take(&mut **grads.get_or_alloc_mut(&result)?);
             let (qv, kvv) = (host_values(&q), host_values(&kv));
-            // Every value is written once, by its head.
-            let mut dq = vec![0.0f32; qv.len()];
-            let mut dkv = vec![0.0f32; kvv.len()];
+            // Each head adds into its own columns of its sequence's rows, straight into the
+            // gradient buffers (taken out to hold both, put back after).
+            grads.try_alloc_for(&q)?;
+            grads.try_alloc_for(&kv)?;
+            let mut dq = std::mem::take(&mut **grads.get_or_alloc_mut(&q)?);
+            let mut dkv = std::mem::take(&mut **grads.get_or_alloc_mut(&kv)?);
             dq.par_chunks_mut(qs.max(1))
                 .zip(dkv.par_chunks_mut(kvs.max(1)))
                 .enumerate()
                 .for_each_init(
-                    || Head::new(d),
-                    |head, (b, (dqb, dkvb))| {
+                    || Scratch::new(d),
+                    |scratch, (b, (dqb, dkvb))| {
                         let (qb, kvb) = (&qv[b * qs..(b + 1) * qs], &kvv[b * kvs..(b + 1) * kvs]);
                         let (pb, gb) = (&p[b * ps..(b + 1) * ps], &g[b * qs..(b + 1) * qs]);
+                        prefetch(qv.get((b + 1) * qs..(b + 2) * qs).unwrap_or(&[]));
+                        prefetch(kvv.get((b + 1) * kvs..(b + 2) * kvs).unwrap_or(&[]));
+                        prefetch(g.get((b + 1) * qs..(b + 2) * qs).unwrap_or(&[]));
                         vectorized(
                             #[inline(always)]
                             || {
                                 for (h, ph) in pb.chunks_exact(hs.max(1)).enumerate() {
-                                    head.load(d, h, qb, kvb);
-                                    d.query(h).gather(gb, &mut head.o);
-                                    backward_head(d, scale, head, ph);
-                                    d.query(h).scatter(&head.dq, dqb);
-                                    d.key(h).scatter(&head.dk, dkvb);
-                                    d.value(h).scatter(&head.dv, dkvb);
+                                    let inputs = (qb, kvb, ph, gb);
+                                    backward_head(d, h, scale, inputs, scratch, (dqb, dkvb));
                                 }
                             },
                         )
                     },
                 );
-            for (t, dt) in [(&q, dq), (&kv, dkv)] {
-                let acc = grads.get_or_alloc_mut(t)?;
-                acc.par_iter_mut()
-                    .zip(dt.par_iter())
-                    .for_each(|(a, b)| *a += b);
-            }
+            **grads.get_or_alloc_mut(&q)? = dq;
+            **grads.get_or_alloc_mut(&kv)? = dkv;
             Ok(())
         });
     }

@@ -39,6 +39,8 @@ mod rowwise_cpu;
 #[cfg(not(feature = "cuda"))]
 mod simd;
 mod sinusoidal;
+#[cfg(not(feature = "cuda"))]
+mod small_product;
 mod thread_scope;
 mod vector_quantizer;
 
