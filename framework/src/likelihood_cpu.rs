@@ -130,10 +130,13 @@ pub(crate) fn gaussian_nll<T: Taped>(
             .enumerate()
             .map(|(task, (xh, x))| {
                 let mut sum = 0.0f64;
-                for (k, (&a, &b)) in xh.iter().zip(x).enumerate() {
-                    let j = k % genes;
-                    let l = zl.as_ref().map(|z| z[task * block + k]);
-                    sum += f64::from(element(a, b, ls[j], precision[j], l)[0]);
+                let rows = xh.chunks(genes.max(1)).zip(x.chunks(genes.max(1)));
+                for (r, (xh, x)) in rows.enumerate() {
+                    let row_start = task * block + r * genes;
+                    for (j, (&a, &b)) in xh.iter().zip(x).enumerate() {
+                        let l = zl.as_ref().map(|z| z[row_start + j]);
+                        sum += f64::from(element(a, b, ls[j], precision[j], l)[0]);
+                    }
                 }
                 sum
             })
@@ -170,14 +173,19 @@ pub(crate) fn gaussian_nll<T: Taped>(
                     .enumerate()
                     .map(|(task, ((dxh, dl), (xh, x)))| {
                         let mut d_ls = vec![0.0f32; genes];
-                        for (k, (&a, &b)) in xh.iter().zip(x).enumerate() {
-                            let j = k % genes;
-                            let l = zl.as_ref().map(|z| z[task * block + k]);
-                            let [_, da, dls, dz] = element(a, b, ls[j], precision[j], l);
-                            dxh[k] += per_row * da;
-                            d_ls[j] += dls;
-                            if let Some(slot) = dl.get_mut(k) {
-                                *slot = per_row * dz;
+                        let g1 = genes.max(1);
+                        let rows = dxh.chunks_mut(g1).zip(xh.chunks(g1).zip(x.chunks(g1)));
+                        for (r, (dxh, (xh, x))) in rows.enumerate() {
+                            let row_start = r * genes;
+                            for (j, ((d, &a), &b)) in dxh.iter_mut().zip(xh).zip(x).enumerate() {
+                                let k = row_start + j;
+                                let l = zl.as_ref().map(|z| z[task * block + k]);
+                                let [_, da, dls, dz] = element(a, b, ls[j], precision[j], l);
+                                *d += per_row * da;
+                                d_ls[j] += dls;
+                                if let Some(slot) = dl.get_mut(k) {
+                                    *slot = per_row * dz;
+                                }
                             }
                         }
                         d_ls

@@ -85,6 +85,7 @@ impl Dims {
     }
     /// Copies head `h`'s keys (`value = false`) or values of a sequence's keys and values
     /// transposed into the contiguous `(width, keys)` `dst`.
+    #[inline(always)]
     fn transposed(&self, h: usize, value: bool, kv: &[f32], dst: &mut [f32]) {
         let offset = if value { self.dim() } else { 0 } + h * self.width;
         let stride = 2 * self.dim();
