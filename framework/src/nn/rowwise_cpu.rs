@@ -49,6 +49,30 @@ fn output_and_input_gradients<'g>(
     Ok((g, grads.get_or_alloc_mut(x)?))
 }
 
+/// The mean and `1 / sqrt(var + eps)` (biased variance) of each of `R` rows of one width, in
+/// `f64`. Each row's sums run in order from −0.0, as `Iterator::sum` does, so the bits are a
+/// row-by-row loop's; the `R` rows' additions are interleaved so that they overlap instead of
+/// waiting on one another (a row's sum alone is bound by the addition's latency).
+#[inline(always)]
+fn row_moments<const R: usize>(rows: [&[f32]; R], eps: f64) -> [(f64, f64); R] {
+    let width = rows.first().map_or(0, |r| r.len());
+    let n = width.max(1) as f64;
+    let mut sum = [-0.0f64; R];
+    for j in 0..width {
+        for (s, row) in sum.iter_mut().zip(&rows) {
+            *s += f64::from(row[j]);
+        }
+    }
+    let mean = sum.map(|s| s / n);
+    let mut squares = [-0.0f64; R];
+    for j in 0..width {
+        for ((s, row), &m) in squares.iter_mut().zip(&rows).zip(&mean) {
+            *s += (f64::from(row[j]) - m).powi(2);
+        }
+    }
+    std::array::from_fn(|k| (mean[k], 1.0 / (squares[k] / n + eps).sqrt()))
+}
+
 /// `(x - mean) / sqrt(var + eps)` over each row of `(batch, width)` (biased variance, as
 /// LayerNorm). Backward: `dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂))` per row.
 pub(crate) fn normalize_rows<T: Taped>(x: Tensor2<T>, eps: f64) -> Tensor2<T> {
@@ -58,22 +82,33 @@ pub(crate) fn normalize_rows<T: Taped>(x: Tensor2<T>, eps: f64) -> Tensor2<T> {
     let xv = host_values(&x);
     let mut y = vec![0.0f32; batch * width];
     let mut rstd = vec![0.0f32; batch];
-    let n = width.max(1) as f64;
-    y.par_chunks_mut(width.max(1))
-        .zip(rstd.par_iter_mut())
-        .zip(xv.par_chunks(width.max(1)))
-        .with_min_len(ROWS_PER_TASK)
-        .for_each(|((out, r), row)| {
-            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-            let var = row
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / n;
-            let s = 1.0 / (var + eps).sqrt();
-            *r = s as f32;
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o = ((f64::from(v) - mean) * s) as f32;
+    let w = width.max(1);
+    let n = w as f64;
+    y.par_chunks_mut(w * ROWS_PER_TASK)
+        .zip(rstd.par_chunks_mut(ROWS_PER_TASK))
+        .zip(xv.par_chunks(w * ROWS_PER_TASK))
+        .for_each(|((out, r), x)| {
+            let mut first = 0;
+            while first < r.len() {
+                let group = if r.len() - first >= 4 { 4 } else { 1 };
+                let mut normalize = |row: usize, mean: f64, s: f64| {
+                    let (x, out) = (&x[row * w..(row + 1) * w], &mut out[row * w..(row + 1) * w]);
+                    for (o, &v) in out.iter_mut().zip(x) {
+                        *o = ((f64::from(v) - mean) * s) as f32;
+                    }
+                };
+                if group == 4 {
+                    let rows = std::array::from_fn(|k| &x[(first + k) * w..(first + k + 1) * w]);
+                    for (k, (mean, s)) in row_moments::<4>(rows, eps).into_iter().enumerate() {
+                        r[first + k] = s as f32;
+                        normalize(first + k, mean, s);
+                    }
+                } else {
+                    let [(mean, s)] = row_moments::<1>([&x[first * w..(first + 1) * w]], eps);
+                    r[first] = s as f32;
+                    normalize(first, mean, s);
+                }
+                first += group;
             }
         });
     let out = dev.tensor_from_vec(y, (batch, width));
@@ -559,6 +594,31 @@ mod tests {
             |x| normalize_rows(x, 1e-5),
             |x| x.normalize::<Axis<1>>(1e-5),
         );
+    }
+
+    /// The interleaved rows of the forward give each row the bits of a plain row-by-row loop
+    /// (sums in order from −0.0), for groups of four rows and the rows left over in a task,
+    /// including a row of negative zeros.
+    #[test]
+    fn normalize_rows_computes_the_row_by_row_bits() {
+        let dev = device(0).unwrap();
+        let (rows, width) = (39, 13);
+        let mut x = values(rows * width, 4);
+        x[5 * width..6 * width].fill(-0.0);
+        let y = normalize_rows(tensor2(&dev, &x, rows, width).unwrap(), 1e-5).as_vec();
+        let n = width as f64;
+        for (row, out) in x.chunks(width).zip(y.chunks(width)) {
+            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+            let var = row
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let s = 1.0 / (var + 1e-5).sqrt();
+            for (&v, &o) in row.iter().zip(out) {
+                assert_eq!(o.to_bits(), (((f64::from(v) - mean) * s) as f32).to_bits());
+            }
+        }
     }
 
     #[test]
