@@ -4,7 +4,9 @@
 On a shared or virtual machine the speed of one program drifts by tens of percent between
 minutes, so two programs timed one after the other in long separate runs give ratios that
 mostly measure the drift. This script times each case as a pair of short runs — PyTorch
-(`bench_torch.py` of the peer, or `benches/torch_dit.py` for `dit_step`) and `latentlab bench`
+(`bench_torch.py` of the peer, `benches/torch_dit.py` for `dit_step`, `benches/torch_vae_counts.py`
+for `vae_counts_step`, the VAE step on expression-like input with --counts-density non-zero) and
+`latentlab bench`
 — back to back, alternating which goes first, and repeats the pairs for several rounds. Each
 round gives one ratio measured within the same minute; the report is the median ratio over the
 rounds and its spread (lowest and highest round).
@@ -13,7 +15,7 @@ Usage (run with the peer's Python environment, made by `bash ../shared/peer/setu
 
   DIR/bin/python benches/side_by_side.py --peer-dir ../shared/peer \\
       --latentlab target/release/latentlab [--cases vae_step dit_step] [--threads 1 2] \\
-      [--rounds 5] [--min-seconds 2] [--json ratios.json]
+      [--rounds 5] [--min-seconds 2] [--counts-density 0.15] [--json ratios.json]
 
 Prints a Markdown table (case, threads, PyTorch and latentlab median rates, median ratio, lowest
 and highest round ratio, rounds at or above --target) and, with --json, writes every round's
@@ -94,9 +96,12 @@ def torch_command(args, case: str, threads: int, record: str) -> list[str]:
     """The PyTorch side; `record` is where `bench_torch.py` writes its full record (GFLOP/s and
     peak) for the matrix-product cases."""
     common = ["--threads", str(threads), "--repeats", "1", "--min-seconds", str(args.min_seconds)]
+    here = os.path.dirname(os.path.abspath(__file__))
     if case == "dit_step":
-        here = os.path.dirname(os.path.abspath(__file__))
         return [sys.executable, os.path.join(here, "torch_dit.py"), "--peer-dir", args.peer_dir, *common]
+    if case == "vae_counts_step":
+        return [sys.executable, os.path.join(here, "torch_vae_counts.py"), "--peer-dir", args.peer_dir,
+                "--density", str(args.counts_density), *common]
     command = [sys.executable, os.path.join(args.peer_dir, "bench_torch.py"), "--cases", case, *common]
     if case in MATMUL_CASES:
         command += ["--json", record]
@@ -105,7 +110,7 @@ def torch_command(args, case: str, threads: int, record: str) -> list[str]:
 
 def latentlab_command(args, case: str, threads: int) -> list[str]:
     return [args.latentlab, "bench", "--json", "--case", case, "--threads", str(threads),
-            "--min-seconds", str(args.min_seconds)]
+            "--min-seconds", str(args.min_seconds), "--counts-density", str(args.counts_density)]
 
 
 def summarize(rounds: list[dict], target: float) -> list[dict]:
@@ -208,6 +213,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-seconds", type=float, default=2.0, help="seconds of one timed run per side")
     ap.add_argument("--target", type=float, default=1.25, help="ratio counted in the last column")
+    ap.add_argument("--counts-density", type=float, default=0.15,
+                    help="fraction of non-zero inputs in vae_counts_step (both sides)")
     ap.add_argument("--json", help="write every round's rates and the summary here")
     args = ap.parse_args(argv)
     if args.rounds < 1:

@@ -38,6 +38,8 @@ pub struct BenchShapes {
     pub min_seconds: f64,
     /// Measurements per case and thread count (the median is the reported rate).
     pub repeats: usize,
+    /// Fraction of non-zero values in the `vae_counts_step` case's input.
+    pub counts_density: f64,
 }
 
 impl Default for BenchShapes {
@@ -50,6 +52,7 @@ impl Default for BenchShapes {
             steps: 50,
             min_seconds: 2.0,
             repeats: 1,
+            counts_density: 0.15,
         }
     }
 }
@@ -111,7 +114,11 @@ fn step_flops(batch: usize, macs: usize) -> Option<f64> {
     Some(3.0 * 2.0 * batch as f64 * macs as f64)
 }
 
-fn vae_step(shapes: &BenchShapes, dev: &Dev) -> Result<Measured> {
+/// The VAE training step on `batch × genes` inputs: uniform values in `[0, 3)` (`vae_step`, the
+/// peer's input), or with `counts_density` set, expression-like values — `log1p` of counts 1–20
+/// in that fraction of the entries, zeros elsewhere (`vae_counts_step`: real data's sparsity,
+/// which the first layer's products skip).
+fn vae_step(shapes: &BenchShapes, counts_density: Option<f64>, dev: &Dev) -> Result<Measured> {
     let cfg: Box<dyn AutoencoderConfig> = parse(&format!(
         "type = \"vae\"\nlatent_dim = {}\nhidden = [512, 256]\nlayer_norm = false\ndropout = 0.0\nzero_inflation = false",
         shapes.latent
@@ -124,7 +131,11 @@ fn vae_step(shapes: &BenchShapes, dev: &Dev) -> Result<Measured> {
     })?;
     let mut rng = stream(0, "bench.vae");
     let x: Vec<f32> = (0..shapes.batch * shapes.genes)
-        .map(|_| rng.gen::<f32>() * 3.0)
+        .map(|_| match counts_density {
+            None => rng.gen::<f32>() * 3.0,
+            Some(d) if rng.gen::<f64>() < d => (rng.gen_range(1..=20) as f32).ln_1p(),
+            Some(_) => 0.0,
+        })
         .collect();
     let batch = ExpressionBatch {
         x,
@@ -421,7 +432,8 @@ pub fn run(shapes: &BenchShapes, threads: &[usize], cases: &[String]) -> Result<
             .map_err(|e| LatentError::Incompatible(e.to_string()))?;
         for case in cases {
             let measured = pool.install(|| match case.as_str() {
-                "vae_step" => vae_step(shapes, &dev),
+                "vae_step" => vae_step(shapes, None, &dev),
+                "vae_counts_step" => vae_step(shapes, Some(shapes.counts_density), &dev),
                 "latent_denoiser_step" => {
                     denoiser_step(shapes, MLP_DENOISER, 512, shapes.latent, &dev)
                 }
@@ -435,7 +447,7 @@ pub fn run(shapes: &BenchShapes, threads: &[usize], cases: &[String]) -> Result<
                 "latent_sampling" => sampling(shapes, shapes.latent, true, &dev),
                 "gene_sampling" => sampling(shapes, shapes.genes, false, &dev),
                 "evaluation" => evaluation(shapes).map(|rate| Measured { rates: vec![rate], flops_per_unit: None }),
-                other => Err(LatentError::config("bench", "--case", "vae_step, latent_denoiser_step, gene_denoiser_step, dit_step, latent_sampling, gene_sampling, evaluation", other)),
+                other => Err(LatentError::config("bench", "--case", "vae_step, vae_counts_step, latent_denoiser_step, gene_denoiser_step, dit_step, latent_sampling, gene_sampling, evaluation", other)),
             })?;
             let rate = median(&mut measured.rates.clone());
             report

@@ -140,6 +140,9 @@ enum Command {
         /// Sampler steps of the sampling cases.
         #[arg(long, default_value_t = 50)]
         steps: usize,
+        /// Fraction of non-zero input values in `vae_counts_step` (expression data: 0.05–0.35).
+        #[arg(long, default_value_t = 0.15, value_parser = parse_fraction)]
+        counts_density: f64,
     },
     /// Describe a data file: cells, genes, encoding, counts vs log-normalized, obs/var/obsm.
     Inspect {
@@ -256,6 +259,16 @@ impl Progress for Bar {
                 b.finish();
             }
         }
+    }
+}
+
+/// A number in `[0, 1]` (`--counts-density`).
+fn parse_fraction(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{text}: expected a fraction between 0 and 1, e.g. 0.15"
+        )),
     }
 }
 
@@ -502,10 +515,12 @@ fn execute(cli: Cli) -> Result<()> {
             latent,
             cells,
             steps,
+            counts_density,
         } => {
             let cases = if cases.is_empty() {
                 [
                     "vae_step",
+                    "vae_counts_step",
                     "latent_denoiser_step",
                     "gene_denoiser_step",
                     "dit_step",
@@ -525,6 +540,7 @@ fn execute(cli: Cli) -> Result<()> {
                 latent,
                 cells,
                 steps,
+                counts_density,
                 ..Default::default()
             };
             let report = latentlab::bench::run(&shapes, &threads, &cases)?;

@@ -846,4 +846,25 @@ fn bench_reports_rates_gflops_and_the_sgemm_peak() {
 
     let refused = run(&["bench", "--repeats", "0", "--case", "vae_step"]);
     assert!(!refused.status.success());
+
+    // The VAE step on expression-like input (its first layer's sparse products) at a chosen
+    // density; a density outside [0, 1] is refused with the flag named.
+    let report = bench(&["--case", "vae_counts_step", "--counts-density", "0.1"]);
+    assert!(
+        positive(&report["rates"]["vae_counts_step"]["1"]),
+        "{report}"
+    );
+    assert!(
+        positive(&report["gflops"]["vae_counts_step"]["1"]),
+        "{report}"
+    );
+    let refused = run(&[
+        "bench",
+        "--case",
+        "vae_counts_step",
+        "--counts-density",
+        "1.5",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--counts-density"));
 }

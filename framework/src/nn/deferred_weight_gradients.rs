@@ -18,20 +18,29 @@ use std::cell::RefCell;
 use dfdx::prelude::*;
 use dfdx::tensor::UniqueId;
 
+use super::sparse_rows::SparseRows;
 use crate::device::{host_values, Tensor1, Tensor2};
 
-/// One weight-gradient product `xᵀ g` of a linear layer: `x (rows, inputs)` its input, `g
-/// (rows, outputs)` the gradient of its output.
+/// One weight-gradient product `xᵀ g` of a linear layer: `x (rows, inputs)` its input (with its
+/// non-zeros when the forward pass found it sparse), `g (rows, outputs)` the gradient of its
+/// output.
 pub(crate) struct WeightProduct {
     x: Tensor2,
+    sparse: Option<SparseRows>,
     g: Vec<f32>,
     outputs: usize,
 }
 
 impl WeightProduct {
-    /// The product of `x (rows, inputs)` and `g` (row-major `(rows, outputs)`).
-    pub(crate) fn new(x: Tensor2, g: Vec<f32>, outputs: usize) -> Self {
-        Self { x, g, outputs }
+    /// The product of `x (rows, inputs)` and `g` (row-major `(rows, outputs)`); `sparse`, when
+    /// given, holds `x`'s non-zeros ([`SparseRows::of`]) and the product runs over them.
+    pub(crate) fn new(x: Tensor2, sparse: Option<SparseRows>, g: Vec<f32>, outputs: usize) -> Self {
+        Self {
+            x,
+            sparse,
+            g,
+            outputs,
+        }
     }
 
     /// `(rows, inputs, outputs)`.
@@ -42,6 +51,10 @@ impl WeightProduct {
 
     /// Writes (or, when `accumulate`, adds) `xᵀ g` into `dst` (row-major `(inputs, outputs)`).
     pub(crate) fn apply(&self, dst: &mut [f32], accumulate: bool) {
+        if let Some(sparse) = &self.sparse {
+            sparse.transposed_product(&self.g, self.outputs, dst, accumulate);
+            return;
+        }
         super::linear_cpu::weight_gradient(
             dst,
             accumulate,
@@ -253,7 +266,8 @@ mod tests {
         assert!(!grads.contains(&layer.w) && grads.contains(&layer.b));
         let grads = layer.loss(&dev, 5, 4).backward();
         assert!(grads.contains(&layer.w));
-        let product = WeightProduct::new(layer.w.clone(), vec![0.0; INPUTS * OUTPUTS], OUTPUTS);
+        let product =
+            WeightProduct::new(layer.w.clone(), None, vec![0.0; INPUTS * OUTPUTS], OUTPUTS);
         assert!(defer_weight_product(layer.w.unique_id(), product).is_some());
     }
 }

@@ -11,6 +11,7 @@
 use dfdx::prelude::*;
 
 use super::deferred_weight_gradients::{defer_weight_product, WeightProduct};
+use super::sparse_rows::SparseRows;
 use crate::device::{host_values, Dev, Taped, Tensor1, Tensor2};
 
 /// A row-major or transposed view of a dense matrix for [`gemm`]: element `(i, j)` is at
@@ -171,7 +172,9 @@ fn halved_avx512() -> bool {
 
 /// `x (batch, in) · weight (in, out) + bias (out,)`; the backward pass (when `T` records)
 /// accumulates the gradients of `weight`, `bias` and, when `input_gradient` and `x` is not the
-/// pass's data input ([`super::data_input`]), of `x`.
+/// pass's data input ([`super::data_input`]), of `x`. An input that gets no gradient (data)
+/// and is mostly zeros (expression values) goes through [`SparseRows`]' products instead of
+/// `gemm`, forward and for the weight gradient.
 pub(crate) fn linear<T: Taped>(
     x: Tensor2<T>,
     weight: &Tensor2,
@@ -190,16 +193,27 @@ pub(crate) fn linear<T: Taped>(
             y.extend_from_slice(&bv);
         }
     }
-    gemm(
-        &mut y,
-        true,
-        (batch, inputs, outputs),
-        View::rows(&host_values(&x), inputs),
-        View::rows(&host_values(weight), outputs),
-    );
+    let xv = host_values(&x);
+    let sparse = if input_gradient {
+        None
+    } else {
+        SparseRows::of(&xv, inputs)
+    };
+    match &sparse {
+        Some(sparse) => sparse.product(&host_values(weight), outputs, &mut y),
+        None => gemm(
+            &mut y,
+            true,
+            (batch, inputs, outputs),
+            View::rows(&xv, inputs),
+            View::rows(&host_values(weight), outputs),
+        ),
+    }
+    drop(xv);
     let out = dev.tensor_from_vec(y, (batch, outputs));
     if T::OWNS_TAPE {
         let (weight, bias, result) = (weight.clone(), bias.clone(), out.clone());
+        let mut sparse = sparse;
         tape.add_backward_op(move |grads| {
             grads.try_alloc_for(&bias)?;
             grads.try_alloc_for(&result)?;
@@ -221,7 +235,7 @@ pub(crate) fn linear<T: Taped>(
                     View::transposed(&host_values(&weight), outputs),
                 );
             }
-            let product = WeightProduct::new(x, g, outputs);
+            let product = WeightProduct::new(x, sparse.take(), g, outputs);
             if let Some(product) = defer_weight_product(weight.unique_id(), product) {
                 grads.try_alloc_for(&weight)?;
                 product.apply(grads.get_or_alloc_mut(&weight)?, true);
@@ -303,6 +317,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A mostly-zero input that gets no gradient (a data input) goes through the sparse
+    /// products: the same output and weight and bias gradients as `gemm` on the same values,
+    /// up to rounding (another summation order).
+    #[test]
+    fn a_sparse_data_input_gives_the_dense_results() {
+        let dev = device(0).unwrap();
+        let (batch, inputs, outputs) = (40, 300, 70);
+        let x: Vec<f32> = values(batch * inputs, 3)
+            .into_iter()
+            .enumerate()
+            .map(|(k, v)| if k % 10 < 9 { 0.0 } else { v })
+            .collect();
+        assert!(SparseRows::of(&x, inputs).is_some());
+        let w = tensor2(&dev, &values(inputs * outputs, 1), inputs, outputs).unwrap();
+        let b = tensor1(&dev, &values(outputs, 2));
+        let x = tensor2(&dev, &x, batch, inputs).unwrap();
+        let r = tensor2(&dev, &values(batch * outputs, 4), batch, outputs).unwrap();
+        let run = |input_gradient: bool| {
+            let y = linear(x.clone().retaped::<TrainTape>(), &w, &b, input_gradient);
+            let y_values = y.as_vec();
+            let grads = (y * r.clone()).sum::<(), _>().backward();
+            (y_values, grads.get(&w).as_vec(), grads.get(&b).as_vec())
+        };
+        // With an input gradient the dense path runs; without, the sparse one.
+        let (dense, sparse) = (run(true), run(false));
+        for (u, v) in [
+            (&dense.0, &sparse.0),
+            (&dense.1, &sparse.1),
+            (&dense.2, &sparse.2),
+        ] {
+            assert_eq!(u.len(), v.len());
+            for (p, q) in u.iter().zip(v.iter()) {
+                assert!((p - q).abs() <= 1e-5 * (1.0 + p.abs()), "{p} vs {q}");
+            }
+        }
+        assert_ne!(
+            dense.1, sparse.1,
+            "the sparse products sum in another order"
+        );
     }
 
     /// The kernel's output and gradients equal dfdx's composite `matmul + broadcast add`.

@@ -41,6 +41,8 @@ mod simd;
 mod sinusoidal;
 #[cfg(not(feature = "cuda"))]
 mod small_product;
+#[cfg(not(feature = "cuda"))]
+mod sparse_rows;
 mod thread_scope;
 mod vector_quantizer;
 
