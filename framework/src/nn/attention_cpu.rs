@@ -53,17 +53,22 @@ impl Dims {
             stride: self.dim(),
         }
     }
+    /// Where head `h`'s key (`value = false`) or value columns start in a row of a sequence's
+    /// keys and values (keys in the first `dim` columns, values in the next).
+    fn key_value_offset(&self, h: usize, value: bool) -> usize {
+        (if value { self.dim() } else { 0 }) + h * self.width
+    }
     /// Head `h`'s keys in a sequence's keys and values: the right factor of a product.
     fn key<'a>(&self, h: usize, kv: &'a [f32]) -> Rows<'a> {
         Rows {
-            values: &kv[h * self.width..],
+            values: &kv[self.key_value_offset(h, false)..],
             stride: 2 * self.dim(),
         }
     }
     /// Head `h`'s values in a sequence's keys and values: the right factor of a product.
     fn value<'a>(&self, h: usize, kv: &'a [f32]) -> Rows<'a> {
         Rows {
-            values: &kv[self.dim() + h * self.width..],
+            values: &kv[self.key_value_offset(h, true)..],
             stride: 2 * self.dim(),
         }
     }
@@ -77,9 +82,8 @@ impl Dims {
     /// Head `h`'s key (`value = false`) or value columns of a sequence's key and value
     /// gradients, written.
     fn key_value_out<'a>(&self, h: usize, value: bool, kv: &'a mut [f32]) -> RowsMut<'a> {
-        let offset = if value { self.dim() } else { 0 } + h * self.width;
         RowsMut {
-            values: &mut kv[offset..],
+            values: &mut kv[self.key_value_offset(h, value)..],
             stride: 2 * self.dim(),
         }
     }
@@ -87,7 +91,7 @@ impl Dims {
     /// transposed into the contiguous `(width, keys)` `dst`.
     #[inline(always)]
     fn transposed(&self, h: usize, value: bool, kv: &[f32], dst: &mut [f32]) {
-        let offset = if value { self.dim() } else { 0 } + h * self.width;
+        let offset = self.key_value_offset(h, value);
         let stride = 2 * self.dim();
         for r in 0..self.keys {
             let at = r * stride + offset;
