@@ -67,7 +67,9 @@ impl Linear {
 
     /// [`Linear::forward`] for a layer fed with data, whose input needs no gradient: the
     /// backward pass skips the input gradient (on the CPU; the CUDA build computes and drops
-    /// it). Use it only where `x` depends on no parameter.
+    /// it), and on the CPU an input with at most 25 % non-zeros (expression values) runs its
+    /// products over its non-zeros (decision 0023), training or not. Use it only where `x`
+    /// depends on no parameter.
     ///
     /// # Errors
     /// [`LatentError::Shape`] when the input width differs from `in`.

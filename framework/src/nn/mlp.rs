@@ -64,8 +64,9 @@ impl Mlp {
         self.forward_with(x, train, false)
     }
 
-    /// [`Mlp::forward`] for data input (an encoder's cells): the first layer computes no input
-    /// gradient ([`Linear::forward_data`]). Use it only where `x` depends on no parameter.
+    /// [`Mlp::forward`] for data input (an encoder's cells, in training and when encoding): the
+    /// first layer computes no input gradient and runs over a sparse input's non-zeros
+    /// ([`Linear::forward_data`]). Use it only where `x` depends on no parameter.
     ///
     /// # Errors
     /// Shape errors.

@@ -332,7 +332,10 @@ impl Autoencoder for CountVae {
         self.check(batch)?;
         Ok(self
             .posterior
-            .means(self.encoder.forward(self.encoder_input(batch)?, false)?)?
+            .means(
+                self.encoder
+                    .forward_data(self.encoder_input(batch)?, false)?,
+            )?
             .as_vec())
     }
 

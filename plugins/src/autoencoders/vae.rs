@@ -188,7 +188,7 @@ impl Autoencoder for Vae {
         let x = self.input(batch)?;
         Ok(self
             .posterior
-            .means(self.encoder.forward(x, false)?)?
+            .means(self.encoder.forward_data(x, false)?)?
             .as_vec())
     }
 

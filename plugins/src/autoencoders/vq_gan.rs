@@ -322,7 +322,7 @@ impl VqGan {
     fn encode_continuous(&self, batch: &ExpressionBatch) -> Result<Vec<f32>> {
         Ok(self
             .to_code
-            .forward(self.encoder.forward(self.input(batch)?, false)?)?
+            .forward(self.encoder.forward_data(self.input(batch)?, false)?)?
             .as_vec())
     }
 
