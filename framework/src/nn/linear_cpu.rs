@@ -213,7 +213,6 @@ pub(crate) fn linear<T: Taped>(
     let out = dev.tensor_from_vec(y, (batch, outputs));
     if T::OWNS_TAPE {
         let (weight, bias, result) = (weight.clone(), bias.clone(), out.clone());
-        let mut sparse = sparse;
         tape.add_backward_op(move |grads| {
             grads.try_alloc_for(&bias)?;
             grads.try_alloc_for(&result)?;
@@ -235,7 +234,7 @@ pub(crate) fn linear<T: Taped>(
                     View::transposed(&host_values(&weight), outputs),
                 );
             }
-            let product = WeightProduct::new(x, sparse.take(), g, outputs);
+            let product = WeightProduct::new(x, sparse, g, outputs);
             if let Some(product) = defer_weight_product(weight.unique_id(), product) {
                 grads.try_alloc_for(&weight)?;
                 product.apply(grads.get_or_alloc_mut(&weight)?, true);
