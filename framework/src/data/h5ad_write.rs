@@ -1,7 +1,8 @@
 //! Write `.h5ad` files that Python anndata (≥ 0.8) reads, atomically (temp file + rename).
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use hdf5_writer::{
@@ -31,6 +32,8 @@ pub struct H5adWriteOptions {
 ///
 /// The file is written to `<path>.tmp-<pid>` in the same folder and renamed over `path`
 /// only when complete; on error the temporary file is removed and `path` is untouched.
+/// Uncompressed matrices (`X`, `layers`, `raw/X`) go from `adata`'s own arrays into the file a
+/// block at a time: writing holds no second copy of them (decision 0024).
 ///
 /// # Errors
 /// [`DataError::Write`] when `adata` is inconsistent (shapes, a column named like the
@@ -59,22 +62,48 @@ pub fn write_h5ad_with(
             "fix the AnnData before writing",
         )
     })?;
-    let mut w = Plan {
-        b: Hdf5Builder::new(),
-        gzip: options.gzip_level.map(|l| l.clamp(1, 9)),
-    };
+    let gzip = options.gzip_level.map(|l| l.clamp(1, 9));
+    let mut w = Plan::new(gzip, gzip.is_none());
     w.build(adata)
         .map_err(|e| werr(e, "rename the offending column/key"))?;
-    let bytes =
-        w.b.into_plan()
-            .and_then(|p| p.encode(WriteOptions::default()))
-            .map_err(|e| {
-                werr(
+    let Plan { b, deferred, .. } = w;
+    let plan = b.into_plan().map_err(|e| {
+        werr(
+            format!("HDF5 encoding failed: {e}"),
+            "rename the offending column/key",
+        )
+    })?;
+    write_atomic_with(path, |file| {
+        let regions = plan
+            .write_to(file, WriteOptions::default())
+            .map_err(|e| match e {
+                hdf5_writer::Error::Io(e) => io_error(path, e),
+                e => werr(
                     format!("HDF5 encoding failed: {e}"),
                     "rename the offending column/key",
-                )
+                ),
             })?;
-    write_atomic(path, &bytes)
+        for region in regions {
+            let values = deferred
+                .iter()
+                .find(|(name, _)| *name == region.name)
+                .map(|(_, values)| values)
+                .filter(|values| values.byte_len() == region.len)
+                .ok_or_else(|| {
+                    werr(
+                        format!(
+                            "internal: no array of {} bytes for {}",
+                            region.len, region.name
+                        ),
+                        "report this as a bug",
+                    )
+                })?;
+            file.seek(SeekFrom::Start(region.address))
+                .and_then(|_| values.write(file))
+                .map_err(|e| io_error(path, e))?;
+        }
+        Ok(())
+    })
 }
 
 /// Write `bytes` to `path` via `<path>.tmp-<pid>` + rename; never leaves a partial file.
@@ -82,21 +111,36 @@ pub fn write_h5ad_with(
 /// # Errors
 /// [`DataError::Write`] if the folder is missing/unwritable or the rename fails.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    write_atomic_with(path, |f| f.write_all(bytes).map_err(|e| io_error(path, e)))
+}
+
+/// Creates `<path>.tmp-<pid>`, lets `fill` write it, syncs it and renames it over `path`; on
+/// any error the temporary file is removed and `path` is untouched.
+fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> Result<(), DataError>,
+) -> Result<(), DataError> {
     let tmp = temp_path(path);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
+    let result = File::create(&tmp)
+        .map_err(|e| io_error(path, e))
+        .and_then(|mut f| {
+            fill(&mut f)?;
+            f.sync_all().map_err(|e| io_error(path, e))
+        })
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| io_error(path, e)));
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        DataError::Write {
-            path: path.to_path_buf(),
-            reason: one_line(e),
-            fix: "check that the output folder exists and is writable".into(),
-        }
-    })
+    }
+    result
+}
+
+/// A failed file operation while writing `path`.
+fn io_error(path: &Path, e: std::io::Error) -> DataError {
+    DataError::Write {
+        path: path.to_path_buf(),
+        reason: one_line(e),
+        fix: "check that the output folder exists and is writable".into(),
+    }
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -105,9 +149,115 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-struct Plan {
+/// A matrix array left out of the HDF5 plan and written from `adata`'s memory into the
+/// region the plan reserves for it ([`DatasetBuilder::deferred_data`]), converted to its stored
+/// type one block at a time.
+#[derive(Clone, Copy)]
+enum Deferred<'a> {
+    /// float32 values.
+    Floats(&'a [f32]),
+    /// Column indices, stored as int32 (int64 when `wide`).
+    Indices { values: &'a [u32], wide: bool },
+    /// Row pointers, stored as int64.
+    Offsets(&'a [usize]),
+}
+
+/// Elements converted per block by [`Deferred::write`] (256 KiB of float32).
+const DEFERRED_BLOCK: usize = 1 << 16;
+
+impl Deferred<'_> {
+    /// The stored datatype's element size in bytes.
+    fn element_size(&self) -> usize {
+        match self {
+            Deferred::Floats(_) | Deferred::Indices { wide: false, .. } => 4,
+            Deferred::Indices { wide: true, .. } | Deferred::Offsets(_) => 8,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Deferred::Floats(v) => v.len(),
+            Deferred::Indices { values, .. } => values.len(),
+            Deferred::Offsets(v) => v.len(),
+        }
+    }
+
+    /// Stored bytes.
+    fn byte_len(&self) -> u64 {
+        (self.len() * self.element_size()) as u64
+    }
+
+    /// An empty dataset of the stored type and `shape`, its data deferred.
+    fn dataset(&self, path: &str, shape: Vec<u64>) -> DatasetBuilder {
+        match self {
+            Deferred::Floats(_) => DatasetBuilder::typed::<f32>(path, shape),
+            Deferred::Indices { wide: false, .. } => DatasetBuilder::typed::<i32>(path, shape),
+            Deferred::Indices { wide: true, .. } | Deferred::Offsets(_) => {
+                DatasetBuilder::typed::<i64>(path, shape)
+            }
+        }
+        .deferred_data()
+    }
+
+    /// Writes the stored bytes (native byte order, as [`DatasetBuilder::typed`] declares).
+    fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut block = Vec::with_capacity(DEFERRED_BLOCK * self.element_size());
+        for start in (0..self.len()).step_by(DEFERRED_BLOCK) {
+            let end = (start + DEFERRED_BLOCK).min(self.len());
+            block.clear();
+            match self {
+                Deferred::Floats(v) => v[start..end]
+                    .iter()
+                    .for_each(|x| block.extend_from_slice(&x.to_ne_bytes())),
+                Deferred::Indices {
+                    values,
+                    wide: false,
+                } => values[start..end]
+                    .iter()
+                    .for_each(|&i| block.extend_from_slice(&(i as i32).to_ne_bytes())),
+                Deferred::Indices { values, wide: true } => values[start..end]
+                    .iter()
+                    .for_each(|&i| block.extend_from_slice(&i64::from(i).to_ne_bytes())),
+                Deferred::Offsets(v) => v[start..end]
+                    .iter()
+                    .for_each(|&i| block.extend_from_slice(&(i as i64).to_ne_bytes())),
+            }
+            out.write_all(&block)?;
+        }
+        Ok(())
+    }
+
+    /// The values as an owned dataset (when they cannot be deferred: compressed files).
+    fn materialized(&self, path: &str, shape: Vec<u64>) -> Result<DatasetBuilder, String> {
+        let d = match self {
+            Deferred::Floats(v) => DatasetBuilder::typed_data(path, shape, v),
+            Deferred::Indices {
+                values,
+                wide: false,
+            } => {
+                let v: Vec<i32> = values.iter().map(|&i| i as i32).collect();
+                DatasetBuilder::typed_data(path, shape, &v)
+            }
+            Deferred::Indices { values, wide: true } => {
+                let v: Vec<i64> = values.iter().map(|&i| i64::from(i)).collect();
+                DatasetBuilder::typed_data(path, shape, &v)
+            }
+            Deferred::Offsets(v) => {
+                let v: Vec<i64> = v.iter().map(|&i| i as i64).collect();
+                DatasetBuilder::typed_data(path, shape, &v)
+            }
+        };
+        d.map_err(|e| format!("{path}: {e}"))
+    }
+}
+
+struct Plan<'a> {
     b: Hdf5Builder,
     gzip: Option<u32>,
+    /// Whether matrix arrays are deferred (uncompressed files) rather than copied into `b`.
+    defer: bool,
+    /// The deferred arrays by dataset path.
+    deferred: Vec<(String, Deferred<'a>)>,
 }
 
 fn str_attr(name: &str, value: &str) -> AttributeBuilder {
@@ -152,7 +302,29 @@ fn check_name(name: &str, what: &str) -> Result<(), String> {
 
 type R = Result<(), String>;
 
-impl Plan {
+impl<'a> Plan<'a> {
+    fn new(gzip: Option<u32>, defer: bool) -> Self {
+        Plan {
+            b: Hdf5Builder::new(),
+            gzip,
+            defer,
+            deferred: Vec::new(),
+        }
+    }
+
+    /// A matrix array at `path`: deferred, or copied into the plan (and compressed).
+    fn matrix_array(&mut self, path: &str, shape: Vec<u64>, values: Deferred<'a>, t: &str) -> R {
+        let d = if self.defer {
+            self.deferred.push((path.to_string(), values));
+            values.dataset(path, shape.clone())
+        } else {
+            values.materialized(path, shape.clone())?
+        };
+        let d = self.finish_ds(d, &shape, t, "0.2.0");
+        self.push(d);
+        Ok(())
+    }
+
     fn push(&mut self, d: DatasetBuilder) {
         let b = std::mem::take(&mut self.b);
         self.b = b.dataset(d);
@@ -240,7 +412,7 @@ impl Plan {
         Ok(())
     }
 
-    fn build(&mut self, a: &AnnData) -> R {
+    fn build(&mut self, a: &'a AnnData) -> R {
         for attr in enc("anndata", "0.1.0") {
             let b = std::mem::take(&mut self.b);
             self.b = b.attribute(attr);
@@ -276,11 +448,14 @@ impl Plan {
         self.uns("uns", &a.uns)
     }
 
-    fn matrix(&mut self, path: &str, m: &Matrix) -> R {
+    fn matrix(&mut self, path: &str, m: &'a Matrix) -> R {
         match m {
-            Matrix::Dense { rows, cols, data } => {
-                self.numeric(path, vec![*rows as u64, *cols as u64], data, "array")
-            }
+            Matrix::Dense { rows, cols, data } => self.matrix_array(
+                path,
+                vec![*rows as u64, *cols as u64],
+                Deferred::Floats(data),
+                "array",
+            ),
             Matrix::Csr(c) => {
                 self.group(path, "csr_matrix", "0.1.0");
                 self.group_attr(
@@ -289,16 +464,23 @@ impl Plan {
                         .map_err(|e| e.to_string())?,
                 );
                 let n = vec![c.nnz() as u64];
-                self.numeric(&format!("{path}/data"), n.clone(), &c.data, "")?;
-                let idx: Vec<i32> = c.indices.iter().map(|&i| i as i32).collect();
-                if c.cols > i32::MAX as usize {
-                    let idx: Vec<i64> = c.indices.iter().map(|&i| i64::from(i)).collect();
-                    self.numeric(&format!("{path}/indices"), n, &idx, "")?;
-                } else {
-                    self.numeric(&format!("{path}/indices"), n, &idx, "")?;
-                }
-                let ptr: Vec<i64> = c.indptr.iter().map(|&i| i as i64).collect();
-                self.numeric(&format!("{path}/indptr"), vec![ptr.len() as u64], &ptr, "")
+                self.matrix_array(
+                    &format!("{path}/data"),
+                    n.clone(),
+                    Deferred::Floats(&c.data),
+                    "",
+                )?;
+                let indices = Deferred::Indices {
+                    values: &c.indices,
+                    wide: c.cols > i32::MAX as usize,
+                };
+                self.matrix_array(&format!("{path}/indices"), n, indices, "")?;
+                self.matrix_array(
+                    &format!("{path}/indptr"),
+                    vec![c.indptr.len() as u64],
+                    Deferred::Offsets(&c.indptr),
+                    "",
+                )
             }
         }
     }
@@ -540,6 +722,45 @@ mod tests {
             assert_eq!(b2, a, "dense={dense} gzip={gzip:?}");
             assert!(!temp_path(&p).exists());
         }
+    }
+
+    /// Arrays written into the regions the plan reserved give the very bytes of a file whose
+    /// plan holds copies of them (dense and sparse `X`, sparse layers and `raw`).
+    #[test]
+    fn deferred_arrays_give_the_bytes_of_copied_ones() {
+        for dense in [true, false] {
+            let a = sample(dense);
+            let mut copied = Plan::new(None, false);
+            copied.build(&a).unwrap();
+            assert!(copied.deferred.is_empty());
+            let expected = copied
+                .b
+                .into_plan()
+                .unwrap()
+                .encode(WriteOptions::default())
+                .unwrap();
+            let mut deferred = Plan::new(None, true);
+            deferred.build(&a).unwrap();
+            assert_eq!(deferred.deferred.len(), if dense { 7 } else { 9 });
+            let p = tmp(&format!("deferred-{dense}.h5ad"));
+            write_h5ad(&p, &a).unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), expected, "dense={dense}");
+        }
+    }
+
+    /// Arrays longer than one conversion block are written whole and in order.
+    #[test]
+    fn deferred_arrays_span_blocks() {
+        let (rows, cols) = (3, DEFERRED_BLOCK / 2 + 5);
+        let data: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 7.0).collect();
+        let a = AnnData::new(
+            Matrix::Dense { rows, cols, data },
+            DataFrame::from_index((0..rows).map(|i| format!("c{i}")).collect()),
+            DataFrame::from_index((0..cols).map(|j| format!("g{j}")).collect()),
+        );
+        let p = tmp("blocks.h5ad");
+        write_h5ad(&p, &a).unwrap();
+        assert_eq!(read_h5ad(&p).unwrap().x, a.x);
     }
 
     #[test]
