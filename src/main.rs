@@ -598,7 +598,9 @@ fn execute(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     keep_freed_pages();
-    match execute(Cli::parse()) {
+    let cli = Cli::parse();
+    // On a pool worker: parallel kernels started from the main thread park it on a lock per call.
+    match latentlab::framework::parallel::on_worker_thread(|| execute(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod modality;
 pub mod nn;
 pub mod optim;
+pub mod parallel;
 pub mod pipeline;
 pub mod plots;
 pub mod plugin;
