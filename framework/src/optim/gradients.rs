@@ -207,7 +207,7 @@ impl NamedGradients {
                 .map(|g| {
                     crate::device::host_values(g)
                         .par_chunks(PASS_CHUNK)
-                        .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
+                        .map(sum_of_squares)
                         .collect::<Vec<f64>>()
                         .into_iter()
                         .sum::<f64>()
@@ -291,6 +291,26 @@ fn add_into(g: &mut Tensor1, h: &Tensor1) {
     *g = g.clone() + h.clone();
 }
 
+/// `Σ x²` in `f64` over eight interleaved partial sums, added in a fixed order (so the value
+/// depends on the values alone): a single running sum is a chain of dependent additions, four
+/// cycles each, which made the norm of a small model's gradients 6 % of its training step.
+#[cfg(not(feature = "cuda"))]
+fn sum_of_squares(values: &[f32]) -> f64 {
+    let (blocks, rest) = values.as_chunks::<8>();
+    let mut lanes = [0.0f64; 8];
+    for block in blocks {
+        for (lane, &x) in lanes.iter_mut().zip(block) {
+            *lane += f64::from(x) * f64::from(x);
+        }
+    }
+    let mut total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+        + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    for &x in rest {
+        total += f64::from(x) * f64::from(x);
+    }
+    total
+}
+
 /// Elements per parallel task of the passes over gradients: [`NamedGradients::global_norm`]'s
 /// partial sums (fixed, so the norm does not depend on the thread count) and shard sums.
 #[cfg(not(feature = "cuda"))]
@@ -328,6 +348,19 @@ fn take_gradient<S: Shape>(
 mod tests {
     use super::*;
     use crate::device::tensor1;
+
+    /// The eight-lane sum: exact on integers (1² + … + 21² = 3,311, with a 5-value tail), equal
+    /// to a plain running sum to rounding on 1,003 spread values, and +0 for nothing.
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn sum_of_squares_lanes() {
+        let ints: Vec<f32> = (1..=21).map(|i| i as f32).collect();
+        assert_eq!(sum_of_squares(&ints), 3311.0);
+        let spread = crate::testing::spread_values(1003, 7, 3.0);
+        let plain: f64 = spread.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        assert!((sum_of_squares(&spread) - plain).abs() <= 1e-12 * plain);
+        assert_eq!(sum_of_squares(&[]).to_bits(), 0.0f64.to_bits());
+    }
 
     #[test]
     fn clipping_matches_torch_formula() {
