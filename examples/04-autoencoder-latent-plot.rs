@@ -14,11 +14,6 @@ use latentlab::framework::plots::{scatter_overlay, ScatterGroup};
 use latentlab::framework::train::{train_autoencoder, Silent};
 
 fn main() -> Result<()> {
-    // On a rayon worker: parallel kernels started from the main thread park it per call.
-    latentlab::framework::parallel::on_worker_thread(example)
-}
-
-fn example() -> Result<()> {
     latentlab::plugins::link();
     let mut config = ExperimentConfig::load(std::path::Path::new("configs/pbmc_vae_flow.toml"))?;
     config.train.autoencoder_steps = 800;

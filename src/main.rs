@@ -600,7 +600,13 @@ fn main() -> ExitCode {
     keep_freed_pages();
     let cli = Cli::parse();
     // On a pool worker: parallel kernels started from the main thread park it on a lock per call.
-    match latentlab::framework::parallel::on_worker_thread(|| execute(cli)) {
+    // `bench` builds a pool per thread count and times inside it.
+    let result = if matches!(cli.command, Command::Bench { .. }) {
+        execute(cli)
+    } else {
+        latentlab::framework::parallel::on_worker_thread(|| execute(cli))
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

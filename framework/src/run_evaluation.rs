@@ -130,11 +130,24 @@ pub fn cells_of(loaded: &LoadedData, rows: &[usize]) -> CellSet {
 }
 
 /// Evaluates generated cells against the run's validation split (or `reference`) and writes
-/// the report to `out`. Returns the evaluation.
+/// the report to `out`. Returns the evaluation. Runs on a rayon pool worker
+/// ([`crate::parallel::on_worker_thread`]).
 ///
 /// # Errors
 /// Data mismatches (genes, files), evaluator failures.
 pub fn evaluate_run(
+    run: &Run,
+    generated_path: &Path,
+    reference_path: Option<&Path>,
+    out: &Path,
+) -> Result<Evaluation> {
+    crate::parallel::on_worker_thread(|| {
+        evaluate_on_worker(run, generated_path, reference_path, out)
+    })
+}
+
+/// [`evaluate_run`] on a pool worker (decision 0025).
+fn evaluate_on_worker(
     run: &Run,
     generated_path: &Path,
     reference_path: Option<&Path>,

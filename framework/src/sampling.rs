@@ -528,10 +528,16 @@ pub fn attribute_scales(
 
 /// Generates cells for `request` and returns them as AnnData (X dense, obs with the conditions
 /// used and, with `from`, `source_cell`; var = genes; uns provenance) plus warnings.
+/// Runs on a rayon pool worker ([`crate::parallel::on_worker_thread`]).
 ///
 /// # Errors
 /// Condition, file or sampler errors, model errors.
 pub fn sample(run: &Run, request: &SampleRequest) -> Result<Sampled> {
+    crate::parallel::on_worker_thread(|| sample_on_worker(run, request))
+}
+
+/// [`sample`] on a pool worker (decision 0025).
+fn sample_on_worker(run: &Run, request: &SampleRequest) -> Result<Sampled> {
     let mut rng = stream(request.seed, "sample");
     let mut warnings = Vec::new();
     let replaced;

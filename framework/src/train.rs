@@ -32,8 +32,9 @@ pub struct CurvePoint {
     pub value: f64,
 }
 
-/// Receives progress while training (a progress bar in the CLI, nothing in tests).
-pub trait Progress {
+/// Receives progress while training (a progress bar in the CLI, nothing in tests). `Send`:
+/// training runs on a pool worker thread (decision 0025).
+pub trait Progress: Send {
     /// Called after each step with the current training loss.
     fn step(&mut self, stage: &str, step: u64, total: u64, loss: f32);
 }

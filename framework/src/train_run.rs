@@ -20,7 +20,8 @@ use crate::streaming::{load_streamed, StreamedCells};
 use crate::train::{autoencoder_validation_terms, curves_csv, Progress};
 use crate::{LatentError, Result};
 
-/// Trains the experiment of `config` and writes the run directory `out`.
+/// Trains the experiment of `config` and writes the run directory `out`. Runs on a rayon pool
+/// worker ([`crate::parallel::on_worker_thread`]).
 ///
 /// # Errors
 /// Config, data and training errors; nothing is written on failure.
@@ -41,6 +42,17 @@ pub fn train_run(
 /// # Errors
 /// As [`train_run`]; nothing to resume, or a changed config or data file.
 pub fn train_run_with(
+    config: &ExperimentConfig,
+    out: &Path,
+    overwrite: bool,
+    resume: bool,
+    progress: &mut dyn Progress,
+) -> Result<Manifest> {
+    crate::parallel::on_worker_thread(|| train_on_worker(config, out, overwrite, resume, progress))
+}
+
+/// [`train_run_with`] on a pool worker (decision 0025).
+fn train_on_worker(
     config: &ExperimentConfig,
     out: &Path,
     overwrite: bool,

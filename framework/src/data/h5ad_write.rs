@@ -83,6 +83,16 @@ pub fn write_h5ad_with(
                     "rename the offending column/key",
                 ),
             })?;
+        let expected = deferred.iter().filter(|(_, v)| v.byte_len() > 0).count();
+        if regions.len() != expected {
+            return Err(werr(
+                format!(
+                    "internal: {} regions reserved for {expected} arrays",
+                    regions.len()
+                ),
+                "report this as a bug",
+            ));
+        }
         for region in regions {
             let values = deferred
                 .iter()
