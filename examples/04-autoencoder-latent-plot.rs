@@ -10,6 +10,7 @@ use latentlab::framework::dataset;
 use latentlab::framework::device::device;
 use latentlab::framework::experiment::{build_models, encode_rows, reconstruction_quality};
 use latentlab::framework::metrics::Pca;
+use latentlab::framework::parallel::on_worker_thread;
 use latentlab::framework::plots::{scatter_overlay, ScatterGroup};
 use latentlab::framework::train::{train_autoencoder, Silent};
 
@@ -28,14 +29,18 @@ fn main() -> Result<()> {
     )?;
     let train = p.expression.select(&p.train_rows);
     let validation = p.expression.select(&p.validation_rows);
-    let curves = train_autoencoder(
-        models.autoencoder.as_mut(),
-        &train,
-        &validation,
-        &config.train,
-        config.seed,
-        &mut Silent,
-    )?;
+    // `train_autoencoder` is a lower-level step than `train_run`: run it on a rayon worker
+    // ourselves, or every parallel kernel would park this main thread on a lock (decision 0025).
+    let curves = on_worker_thread(|| {
+        train_autoencoder(
+            models.autoencoder.as_mut(),
+            &train,
+            &validation,
+            &config.train,
+            config.seed,
+            &mut Silent,
+        )
+    })?;
     if let Some(last) = curves.iter().rev().find(|c| c.name == "validation_loss") {
         println!(
             "validation loss after {} steps: {:.3}",
