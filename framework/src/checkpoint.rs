@@ -2,14 +2,15 @@
 //! unexpected and mis-shaped tensors by name.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::nn::Parameters;
 use crate::{LatentError, Result};
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, then rename.
+/// Writes `bytes` to `path` atomically (a synced temporary sibling renamed over it), creating
+/// the folder first.
 ///
 /// # Errors
 /// [`LatentError::Io`] naming the path.
@@ -19,17 +20,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| LatentError::io(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(LatentError::io(path, e));
-    }
-    Ok(())
+    crate::atomic_file::write_atomic_bytes(path, bytes).map_err(|e| LatentError::io(path, e))
 }
 
 /// Named host tensors: name -> (shape, row-major values).

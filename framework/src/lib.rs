@@ -4,6 +4,7 @@
 //! Plugins (in `latentlab-plugins`) implement the traits in [`plugin`] and register themselves
 //! with [`register_plugin!`]; everything is chosen by name in one experiment config.
 
+mod atomic_file;
 pub mod cells;
 pub mod checkpoint;
 pub mod config;

@@ -146,26 +146,7 @@ pub fn write_report(
     figures: &Figures<'_>,
     title: &str,
 ) -> Result<()> {
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| LatentError::io(parent, e))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "report".into());
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = write_into(&tmp, evaluation, figures, title).and_then(|_| {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| LatentError::io(dir, e))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(|e| LatentError::io(dir, e))
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
+    crate::atomic_file::replace_dir_with(dir, |tmp| write_into(tmp, evaluation, figures, title))
 }
 
 fn write_into(

@@ -134,30 +134,7 @@ pub fn save(dir: &Path, contents: &RunContents<'_>, overwrite: bool) -> Result<(
             message: "already exists; choose another --out or pass --overwrite".into(),
         });
     }
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| LatentError::io(parent, e))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "run".into());
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = write_contents(&tmp, contents).and_then(|_| {
-        if dir.exists() {
-            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-            std::fs::rename(dir, &old).map_err(|e| LatentError::io(dir, e))?;
-            std::fs::rename(&tmp, dir).map_err(|e| LatentError::io(dir, e))?;
-            std::fs::remove_dir_all(&old).map_err(|e| LatentError::io(&old, e))
-        } else {
-            std::fs::rename(&tmp, dir).map_err(|e| LatentError::io(dir, e))
-        }
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
+    crate::atomic_file::replace_dir_with(dir, |tmp| write_contents(tmp, contents))
 }
 
 fn write_contents(dir: &Path, c: &RunContents<'_>) -> Result<()> {

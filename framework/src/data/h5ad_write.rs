@@ -1,9 +1,8 @@
 //! Write `.h5ad` files that Python anndata (≥ 0.8) reads, atomically (temp file + rename).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hdf5_writer::{
     AttributeBuilder, ByteOrder, DatasetBuilder, Datatype, EnumMember, FilterDescription,
@@ -30,7 +29,7 @@ pub struct H5adWriteOptions {
 /// numeric arrays, nested dicts), each with the `encoding-type`/`encoding-version`
 /// attributes anndata expects. `storage` is not written.
 ///
-/// The file is written to `<path>.tmp-<pid>` in the same folder and renamed over `path`
+/// The file is written to a hidden `.<name>.tmp-<pid>` in the same folder and renamed over `path`
 /// only when complete; on error the temporary file is removed and `path` is untouched.
 /// Uncompressed matrices (`X`, `layers`, `raw/X`) go from `adata`'s own arrays into the file a
 /// block at a time: writing holds no second copy of them (decision 0024).
@@ -73,75 +72,51 @@ pub fn write_h5ad_with(
             "rename the offending column/key",
         )
     })?;
-    write_atomic_with(path, |file| {
-        let regions = plan
-            .write_to(file, WriteOptions::default())
-            .map_err(|e| match e {
-                hdf5_writer::Error::Io(e) => io_error(path, e),
-                e => werr(
-                    format!("HDF5 encoding failed: {e}"),
-                    "rename the offending column/key",
-                ),
-            })?;
-        let expected = deferred.iter().filter(|(_, v)| v.byte_len() > 0).count();
-        if regions.len() != expected {
-            return Err(werr(
-                format!(
-                    "internal: {} regions reserved for {expected} arrays",
-                    regions.len()
-                ),
-                "report this as a bug",
-            ));
-        }
-        for region in regions {
-            let values = deferred
-                .iter()
-                .find(|(name, _)| *name == region.name)
-                .map(|(_, values)| values)
-                .filter(|values| values.byte_len() == region.len)
-                .ok_or_else(|| {
-                    werr(
-                        format!(
-                            "internal: no array of {} bytes for {}",
-                            region.len, region.name
-                        ),
-                        "report this as a bug",
-                    )
+    crate::atomic_file::write_atomic_with(
+        path,
+        |file| {
+            let regions = plan
+                .write_to(file, WriteOptions::default())
+                .map_err(|e| match e {
+                    hdf5_writer::Error::Io(e) => io_error(path, e),
+                    e => werr(
+                        format!("HDF5 encoding failed: {e}"),
+                        "rename the offending column/key",
+                    ),
                 })?;
-            file.seek(SeekFrom::Start(region.address))
-                .and_then(|_| values.write(file))
-                .map_err(|e| io_error(path, e))?;
-        }
-        Ok(())
-    })
-}
-
-/// Write `bytes` to `path` via `<path>.tmp-<pid>` + rename; never leaves a partial file.
-///
-/// # Errors
-/// [`DataError::Write`] if the folder is missing/unwritable or the rename fails.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
-    write_atomic_with(path, |f| f.write_all(bytes).map_err(|e| io_error(path, e)))
-}
-
-/// Creates `<path>.tmp-<pid>`, lets `fill` write it, syncs it and renames it over `path`; on
-/// any error the temporary file is removed and `path` is untouched.
-fn write_atomic_with(
-    path: &Path,
-    fill: impl FnOnce(&mut File) -> Result<(), DataError>,
-) -> Result<(), DataError> {
-    let tmp = temp_path(path);
-    let result = File::create(&tmp)
-        .map_err(|e| io_error(path, e))
-        .and_then(|mut f| {
-            fill(&mut f)?;
-            f.sync_all().map_err(|e| io_error(path, e))
-        })
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| io_error(path, e)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+            let expected = deferred.iter().filter(|(_, v)| v.byte_len() > 0).count();
+            if regions.len() != expected {
+                return Err(werr(
+                    format!(
+                        "internal: {} regions reserved for {expected} arrays",
+                        regions.len()
+                    ),
+                    "report this as a bug",
+                ));
+            }
+            for region in regions {
+                let values = deferred
+                    .iter()
+                    .find(|(name, _)| *name == region.name)
+                    .map(|(_, values)| values)
+                    .filter(|values| values.byte_len() == region.len)
+                    .ok_or_else(|| {
+                        werr(
+                            format!(
+                                "internal: no array of {} bytes for {}",
+                                region.len, region.name
+                            ),
+                            "report this as a bug",
+                        )
+                    })?;
+                file.seek(SeekFrom::Start(region.address))
+                    .and_then(|_| values.write(file))
+                    .map_err(|e| io_error(path, e))?;
+            }
+            Ok(())
+        },
+        |e| io_error(path, e),
+    )
 }
 
 /// A failed file operation while writing `path`.
@@ -151,12 +126,6 @@ fn io_error(path: &Path, e: std::io::Error) -> DataError {
         reason: one_line(e),
         fix: "check that the output folder exists and is writable".into(),
     }
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
 }
 
 /// A matrix array left out of the HDF5 plan and written from `adata`'s memory into the
@@ -613,6 +582,7 @@ mod tests {
     use super::*;
     use crate::data::h5ad_read::read_h5ad;
     use crate::data::matrix::CsrMatrix;
+    use std::path::PathBuf;
 
     /// An AnnData exercising every column kind, layers, obsm, raw and uns.
     pub(crate) fn sample(dense: bool) -> AnnData {
@@ -730,7 +700,7 @@ mod tests {
             let mut b2 = b.clone();
             b2.storage = a.storage.clone();
             assert_eq!(b2, a, "dense={dense} gzip={gzip:?}");
-            assert!(!temp_path(&p).exists());
+            assert!(!crate::atomic_file::temp_path(&p).exists());
         }
     }
 
@@ -929,7 +899,7 @@ mod tests {
         let p = tmp("bad.h5ad");
         let e = write_h5ad(&p, &a).unwrap_err();
         assert!(e.to_string().contains("bad/name"), "{e}");
-        assert!(!p.exists() && !temp_path(&p).exists());
+        assert!(!p.exists() && !crate::atomic_file::temp_path(&p).exists());
         let e = write_h5ad(Path::new("/nonexistent-dir/x.h5ad"), &sample(true)).unwrap_err();
         assert!(matches!(e, DataError::Write { .. }));
     }
