@@ -316,6 +316,16 @@ impl AnnData {
         if self.x.values().len() != n * g && matches!(self.x, Matrix::Dense { .. }) {
             return Err("X: dense buffer length != rows * cols".into());
         }
+        self.validate_annotations()
+    }
+
+    /// [`AnnData::validate`] without the check of a dense `X`'s buffer length: everything
+    /// agrees with `X`'s shape (for a file whose `X` values are made while it is written).
+    ///
+    /// # Errors
+    /// A one-line description of the first disagreement, naming the element.
+    pub fn validate_annotations(&self) -> Result<(), String> {
+        let (n, g) = self.x.shape();
         if let Matrix::Csr(m) = &self.x {
             m.validate().map_err(|e| format!("X: {e}"))?;
         }

@@ -50,19 +50,54 @@ pub fn write_h5ad_with(
     adata: &AnnData,
     options: H5adWriteOptions,
 ) -> Result<(), DataError> {
-    let werr = |reason: String, fix: &str| DataError::Write {
-        path: path.to_path_buf(),
-        reason: one_line(reason),
-        fix: fix.into(),
-    };
-    adata.validate().map_err(|e| {
-        werr(
-            format!("inconsistent data ({e})"),
-            "fix the AnnData before writing",
-        )
-    })?;
-    let gzip = options.gzip_level.map(|l| l.clamp(1, 9));
-    let mut w = Plan::new(gzip, gzip.is_none());
+    adata.validate().map_err(|e| inconsistent(path, e))?;
+    write_planned::<DataError>(path, adata, options.gzip_level, None)
+}
+
+/// [`write_h5ad`] for an `X` made while the file is written (generated cells): `adata.x` is
+/// `Matrix::Dense { rows, cols, data }` with an empty `data` and gives only the shape;
+/// `next_rows` appends the next block of whole rows (row-major float32) to the buffer it gets,
+/// empty, and is called until `rows` rows have come. Uncompressed. The file holds the bytes
+/// [`write_h5ad`] writes for the same values, and at most one block of `X` is in memory.
+///
+/// # Errors
+/// As [`write_h5ad`]; `adata.x` not an empty dense placeholder, or a block that is not whole
+/// rows or goes past `rows` ([`DataError::Write`]); what `next_rows` returns. On any error
+/// `path` is untouched.
+pub fn write_h5ad_streamed<E: From<DataError>>(
+    path: &Path,
+    adata: &AnnData,
+    mut next_rows: impl FnMut(&mut Vec<f32>) -> Result<(), E>,
+) -> Result<(), E> {
+    match &adata.x {
+        Matrix::Dense { data, .. } if data.is_empty() => {}
+        _ => {
+            return Err(write_error(
+                path,
+                "X is given, not streamed".into(),
+                "pass X as an empty dense placeholder of its shape",
+            )
+            .into())
+        }
+    }
+    adata
+        .validate_annotations()
+        .map_err(|e| inconsistent(path, e))?;
+    write_planned(path, adata, None, Some(&mut next_rows))
+}
+
+/// `adata` (validated) to `path`: the HDF5 plan with its matrix arrays deferred (uncompressed)
+/// or copied in (`gzip`), written atomically; deferred arrays are then written into their
+/// regions, a dense `X` from `streamed_x` when given.
+fn write_planned<E: From<DataError>>(
+    path: &Path,
+    adata: &AnnData,
+    gzip: Option<u32>,
+    mut streamed_x: Option<&mut dyn FnMut(&mut Vec<f32>) -> Result<(), E>>,
+) -> Result<(), E> {
+    let werr = |reason: String, fix: &str| write_error(path, reason, fix);
+    let gzip = gzip.map(|l| l.clamp(1, 9));
+    let mut w = Plan::new(gzip, gzip.is_none(), streamed_x.is_some());
     w.build(adata)
         .map_err(|e| werr(e, "rename the offending column/key"))?;
     let Plan { b, deferred, .. } = w;
@@ -92,7 +127,8 @@ pub fn write_h5ad_with(
                         regions.len()
                     ),
                     "report this as a bug",
-                ));
+                )
+                .into());
             }
             for region in regions {
                 let values = deferred
@@ -110,12 +146,69 @@ pub fn write_h5ad_with(
                         )
                     })?;
                 file.seek(SeekFrom::Start(region.address))
-                    .and_then(|_| values.write(file))
                     .map_err(|e| io_error(path, e))?;
+                match (values, streamed_x.as_deref_mut()) {
+                    (Deferred::Streamed { len, cols }, Some(next_rows)) => {
+                        write_streamed(path, file, *len, *cols, next_rows)?;
+                    }
+                    _ => values.write(file).map_err(|e| io_error(path, e))?,
+                }
             }
             Ok(())
         },
-        |e| io_error(path, e),
+        |e| io_error(path, e).into(),
+    )
+}
+
+/// Writes `len` float32 values, `cols` per row, from `next_rows`' blocks at the file's
+/// position.
+fn write_streamed<E: From<DataError>>(
+    path: &Path,
+    file: &mut impl Write,
+    len: usize,
+    cols: usize,
+    next_rows: &mut dyn FnMut(&mut Vec<f32>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut block = Vec::new();
+    let mut bytes = Vec::new();
+    let mut written = 0;
+    while written < len {
+        block.clear();
+        next_rows(&mut block)?;
+        if block.is_empty() || block.len() % cols.max(1) != 0 || written + block.len() > len {
+            return Err(write_error(
+                path,
+                format!(
+                    "internal: a block of {} values after {written} of {len} ({cols} per row)",
+                    block.len()
+                ),
+                "report this as a bug",
+            )
+            .into());
+        }
+        bytes.clear();
+        bytes.extend(block.iter().flat_map(|x| x.to_ne_bytes()));
+        file.write_all(&bytes).map_err(|e| io_error(path, e))?;
+        written += block.len();
+    }
+    Ok(())
+}
+
+/// [`DataError::Write`] for `path`.
+fn write_error(path: &Path, reason: String, fix: &str) -> DataError {
+    DataError::Write {
+        path: path.to_path_buf(),
+        reason: one_line(reason),
+        fix: fix.into(),
+    }
+}
+
+/// `adata` disagreeing with itself (shapes, names), found before anything is written.
+fn inconsistent(path: &Path, e: String) -> DataError {
+    write_error(
+        path,
+        format!("inconsistent data ({e})"),
+        "fix the AnnData before writing",
     )
 }
 
@@ -139,6 +232,9 @@ enum Deferred<'a> {
     Indices { values: &'a [u32], wide: bool },
     /// Row pointers, stored as int64.
     Offsets(&'a [usize]),
+    /// `len` float32 values, `cols` per row, made while the file is written
+    /// ([`write_h5ad_streamed`]).
+    Streamed { len: usize, cols: usize },
 }
 
 /// Elements converted per block by [`Deferred::write`] (256 KiB of float32).
@@ -148,7 +244,9 @@ impl Deferred<'_> {
     /// The stored datatype's element size in bytes.
     fn element_size(&self) -> usize {
         match self {
-            Deferred::Floats(_) | Deferred::Indices { wide: false, .. } => 4,
+            Deferred::Floats(_)
+            | Deferred::Indices { wide: false, .. }
+            | Deferred::Streamed { .. } => 4,
             Deferred::Indices { wide: true, .. } | Deferred::Offsets(_) => 8,
         }
     }
@@ -158,6 +256,7 @@ impl Deferred<'_> {
             Deferred::Floats(v) => v.len(),
             Deferred::Indices { values, .. } => values.len(),
             Deferred::Offsets(v) => v.len(),
+            Deferred::Streamed { len, .. } => *len,
         }
     }
 
@@ -169,7 +268,9 @@ impl Deferred<'_> {
     /// An empty dataset of the stored type and `shape`, its data deferred.
     fn dataset(&self, path: &str, shape: Vec<u64>) -> DatasetBuilder {
         match self {
-            Deferred::Floats(_) => DatasetBuilder::typed::<f32>(path, shape),
+            Deferred::Floats(_) | Deferred::Streamed { .. } => {
+                DatasetBuilder::typed::<f32>(path, shape)
+            }
             Deferred::Indices { wide: false, .. } => DatasetBuilder::typed::<i32>(path, shape),
             Deferred::Indices { wide: true, .. } | Deferred::Offsets(_) => {
                 DatasetBuilder::typed::<i64>(path, shape)
@@ -200,6 +301,11 @@ impl Deferred<'_> {
                 Deferred::Offsets(v) => v[start..end]
                     .iter()
                     .for_each(|&i| block.extend_from_slice(&(i as i64).to_ne_bytes())),
+                Deferred::Streamed { .. } => {
+                    return Err(std::io::Error::other(
+                        "internal: streamed values written without their source",
+                    ))
+                }
             }
             out.write_all(&block)?;
         }
@@ -225,6 +331,11 @@ impl Deferred<'_> {
                 let v: Vec<i64> = v.iter().map(|&i| i as i64).collect();
                 DatasetBuilder::typed_data(path, shape, &v)
             }
+            Deferred::Streamed { .. } => {
+                return Err(format!(
+                    "{path}: streamed values go only to uncompressed files"
+                ))
+            }
         };
         d.map_err(|e| format!("{path}: {e}"))
     }
@@ -237,6 +348,8 @@ struct Plan<'a> {
     defer: bool,
     /// The deferred arrays by dataset path.
     deferred: Vec<(String, Deferred<'a>)>,
+    /// Whether a dense `X` is made while writing ([`Deferred::Streamed`]).
+    stream_x: bool,
 }
 
 fn str_attr(name: &str, value: &str) -> AttributeBuilder {
@@ -282,12 +395,13 @@ fn check_name(name: &str, what: &str) -> Result<(), String> {
 type R = Result<(), String>;
 
 impl<'a> Plan<'a> {
-    fn new(gzip: Option<u32>, defer: bool) -> Self {
+    fn new(gzip: Option<u32>, defer: bool, stream_x: bool) -> Self {
         Plan {
             b: Hdf5Builder::new(),
             gzip,
             defer,
             deferred: Vec::new(),
+            stream_x,
         }
     }
 
@@ -396,7 +510,18 @@ impl<'a> Plan<'a> {
             let b = std::mem::take(&mut self.b);
             self.b = b.attribute(attr);
         }
-        self.matrix("X", &a.x)?;
+        match &a.x {
+            Matrix::Dense { rows, cols, .. } if self.stream_x => self.matrix_array(
+                "X",
+                vec![*rows as u64, *cols as u64],
+                Deferred::Streamed {
+                    len: rows * cols,
+                    cols: *cols,
+                },
+                "array",
+            )?,
+            x => self.matrix("X", x)?,
+        }
         self.dataframe("obs", &a.obs)?;
         self.dataframe("var", &a.var)?;
         self.group("layers", "dict", "0.1.0");
@@ -710,7 +835,7 @@ mod tests {
     fn deferred_arrays_give_the_bytes_of_copied_ones() {
         for dense in [true, false] {
             let a = sample(dense);
-            let mut copied = Plan::new(None, false);
+            let mut copied = Plan::new(None, false, false);
             copied.build(&a).unwrap();
             assert!(copied.deferred.is_empty());
             let expected = copied
@@ -719,13 +844,62 @@ mod tests {
                 .unwrap()
                 .encode(WriteOptions::default())
                 .unwrap();
-            let mut deferred = Plan::new(None, true);
+            let mut deferred = Plan::new(None, true, false);
             deferred.build(&a).unwrap();
             assert_eq!(deferred.deferred.len(), if dense { 7 } else { 9 });
             let p = tmp(&format!("deferred-{dense}.h5ad"));
             write_h5ad(&p, &a).unwrap();
             assert_eq!(std::fs::read(&p).unwrap(), expected, "dense={dense}");
         }
+    }
+
+    /// An `X` streamed in uneven blocks of rows gives the bytes of the same AnnData written
+    /// whole; bad blocks and the producer's errors leave no file.
+    #[test]
+    fn a_streamed_x_gives_the_bytes_of_the_whole_one() {
+        let a = sample(true);
+        let (rows, cols) = a.x.shape();
+        let values = a.x.values().to_vec();
+        let whole = tmp("streamed-whole.h5ad");
+        write_h5ad(&whole, &a).unwrap();
+        let mut shell = a.clone();
+        shell.x = Matrix::Dense {
+            rows,
+            cols,
+            data: Vec::new(),
+        };
+        let p = tmp("streamed.h5ad");
+        let mut next = 0;
+        let mut calls = 0;
+        write_h5ad_streamed::<DataError>(&p, &shell, |block| {
+            let take = (calls % 2 + 1).min(rows - next);
+            block.extend_from_slice(&values[next * cols..(next + take) * cols]);
+            next += take;
+            calls += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert!(calls > 1);
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(&whole).unwrap());
+
+        let bad = tmp("streamed-bad.h5ad");
+        let too_many = write_h5ad_streamed::<DataError>(&bad, &shell, |block| {
+            block.extend_from_slice(&vec![0.0; (rows + 1) * cols]);
+            Ok(())
+        });
+        assert!(matches!(too_many, Err(DataError::Write { .. })));
+        let part_row = write_h5ad_streamed::<DataError>(&bad, &shell, |block| {
+            block.push(1.0);
+            Ok(())
+        });
+        assert!(matches!(part_row, Err(DataError::Write { .. })));
+        let failed = write_h5ad_streamed(&bad, &shell, |_| {
+            Err(crate::LatentError::Data("decoder failed".into()))
+        });
+        assert!(matches!(failed, Err(crate::LatentError::Data(m)) if m == "decoder failed"));
+        assert!(!bad.exists() && !crate::atomic_file::temp_path(&bad).exists());
+        let given = write_h5ad_streamed::<DataError>(&bad, &a, |_| Ok(()));
+        assert!(given.unwrap_err().to_string().contains("placeholder"));
     }
 
     /// Arrays longer than one conversion block are written whole and in order.

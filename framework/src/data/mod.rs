@@ -26,7 +26,7 @@ pub use delimited::read_delimited;
 pub use error::DataError;
 pub use frame::{Column, DataFrame};
 pub use h5ad_read::{read_h5ad, read_h5ad_annotations};
-pub use h5ad_write::{write_h5ad, write_h5ad_with, H5adWriteOptions};
+pub use h5ad_write::{write_h5ad, write_h5ad_streamed, write_h5ad_with, H5adWriteOptions};
 pub use inspect::{summarize, value_kind, ValueKind};
 pub use matrix::{CsrMatrix, Matrix};
 pub use preprocess::{highly_variable_genes, library_sizes, log1p, normalize_total, HvgFlavor};
