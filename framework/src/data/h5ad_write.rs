@@ -86,6 +86,9 @@ pub fn write_h5ad_streamed<E: From<DataError>>(
     write_planned(path, adata, None, Some(&mut next_rows))
 }
 
+/// The producer of a streamed `X`: appends the next block of whole rows to the buffer.
+type NextRows<'a, E> = dyn FnMut(&mut Vec<f32>) -> Result<(), E> + 'a;
+
 /// `adata` (validated) to `path`: the HDF5 plan with its matrix arrays deferred (uncompressed)
 /// or copied in (`gzip`), written atomically; deferred arrays are then written into their
 /// regions, a dense `X` from `streamed_x` when given.
@@ -93,7 +96,7 @@ fn write_planned<E: From<DataError>>(
     path: &Path,
     adata: &AnnData,
     gzip: Option<u32>,
-    mut streamed_x: Option<&mut dyn FnMut(&mut Vec<f32>) -> Result<(), E>>,
+    mut streamed_x: Option<&mut NextRows<'_, E>>,
 ) -> Result<(), E> {
     let werr = |reason: String, fix: &str| write_error(path, reason, fix);
     let gzip = gzip.map(|l| l.clamp(1, 9));
@@ -167,7 +170,7 @@ fn write_streamed<E: From<DataError>>(
     file: &mut impl Write,
     len: usize,
     cols: usize,
-    next_rows: &mut dyn FnMut(&mut Vec<f32>) -> Result<(), E>,
+    next_rows: &mut NextRows<'_, E>,
 ) -> Result<(), E> {
     let mut block = Vec::new();
     let mut bytes = Vec::new();
