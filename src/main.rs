@@ -38,7 +38,7 @@ use latentlab::framework::prediction::evaluate_prediction;
 use latentlab::framework::registry::{catalog, PluginKind};
 use latentlab::framework::run::{load, Run};
 use latentlab::framework::run_evaluation::evaluate_run;
-use latentlab::framework::sampling::{sample, ConditionsFrom, SampleRequest};
+use latentlab::framework::sampling::{sample, sample_to_file, ConditionsFrom, SampleRequest};
 use latentlab::framework::train::Progress;
 use latentlab::framework::train_run::train_run_with;
 
@@ -329,16 +329,14 @@ fn run_sample(args: &SampleArgs) -> Result<()> {
         sampler_options: parse_pairs("--sampler-option", &args.sampler_options)?,
         seed: args.seed,
     };
-    let sampled = sample(&run, &request)?;
-    for warning in &sampled.warnings {
+    let written = sample_to_file(&run, &request, &args.out)?;
+    for warning in &written.warnings {
         eprintln!("warning: {warning}");
     }
-    let adata = sampled.cells;
-    write_h5ad(&args.out, &adata)?;
     eprintln!(
         "wrote {} cells x {} genes to {}",
-        adata.n_obs(),
-        adata.n_vars(),
+        written.n_obs,
+        written.n_vars,
         args.out.display()
     );
     Ok(())

@@ -87,6 +87,45 @@ fn assert_one_line_failure(out: &Output, needle: &str) {
     );
 }
 
+/// `sample_to_file` (what `latentlab sample` runs: cells decoded a chunk at a time straight into
+/// the file) writes the bytes of `sample`'s in-memory cells written whole, here over three
+/// chunks of 16 rows.
+fn sampling_to_a_file_gives_the_bytes_of_sampling_in_memory(run_dir: &Path) {
+    use latentlab::framework::data::write_h5ad;
+    use latentlab::framework::sampling::{sample, sample_to_file, SampleRequest};
+    latentlab::plugins::link();
+    let dev = latentlab::framework::device::device(0).unwrap();
+    let mut trained = latentlab::framework::run::load(run_dir, &dev).unwrap();
+    trained.config.sample.chunk_size = 16;
+    let request = SampleRequest {
+        n: 40,
+        fixed: [("bulk_labels".to_string(), "CD14+ Monocyte".to_string())].into(),
+        per_cell: None,
+        from: None,
+        steps: Some(4),
+        guidance: None,
+        attribute_guidance: Default::default(),
+        sampler: None,
+        sampler_options: Default::default(),
+        seed: 11,
+    };
+    let dir = run_dir.with_file_name("streamed");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (streamed, whole) = (dir.join("streamed.h5ad"), dir.join("whole.h5ad"));
+    let written = sample_to_file(&trained, &request, &streamed).unwrap();
+    let in_memory = sample(&trained, &request).unwrap();
+    write_h5ad(&whole, &in_memory.cells).unwrap();
+    assert_eq!(
+        (written.n_obs, written.n_vars),
+        (in_memory.cells.n_obs(), in_memory.cells.n_vars())
+    );
+    assert_eq!(written.warnings, in_memory.warnings);
+    assert_eq!(
+        std::fs::read(&streamed).unwrap(),
+        std::fs::read(&whole).unwrap()
+    );
+}
+
 #[test]
 fn train_sample_evaluate_and_bad_invocations() {
     let tmp = tempfile::tempdir().unwrap();
@@ -157,6 +196,7 @@ fn train_sample_evaluate_and_bad_invocations() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(cells.exists());
+    sampling_to_a_file_gives_the_bytes_of_sampling_in_memory(&run_dir);
 
     // DDPM-trained denoiser sampled with DDIM in few steps, with guidance.
     let ddim = dir.join("ddim.h5ad");

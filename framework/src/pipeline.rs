@@ -369,30 +369,91 @@ pub const DECODE_BLOCK_ROWS: usize = 256;
 /// draw from its observation model when `sample_observation`), `chunk_size` rows at a time, each
 /// chunk in blocks of [`DECODE_BLOCK_ROWS`] decoded in parallel. Observation noise comes from one
 /// stream per block, seeded in block order from `sample_observation`, so it does not depend on
-/// the thread count.
+/// the thread count. [`ChunkedDecoder`] gives the same rows a chunk at a time.
 ///
 /// # Errors
 /// Model errors.
-pub fn decode_latents(
-    autoencoder: &dyn Autoencoder,
+pub fn decode_latents<'a>(
+    autoencoder: &'a dyn Autoencoder,
     stats: &LatentStats,
-    mut z: Vec<f32>,
+    z: Vec<f32>,
     n: usize,
-    library_size: &[f32],
-    mut sample_observation: Option<&mut dyn rand::RngCore>,
+    library_size: &'a [f32],
+    sample_observation: Option<&'a mut dyn rand::RngCore>,
     chunk_size: usize,
 ) -> Result<Vec<f32>> {
-    use rand::SeedableRng;
-    stats.unstandardize(&mut z);
-    let dim = autoencoder.latent_dim();
+    let mut decoder = ChunkedDecoder::new(
+        autoencoder,
+        stats,
+        z,
+        n,
+        library_size,
+        sample_observation,
+        chunk_size,
+    );
     let mut out = Vec::with_capacity(n * autoencoder.n_genes());
-    for start in (0..n).step_by(chunk_size.max(1)) {
-        let end = (start + chunk_size.max(1)).min(n);
+    while decoder.decode_next(&mut out)? {}
+    Ok(out)
+}
+
+/// [`decode_latents`] one chunk of rows at a time, for output written as it is decoded
+/// (generated cells streamed into a file): the chunks concatenated are `decode_latents`' rows,
+/// bit for bit.
+pub struct ChunkedDecoder<'a> {
+    autoencoder: &'a dyn Autoencoder,
+    /// Un-standardized latents, `n × latent_dim`.
+    z: Vec<f32>,
+    n: usize,
+    library_size: &'a [f32],
+    sample_observation: Option<&'a mut dyn rand::RngCore>,
+    chunk_size: usize,
+    /// The first row not yet decoded.
+    next: usize,
+}
+
+impl<'a> ChunkedDecoder<'a> {
+    /// A decoder of the `n` standardized latents `z` (`n × latent_dim`), with the arguments of
+    /// [`decode_latents`].
+    pub fn new(
+        autoencoder: &'a dyn Autoencoder,
+        stats: &LatentStats,
+        mut z: Vec<f32>,
+        n: usize,
+        library_size: &'a [f32],
+        sample_observation: Option<&'a mut dyn rand::RngCore>,
+        chunk_size: usize,
+    ) -> Self {
+        stats.unstandardize(&mut z);
+        Self {
+            autoencoder,
+            z,
+            n,
+            library_size,
+            sample_observation,
+            chunk_size: chunk_size.max(1),
+            next: 0,
+        }
+    }
+
+    /// Appends the next chunk's rows (`rows × n_genes`, row-major) to `out`; `false` (and
+    /// nothing appended) once every row is decoded.
+    ///
+    /// # Errors
+    /// Model errors.
+    pub fn decode_next(&mut self, out: &mut Vec<f32>) -> Result<bool> {
+        use rand::SeedableRng;
+        if self.next >= self.n {
+            return Ok(false);
+        }
+        let (start, end) = (self.next, (self.next + self.chunk_size).min(self.n));
+        let dim = self.autoencoder.latent_dim();
         let tiles = row_blocks(end - start, DECODE_BLOCK_ROWS);
-        let seeds: Option<Vec<u64>> = sample_observation
+        let seeds: Option<Vec<u64>> = self
+            .sample_observation
             .as_deref_mut()
             .map(|rng| tiles.iter().map(|_| rng.next_u64()).collect());
-        append_tiles(&tiles, &mut out, |i| {
+        let (autoencoder, z, library_size) = (self.autoencoder, &self.z, self.library_size);
+        append_tiles(&tiles, out, |i| {
             let rows = start + tiles[i].start..start + tiles[i].end;
             let zc = &z[rows.start * dim..rows.end * dim];
             let lib = &library_size[rows.clone()];
@@ -406,8 +467,9 @@ pub fn decode_latents(
                 None => autoencoder.decode_mean(zc, rows.len(), lib),
             }
         })?;
+        self.next = end;
+        Ok(true)
     }
-    Ok(out)
 }
 
 #[cfg(all(test, not(feature = "cuda")))]

@@ -11,7 +11,8 @@ use crate::dataset::{condition_column, expression_for_genes};
 use crate::experiment::encode_rows;
 use crate::modality::encode_condition;
 use crate::pipeline::{
-    decode_latents, generate_latents, generate_latents_from, invert_latents, GenerateOptions,
+    decode_latents, generate_latents, generate_latents_from, invert_latents, ChunkedDecoder,
+    GenerateOptions,
 };
 use crate::plugin::{
     set_members, ConditionColumn, ConditionKind, ConditionSummary, ConditionTable, InputKind,
@@ -68,6 +69,17 @@ pub struct ConditionsFrom {
 pub struct Sampled {
     /// The cells (X dense, obs with conditions and `source_cell`, var = genes, uns provenance).
     pub cells: AnnData,
+    /// Warnings (extrapolated condition values, zero-filled genes).
+    pub warnings: Vec<String>,
+}
+
+/// What [`sample_to_file`] wrote.
+#[derive(Debug, Clone)]
+pub struct SampledFile {
+    /// Cells written.
+    pub n_obs: usize,
+    /// Genes (or panel features) per cell.
+    pub n_vars: usize,
     /// Warnings (extrapolated condition values, zero-filled genes).
     pub warnings: Vec<String>,
 }
@@ -538,6 +550,119 @@ pub fn sample(run: &Run, request: &SampleRequest) -> Result<Sampled> {
 
 /// [`sample`] on a pool worker (decision 0025).
 fn sample_on_worker(run: &Run, request: &SampleRequest) -> Result<Sampled> {
+    let PreparedSample {
+        mut cells,
+        z,
+        library,
+        warnings,
+        chunk_size,
+    } = prepare(run, request)?;
+    let m = &run.models;
+    let mut obs_rng = stream(request.seed, "observation");
+    let x = decode_latents(
+        m.autoencoder.as_ref(),
+        &m.stats,
+        z,
+        library.len(),
+        &library,
+        Some(&mut obs_rng),
+        chunk_size,
+    )?;
+    if let Some(key) = panel_key(run) {
+        let mut panel = DataFrame::from_index(cells.obs.index.clone());
+        let width = run.genes.len();
+        for (j, name) in run.genes.iter().enumerate() {
+            let values = x.chunks_exact(width).map(|row| f64::from(row[j])).collect();
+            panel.set_column(name.clone(), Column::Float(values));
+        }
+        cells.obsm.insert(key, ObsmEntry::Frame(panel));
+    }
+    cells.x = Matrix::Dense {
+        rows: library.len(),
+        cols: run.genes.len(),
+        data: x,
+    };
+    Ok(Sampled { cells, warnings })
+}
+
+/// Generates cells for `request` like [`sample`] and writes them to `path` as `.h5ad` (the
+/// file [`sample`]'s cells would give, byte for byte), decoding them a chunk of
+/// `sample.chunk_size` rows at a time straight into the file: memory holds the latents and
+/// one chunk of expression, not every generated cell. A run trained on an `obsm` panel
+/// (which the file also carries in `obsm`) is written from memory. Runs on a rayon pool
+/// worker ([`crate::parallel::on_worker_thread`]); the write is atomic.
+///
+/// # Errors
+/// As [`sample`]; the file cannot be written.
+pub fn sample_to_file(run: &Run, request: &SampleRequest, path: &Path) -> Result<SampledFile> {
+    crate::parallel::on_worker_thread(|| {
+        if panel_key(run).is_some() {
+            let sampled = sample_on_worker(run, request)?;
+            crate::data::write_h5ad(path, &sampled.cells)?;
+            return Ok(SampledFile {
+                n_obs: sampled.cells.n_obs(),
+                n_vars: sampled.cells.n_vars(),
+                warnings: sampled.warnings,
+            });
+        }
+        let PreparedSample {
+            cells,
+            z,
+            library,
+            warnings,
+            chunk_size,
+        } = prepare(run, request)?;
+        let m = &run.models;
+        let mut obs_rng = stream(request.seed, "observation");
+        let mut decoder = ChunkedDecoder::new(
+            m.autoencoder.as_ref(),
+            &m.stats,
+            z,
+            library.len(),
+            &library,
+            Some(&mut obs_rng),
+            chunk_size,
+        );
+        crate::data::write_h5ad_streamed(path, &cells, |block| {
+            if decoder.decode_next(block)? {
+                Ok(())
+            } else {
+                Err(LatentError::Data(format!(
+                    "{}: internal: the decoder ran out of cells before the file was full",
+                    path.display()
+                )))
+            }
+        })?;
+        Ok(SampledFile {
+            n_obs: cells.n_obs(),
+            n_vars: cells.n_vars(),
+            warnings,
+        })
+    })
+}
+
+/// The `obsm` key of a run trained on an `obsm` panel (proteins), where generated cells also
+/// carry their values there as a dataframe named like in training.
+fn panel_key(run: &Run) -> Option<String> {
+    match MatrixSource::from_str(&run.config.data.matrix) {
+        Ok(MatrixSource::Obsm(key)) => Some(key),
+        _ => None,
+    }
+}
+
+/// A sample before decoding: the cells with every annotation and `X` an empty dense placeholder
+/// of its shape, the standardized latents and library sizes to decode them with.
+struct PreparedSample {
+    cells: AnnData,
+    z: Vec<f32>,
+    library: Vec<f32>,
+    warnings: Vec<String>,
+    chunk_size: usize,
+}
+
+/// Chooses conditions and generates the latents of `request`; everything of [`sample`] but the
+/// decoding.
+fn prepare(run: &Run, request: &SampleRequest) -> Result<PreparedSample> {
     let mut rng = stream(request.seed, "sample");
     let mut warnings = Vec::new();
     let replaced;
@@ -693,16 +818,6 @@ fn sample_on_worker(run: &Run, request: &SampleRequest) -> Result<Sampled> {
         }
     };
     let n = library.len();
-    let mut obs_rng = stream(request.seed, "observation");
-    let x = decode_latents(
-        m.autoencoder.as_ref(),
-        &m.stats,
-        z,
-        n,
-        &library,
-        Some(&mut obs_rng),
-        options.chunk_size,
-    )?;
     let mut obs = DataFrame::from_index((0..n).map(|i| format!("generated_{i}")).collect());
     let mut obsm = BTreeMap::new();
     for (key, column) in &table.columns {
@@ -734,22 +849,12 @@ fn sample_on_worker(run: &Run, request: &SampleRequest) -> Result<Sampled> {
     if let Some(names) = sources {
         obs.set_column("source_cell".to_string(), Column::Str(names));
     }
-    // A run trained on an obsm panel (proteins) also returns the panel there, named as in training.
-    if let Ok(MatrixSource::Obsm(key)) = MatrixSource::from_str(&run.config.data.matrix) {
-        let width = run.genes.len();
-        let mut panel = DataFrame::from_index(obs.index.clone());
-        for (j, name) in run.genes.iter().enumerate() {
-            let values = x.chunks_exact(width).map(|row| f64::from(row[j])).collect();
-            panel.set_column(name.clone(), Column::Float(values));
-        }
-        obsm.insert(key, ObsmEntry::Frame(panel));
-    }
     let var = DataFrame::from_index(run.genes.clone());
     let mut adata = AnnData::new(
         Matrix::Dense {
             rows: n,
             cols: run.genes.len(),
-            data: x,
+            data: Vec::new(),
         },
         obs,
         var,
@@ -795,8 +900,11 @@ fn sample_on_worker(run: &Run, request: &SampleRequest) -> Result<Sampled> {
     adata
         .uns
         .insert("latentlab".to_string(), UnsValue::Map(provenance));
-    Ok(Sampled {
+    Ok(PreparedSample {
         cells: adata,
+        z,
+        library,
         warnings,
+        chunk_size: options.chunk_size,
     })
 }
