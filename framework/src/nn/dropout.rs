@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 
+use dfdx::tensor::RandomU64;
 use rand::rngs::StdRng;
 use rand::RngCore;
 
@@ -23,11 +24,17 @@ pub fn dropout<T: Taped>(x: Tensor2<T>, p: f32, train: bool) -> Tensor2<T> {
     if !train || p <= 0.0 {
         return x;
     }
-    match STREAM.with(|s| s.borrow_mut().as_mut().map(RngCore::next_u64)) {
-        Some(seed) => x
-            .try_dropout_seeded(p, seed)
-            .expect("dropout rates are validated when layers are built"),
-        None => x.dropout(p),
+    let seed = STREAM
+        .with(|s| s.borrow_mut().as_mut().map(RngCore::next_u64))
+        .unwrap_or_else(|| x.device().random_u64());
+    #[cfg(not(feature = "cuda"))]
+    {
+        super::dropout_cpu::dropout(x, p, seed)
+    }
+    #[cfg(feature = "cuda")]
+    {
+        x.try_dropout_seeded(p, seed)
+            .expect("dropout rates are validated when layers are built")
     }
 }
 

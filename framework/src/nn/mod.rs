@@ -14,6 +14,8 @@ pub(crate) mod data_input;
 #[cfg(not(feature = "cuda"))]
 pub(crate) mod deferred_weight_gradients;
 mod dropout;
+#[cfg(not(feature = "cuda"))]
+mod dropout_cpu;
 mod embedding;
 mod expression_head;
 mod fan_out;

@@ -36,7 +36,7 @@ where
 
 /// In a backward op of `result = f(x)`: a copy of the gradient reaching `result`, and the
 /// gradient buffer of `x` to add into.
-fn output_and_input_gradients<'g>(
+pub(super) fn output_and_input_gradients<'g>(
     grads: &'g mut Gradients<f32, Dev>,
     result: &Tensor2,
     x: &Tensor2,
