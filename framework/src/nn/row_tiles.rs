@@ -102,8 +102,11 @@ pub const TRAINING_SHARD_ROWS: usize = 128;
 
 /// Near-equal consecutive row ranges of a training batch of `rows` rows for data-parallel
 /// gradients: `floor(rows / TRAINING_SHARD_ROWS)` of them, at least one and at most
-/// [`MAX_TRAINING_SHARDS`] (one on CUDA; none for zero rows). The split depends only on `rows`,
-/// so gradients summed over the shards in order do not depend on the thread count.
+/// [`MAX_TRAINING_SHARDS`] (one on CUDA; none for zero rows), except that batches of
+/// `TRAINING_SHARD_ROWS` to `2 · TRAINING_SHARD_ROWS − 1` rows (the common batch of 128) get
+/// two shards of at least 64 rows: as one shard they kept the second thread of a two-core
+/// machine idle. The split depends only on `rows`, so gradients summed over the shards in order
+/// do not depend on the thread count.
 pub fn training_shards(rows: usize) -> Vec<Range<usize>> {
     if rows == 0 {
         return Vec::new();
@@ -111,7 +114,9 @@ pub fn training_shards(rows: usize) -> Vec<Range<usize>> {
     let shards = if cfg!(feature = "cuda") {
         1
     } else {
-        (rows / TRAINING_SHARD_ROWS).clamp(1, MAX_TRAINING_SHARDS)
+        (rows / TRAINING_SHARD_ROWS)
+            .max(if rows >= TRAINING_SHARD_ROWS { 2 } else { 1 })
+            .clamp(1, MAX_TRAINING_SHARDS)
     };
     (0..shards)
         .map(|i| i * rows / shards..(i + 1) * rows / shards)
@@ -198,7 +203,9 @@ mod tests {
         assert!(training_shards(0).is_empty());
         for (rows, shards) in [
             (1, 1),
-            (255, 1),
+            (127, 1),
+            (128, 2),
+            (255, 2),
             (256, 2),
             (300, 2),
             (100_000, MAX_TRAINING_SHARDS),
@@ -207,7 +214,7 @@ mod tests {
             assert_eq!(t.len(), shards, "{rows} rows");
             assert_eq!((t[0].start, t[shards - 1].end), (0, rows));
             assert!(t.windows(2).all(|w| w[0].end == w[1].start));
-            assert!(t.iter().all(|r| r.len() >= TRAINING_SHARD_ROWS.min(rows)));
+            assert!(t.iter().all(|r| r.len() >= (TRAINING_SHARD_ROWS / 2).min(rows)));
         }
         let b = row_blocks(2 * 256 + 3, 256);
         assert_eq!(b, vec![0..256, 256..512, 512..515]);
