@@ -11,8 +11,7 @@ use crate::dataset::{condition_column, expression_for_genes};
 use crate::experiment::encode_rows;
 use crate::modality::encode_condition;
 use crate::pipeline::{
-    decode_latents, generate_latents, generate_latents_from, invert_latents, ChunkedDecoder,
-    GenerateOptions,
+    generate_latents, generate_latents_from, invert_latents, ChunkedDecoder, GenerateOptions,
 };
 use crate::plugin::{
     set_members, ConditionColumn, ConditionKind, ConditionSummary, ConditionTable, InputKind,
@@ -557,17 +556,10 @@ fn sample_on_worker(run: &Run, request: &SampleRequest) -> Result<Sampled> {
         warnings,
         chunk_size,
     } = prepare(run, request)?;
-    let m = &run.models;
     let mut obs_rng = stream(request.seed, "observation");
-    let x = decode_latents(
-        m.autoencoder.as_ref(),
-        &m.stats,
-        z,
-        library.len(),
-        &library,
-        Some(&mut obs_rng),
-        chunk_size,
-    )?;
+    let mut decoder = decoder_of(run, z, &library, &mut obs_rng, chunk_size);
+    let mut x = Vec::with_capacity(library.len() * run.genes.len());
+    while decoder.decode_next(&mut x)? {}
     if let Some(key) = panel_key(run) {
         let mut panel = DataFrame::from_index(cells.obs.index.clone());
         let width = run.genes.len();
@@ -612,17 +604,8 @@ pub fn sample_to_file(run: &Run, request: &SampleRequest, path: &Path) -> Result
             warnings,
             chunk_size,
         } = prepare(run, request)?;
-        let m = &run.models;
         let mut obs_rng = stream(request.seed, "observation");
-        let mut decoder = ChunkedDecoder::new(
-            m.autoencoder.as_ref(),
-            &m.stats,
-            z,
-            library.len(),
-            &library,
-            Some(&mut obs_rng),
-            chunk_size,
-        );
+        let mut decoder = decoder_of(run, z, &library, &mut obs_rng, chunk_size);
         crate::data::write_h5ad_streamed(path, &cells, |block| {
             if decoder.decode_next(block)? {
                 Ok(())
@@ -639,6 +622,28 @@ pub fn sample_to_file(run: &Run, request: &SampleRequest, path: &Path) -> Result
             warnings,
         })
     })
+}
+
+/// The decoder of a sample's standardized latents `z` through the run's autoencoder, with
+/// observation noise from `obs_rng` ([`crate::pipeline::decode_latents`]' rows, a chunk at a
+/// time).
+fn decoder_of<'a>(
+    run: &'a Run,
+    z: Vec<f32>,
+    library: &'a [f32],
+    obs_rng: &'a mut rand::rngs::StdRng,
+    chunk_size: usize,
+) -> ChunkedDecoder<'a> {
+    let m = &run.models;
+    ChunkedDecoder::new(
+        m.autoencoder.as_ref(),
+        &m.stats,
+        z,
+        library.len(),
+        library,
+        Some(obs_rng),
+        chunk_size,
+    )
 }
 
 /// The `obsm` key of a run trained on an `obsm` panel (proteins), where generated cells also

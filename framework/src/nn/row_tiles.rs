@@ -214,7 +214,9 @@ mod tests {
             assert_eq!(t.len(), shards, "{rows} rows");
             assert_eq!((t[0].start, t[shards - 1].end), (0, rows));
             assert!(t.windows(2).all(|w| w[0].end == w[1].start));
-            assert!(t.iter().all(|r| r.len() >= (TRAINING_SHARD_ROWS / 2).min(rows)));
+            assert!(t
+                .iter()
+                .all(|r| r.len() >= (TRAINING_SHARD_ROWS / 2).min(rows)));
         }
         let b = row_blocks(2 * 256 + 3, 256);
         assert_eq!(b, vec![0..256, 256..512, 512..515]);
