@@ -96,8 +96,9 @@ pub fn row_blocks(rows: usize, block: usize) -> Vec<Range<usize>> {
 /// inputs and output gradients, until the shards are summed).
 pub const MAX_TRAINING_SHARDS: usize = 8;
 
-/// Fewest rows per shard of [`training_shards`]: smaller products (and shorter sums in the
-/// weight gradients) lose more to the matrix kernel's overheads than a second thread gains.
+/// Rows per shard of [`training_shards`] (fewest, except for batches of 128–255 rows, which get
+/// two shards of at least half as many): smaller products (and shorter sums in the weight
+/// gradients) lose more to the matrix kernel's overheads than a second thread gains.
 pub const TRAINING_SHARD_ROWS: usize = 128;
 
 /// Near-equal consecutive row ranges of a training batch of `rows` rows for data-parallel
