@@ -549,31 +549,25 @@ pub fn sample(run: &Run, request: &SampleRequest) -> Result<Sampled> {
 
 /// [`sample`] on a pool worker (decision 0025).
 fn sample_on_worker(run: &Run, request: &SampleRequest) -> Result<Sampled> {
-    let PreparedSample {
-        mut cells,
-        z,
-        library,
-        warnings,
-        chunk_size,
-    } = prepare(run, request)?;
-    let mut obs_rng = stream(request.seed, "observation");
-    let mut decoder = decoder_of(run, z, &library, &mut obs_rng, chunk_size);
-    let mut x = Vec::with_capacity(library.len() * run.genes.len());
-    while decoder.decode_next(&mut x)? {}
-    if let Some(key) = panel_key(run) {
-        let mut panel = DataFrame::from_index(cells.obs.index.clone());
-        let width = run.genes.len();
-        for (j, name) in run.genes.iter().enumerate() {
-            let values = x.chunks_exact(width).map(|row| f64::from(row[j])).collect();
-            panel.set_column(name.clone(), Column::Float(values));
+    let (cells, warnings) = with_prepared(run, request, |mut cells, decoder| {
+        let (rows, cols) = cells.x.shape();
+        let mut x = Vec::with_capacity(rows * cols);
+        while decoder.decode_next(&mut x)? {}
+        if let Some(key) = panel_key(run) {
+            let mut panel = DataFrame::from_index(cells.obs.index.clone());
+            for (j, name) in run.genes.iter().enumerate() {
+                let values = x.chunks_exact(cols).map(|row| f64::from(row[j])).collect();
+                panel.set_column(name.clone(), Column::Float(values));
+            }
+            cells.obsm.insert(key, ObsmEntry::Frame(panel));
         }
-        cells.obsm.insert(key, ObsmEntry::Frame(panel));
-    }
-    cells.x = Matrix::Dense {
-        rows: library.len(),
-        cols: run.genes.len(),
-        data: x,
-    };
+        cells.x = Matrix::Dense {
+            rows,
+            cols,
+            data: x,
+        };
+        Ok(cells)
+    })?;
     Ok(Sampled { cells, warnings })
 }
 
@@ -597,53 +591,55 @@ pub fn sample_to_file(run: &Run, request: &SampleRequest, path: &Path) -> Result
                 warnings: sampled.warnings,
             });
         }
-        let PreparedSample {
-            cells,
-            z,
-            library,
-            warnings,
-            chunk_size,
-        } = prepare(run, request)?;
-        let mut obs_rng = stream(request.seed, "observation");
-        let mut decoder = decoder_of(run, z, &library, &mut obs_rng, chunk_size);
-        crate::data::write_h5ad_streamed(path, &cells, |block| {
-            if decoder.decode_next(block)? {
-                Ok(())
-            } else {
-                Err(LatentError::Data(format!(
-                    "{}: internal: the decoder ran out of cells before the file was full",
-                    path.display()
-                )))
-            }
+        let ((n_obs, n_vars), warnings) = with_prepared(run, request, |cells, decoder| {
+            crate::data::write_h5ad_streamed(path, &cells, |block| {
+                if decoder.decode_next(block)? {
+                    Ok(())
+                } else {
+                    Err(LatentError::Data(format!(
+                        "{}: internal: the decoder ran out of cells before the file was full",
+                        path.display()
+                    )))
+                }
+            })?;
+            Ok((cells.n_obs(), cells.n_vars()))
         })?;
         Ok(SampledFile {
-            n_obs: cells.n_obs(),
-            n_vars: cells.n_vars(),
+            n_obs,
+            n_vars,
             warnings,
         })
     })
 }
 
-/// The decoder of a sample's standardized latents `z` through the run's autoencoder, with
-/// observation noise from `obs_rng` ([`crate::pipeline::decode_latents`]' rows, a chunk at a
-/// time).
-fn decoder_of<'a>(
-    run: &'a Run,
-    z: Vec<f32>,
-    library: &'a [f32],
-    obs_rng: &'a mut rand::rngs::StdRng,
-    chunk_size: usize,
-) -> ChunkedDecoder<'a> {
+/// Prepares `request` ([`prepare`]) and hands `finish` the cells (`X` an empty placeholder of
+/// its shape) and the decoder of their latents, with the sample's observation-noise stream
+/// ([`crate::pipeline::decode_latents`]' rows, a chunk at a time); returns what `finish`
+/// returns and the sample's warnings.
+fn with_prepared<R>(
+    run: &Run,
+    request: &SampleRequest,
+    finish: impl FnOnce(AnnData, &mut ChunkedDecoder<'_>) -> Result<R>,
+) -> Result<(R, Vec<String>)> {
+    let PreparedSample {
+        cells,
+        z,
+        library,
+        warnings,
+        chunk_size,
+    } = prepare(run, request)?;
+    let mut obs_rng = stream(request.seed, "observation");
     let m = &run.models;
-    ChunkedDecoder::new(
+    let mut decoder = ChunkedDecoder::new(
         m.autoencoder.as_ref(),
         &m.stats,
         z,
         library.len(),
-        library,
-        Some(obs_rng),
+        &library,
+        Some(&mut obs_rng),
         chunk_size,
-    )
+    );
+    Ok((finish(cells, &mut decoder)?, warnings))
 }
 
 /// The `obsm` key of a run trained on an `obsm` panel (proteins), where generated cells also
