@@ -9,6 +9,7 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use crate::device::{host_values, Dev, Scalar, Taped, Tensor1, Tensor2};
+use crate::nn::{exp, ln, vectorized};
 
 /// Rows handed to one rayon task.
 const ROWS_PER_TASK: usize = 16;
@@ -68,7 +69,8 @@ pub(crate) struct Observed<'a, T: Taped> {
 
 /// One element's terms: `(loss, d loss/d x̂, d loss/d log σ, d loss/d zero logit)` before the
 /// `1 / batch` factor, for mean `x̂`, observation `x`, `log σ` with precision `e^{−2 log σ}`.
-#[inline]
+/// Branch-free (the vectorizable [`exp`] and [`ln`], selects), so a row's loop vectorizes.
+#[inline(always)]
 fn element(
     x_hat: f32,
     x: f32,
@@ -82,9 +84,12 @@ fn element(
         None => [gaussian, d * precision, -d * d * precision, 0.0],
         Some(l) => {
             let zero = if x > 0.0 { 0.0 } else { 1.0 };
-            // dfdx's `bce_with_logits`: max(l, 0) − l z + ln(1 + e^{−|l|}); d/dl = σ(l) − z.
-            let bce = l.max(0.0) - l * zero + (1.0 + (-l.abs()).exp()).ln();
-            let d_logit = 1.0 - zero - 1.0 / (1.0 + l.exp());
+            // dfdx's `bce_with_logits`: max(l, 0) − l z + ln(1 + e^{−|l|}); d/dl = σ(l) − z,
+            // with σ(l) = 1 / (1 + t) for l ≥ 0 and t / (1 + t) below, t = e^{−|l|} ≤ 1.
+            let t = exp(-l.abs());
+            let bce = l.max(0.0) - l * zero + ln(1.0 + t);
+            let sigmoid = if l >= 0.0 { 1.0 } else { t } / (1.0 + t);
+            let d_logit = sigmoid - zero;
             if x > 0.0 {
                 [
                     gaussian + log_sigma + bce,
@@ -94,6 +99,63 @@ fn element(
                 ]
             } else {
                 [bce, 0.0, 0.0, d_logit]
+            }
+        }
+    }
+}
+
+/// The loss terms of one row (`x̂`, `x`, zero logits when the model has them) into `terms`.
+#[inline(always)]
+fn row_losses(xh: &[f32], x: &[f32], zl: Option<&[f32]>, params: Params<'_>, terms: &mut [f32]) {
+    let per_gene = params.log_sigma.iter().zip(params.precision);
+    let rows = terms.iter_mut().zip(xh.iter().zip(x)).zip(per_gene);
+    match zl {
+        None => {
+            for ((t, (&a, &b)), (&l, &p)) in rows {
+                *t = element(a, b, l, p, None)[0];
+            }
+        }
+        Some(zl) => {
+            for (((t, (&a, &b)), (&l, &p)), &z) in rows.zip(zl) {
+                *t = element(a, b, l, p, Some(z))[0];
+            }
+        }
+    }
+}
+
+/// `log σ` and the precision `e^{−2 log σ}` per gene.
+#[derive(Clone, Copy)]
+struct Params<'a> {
+    log_sigma: &'a [f32],
+    precision: &'a [f32],
+}
+
+/// One row's gradients: `d_xh += per_row · d/dx̂`, `d_ls += d/d log σ` (before `per_row`), and
+/// `d_logit = per_row · d/dl` when the model has zero logits `zl`.
+#[inline(always)]
+fn row_gradients(
+    (xh, x, zl): (&[f32], &[f32], Option<&[f32]>),
+    params: Params<'_>,
+    per_row: f32,
+    (d_xh, d_ls, d_logit): (&mut [f32], &mut [f32], &mut [f32]),
+) {
+    let per_gene = params.log_sigma.iter().zip(params.precision);
+    let rows = d_xh.iter_mut().zip(d_ls.iter_mut()).zip(xh.iter().zip(x));
+    match zl {
+        None => {
+            for (((dx, ds), (&a, &b)), (&l, &p)) in rows.zip(per_gene) {
+                let [_, da, dls, _] = element(a, b, l, p, None);
+                *dx += per_row * da;
+                *ds += dls;
+            }
+        }
+        Some(zl) => {
+            let logits = zl.iter().zip(d_logit.iter_mut());
+            for ((((dx, ds), (&a, &b)), (&l, &p)), (&z, dz)) in rows.zip(per_gene).zip(logits) {
+                let [_, da, dls, dl] = element(a, b, l, p, Some(z));
+                *dx += per_row * da;
+                *ds += dls;
+                *dz = per_row * dl;
             }
         }
     }
@@ -120,6 +182,10 @@ pub(crate) fn gaussian_nll<T: Taped>(
     });
     let ls: Vec<f32> = host_values(&log_sigma).into_owned();
     let precision: Vec<f32> = ls.iter().map(|l| (-2.0 * l).exp()).collect();
+    let params = Params {
+        log_sigma: &ls,
+        precision: &precision,
+    };
     let block = (genes * ROWS_PER_TASK).max(1);
     let total: f64 = {
         let xh = host_values(&x_hat);
@@ -130,12 +196,17 @@ pub(crate) fn gaussian_nll<T: Taped>(
             .enumerate()
             .map(|(task, (xh, x))| {
                 let mut sum = 0.0f64;
+                let mut terms = vec![0.0f32; genes];
                 let rows = xh.chunks(genes.max(1)).zip(x.chunks(genes.max(1)));
                 for (r, (xh, x)) in rows.enumerate() {
-                    let row_start = task * block + r * genes;
-                    for (j, (&a, &b)) in xh.iter().zip(x).enumerate() {
-                        let l = zl.as_ref().map(|z| z[row_start + j]);
-                        sum += f64::from(element(a, b, ls[j], precision[j], l)[0]);
+                    let start = task * block + r * genes;
+                    let z = zl.as_ref().map(|z| &z[start..start + genes]);
+                    vectorized(
+                        #[inline(always)]
+                        || row_losses(xh, x, z, params, &mut terms),
+                    );
+                    for &t in &terms {
+                        sum += f64::from(t);
                     }
                 }
                 sum
@@ -159,6 +230,10 @@ pub(crate) fn gaussian_nll<T: Taped>(
             grads.try_alloc_for(&result)?;
             let g = grads.get_or_alloc_mut(&result)?[0];
             let per_row = g / batch as f32;
+            let params = Params {
+                log_sigma: &ls,
+                precision: &precision,
+            };
             let xh = host_values(&x_hat);
             let zl = zero_logit.as_ref().map(host_values);
             let mut d_logit = vec![0.0f32; if zl.is_some() { batch * genes } else { 0 }];
@@ -176,17 +251,14 @@ pub(crate) fn gaussian_nll<T: Taped>(
                         let g1 = genes.max(1);
                         let rows = dxh.chunks_mut(g1).zip(xh.chunks(g1).zip(x.chunks(g1)));
                         for (r, (dxh, (xh, x))) in rows.enumerate() {
-                            let row_start = r * genes;
-                            for (j, ((d, &a), &b)) in dxh.iter_mut().zip(xh).zip(x).enumerate() {
-                                let k = row_start + j;
-                                let l = zl.as_ref().map(|z| z[task * block + k]);
-                                let [_, da, dls, dz] = element(a, b, ls[j], precision[j], l);
-                                *d += per_row * da;
-                                d_ls[j] += dls;
-                                if let Some(slot) = dl.get_mut(k) {
-                                    *slot = per_row * dz;
-                                }
-                            }
+                            let (start, row) =
+                                (task * block + r * genes, r * genes..(r + 1) * genes);
+                            let z = zl.as_ref().map(|z| &z[start..start + genes]);
+                            let dl = dl.get_mut(row).unwrap_or_default();
+                            vectorized(
+                                #[inline(always)]
+                                || row_gradients((xh, x, z), params, per_row, (dxh, &mut d_ls, dl)),
+                            );
                         }
                         d_ls
                     })

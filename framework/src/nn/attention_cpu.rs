@@ -15,7 +15,7 @@
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
-use super::rowwise_cpu::exp;
+use super::elementary::exp;
 use super::simd::vectorized;
 use super::small_product::{prefetch, product, Rows, RowsMut, Strided, Write};
 use crate::device::{host_values, Dev, Taped, Tensor2};

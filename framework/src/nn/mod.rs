@@ -16,6 +16,8 @@ pub(crate) mod deferred_weight_gradients;
 mod dropout;
 #[cfg(not(feature = "cuda"))]
 mod dropout_cpu;
+#[cfg(not(feature = "cuda"))]
+mod elementary;
 mod embedding;
 mod expression_head;
 mod fan_out;
@@ -53,6 +55,8 @@ pub use adversarial::{adaptive_weight, gradient_of, softplus, AdversarialLoss};
 pub use attention::MultiHeadAttention;
 pub use data_input::with_data_input;
 pub use dropout::{dropout, with_dropout_stream};
+#[cfg(not(feature = "cuda"))]
+pub(crate) use elementary::{exp, ln};
 pub use embedding::Embedding;
 pub use expression_head::ExpressionHead;
 pub use fan_out::{fan_out, fork};

@@ -8,6 +8,7 @@
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
+use super::elementary::exp;
 use super::simd::vectorized;
 use crate::device::{host_values, Dev, Taped, Tensor2};
 
@@ -140,40 +141,6 @@ pub(crate) fn normalize_rows<T: Taped>(x: Tensor2<T>, eps: f64) -> Tensor2<T> {
         });
     }
     out.put_tape(tape)
-}
-
-/// `e^x` to within 2 ulp (about `f32::MIN_POSITIVE` below −87.3, `+∞` above 88.7): Cephes' `expf`
-/// (range reduction by `ln 2` in two parts, a degree-6 polynomial, the power of two assembled
-/// in the exponent bits). Branch-free, so loops over slices vectorize; libm's `expf` is a call
-/// per element and was 6 % of a sampling run's CPU time inside SiLU.
-#[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.336_55, 88.722_83);
-    // Round to nearest by adding and subtracting 1.5 · 2²³ (no `round` call without SSE4.1).
-    const ROUNDER: f32 = 12_582_912.0;
-    let n = (x * LOG2_E + ROUNDER) - ROUNDER;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let e = p * r * r + r + 1.0;
-    // `n` lies in [-126, 128]: at 128 (x near the top) the scale overflows to +∞ as `expf` does.
-    e * power_of_two(n)
-}
-
-/// `2ⁿ` for a whole number `n`, as the bits `(n + 127).clamp(0, 255) << 23` (0 below −127, +∞
-/// from 128). The biased exponent lands in the low mantissa bits of `biased + 2²³` and is
-/// shifted into the exponent field: no float-to-integer conversion, whose saturating form
-/// (`as i32`) has no AVX2 instruction and kept `exp`'s loops partly scalar (a SiLU loop runs
-/// 1.8 times as fast without it).
-#[inline(always)]
-fn power_of_two(n: f32) -> f32 {
-    let biased = (n + 127.0).clamp(0.0, 255.0);
-    f32::from_bits((biased + 8_388_608.0).to_bits() << 23)
 }
 
 /// `x · sigmoid(x)`. Backward: `dx = g · σ(x) · (1 + x · (1 − σ(x)))`.
@@ -736,32 +703,6 @@ mod tests {
 
     /// The power of two built in the mantissa equals the one built from the integer exponent
     /// for every whole number, including those clamped to 0 and +∞.
-    #[test]
-    fn power_of_two_equals_the_integer_built_one() {
-        for n in -200..=200 {
-            let from_integer = f32::from_bits(((n + 127).clamp(0, 255) as u32) << 23);
-            assert_eq!(
-                power_of_two(n as f32).to_bits(),
-                from_integer.to_bits(),
-                "2^{n}"
-            );
-        }
-    }
-
-    #[test]
-    fn exp_is_within_two_ulp_of_libm() {
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let (ours, libm) = (exp(x), x.exp());
-            let ulp = (libm.to_bits() as i64 - ours.to_bits() as i64).abs();
-            assert!(ulp <= 2, "exp({x}) = {ours}, libm {libm} ({ulp} ulp)");
-            x += 0.001_37;
-        }
-        assert!(exp(-200.0) <= f32::MIN_POSITIVE * 1.001);
-        assert_eq!(exp(0.0), 1.0);
-        assert!(exp(100.0).is_infinite());
-    }
-
     #[test]
     fn silu_matches_the_composite_ops() {
         check(silu, |x| {

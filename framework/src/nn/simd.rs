@@ -52,7 +52,7 @@ unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::rowwise_cpu::exp;
+    use crate::nn::elementary::exp;
 
     /// The loop shapes of the kernels (GELU's `exp`-based tanh, a SiLU, a row normalization's
     /// sums, clamps and maxima) compute the same bits whether compiled for AVX2 or baseline.
