@@ -56,6 +56,23 @@ impl LayerNorm {
     /// [`LatentError::Shape`] on a width mismatch.
     pub fn forward<T: Taped>(&self, x: Tensor2<T>) -> Result<Tensor2<T>> {
         let y = self.normalize(x)?;
+        #[cfg(not(feature = "cuda"))]
+        {
+            Ok(super::rowwise_cpu::scale_and_shift(
+                y,
+                &self.gamma,
+                &self.beta,
+            ))
+        }
+        #[cfg(feature = "cuda")]
+        {
+            Ok(self.affine(y))
+        }
+    }
+
+    /// `y · gamma + beta` by dfdx's broadcast ops (the CUDA build's affine part).
+    #[cfg(feature = "cuda")]
+    fn affine<T: Taped>(&self, y: Tensor2<T>) -> Tensor2<T> {
         let shape = *y.shape();
         let g = self
             .gamma
@@ -65,7 +82,7 @@ impl LayerNorm {
             .beta
             .retaped::<T>()
             .broadcast_like::<_, Axis<0>>(&shape);
-        Ok(y * g + b)
+        y * g + b
     }
 }
 

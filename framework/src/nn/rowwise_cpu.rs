@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::elementary::exp;
 use super::simd::vectorized;
-use crate::device::{host_values, Dev, Taped, Tensor2};
+use crate::device::{host_values, Dev, Taped, Tensor1, Tensor2};
 
 /// Rows handed to one rayon task (a few KiB of work each at the reference widths).
 const ROWS_PER_TASK: usize = 16;
@@ -138,6 +138,71 @@ pub(crate) fn normalize_rows<T: Taped>(x: Tensor2<T>, eps: f64) -> Tensor2<T> {
                 },
             );
             Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// LayerNorm's affine part `y · gamma + beta` over each row of `(batch, width)` `y`, `gamma` and
+/// `beta (width,)` parameters (gradients accumulated into theirs). Backward: `dy = g · gamma`,
+/// `dgamma = Σ_rows g · y`, `dbeta = Σ_rows g`, the parameter sums row by row in order, so
+/// forward and gradients have the bits of dfdx's broadcast `mul` and `add` they replace (which
+/// ran single-threaded, each allocating its result and its gradient).
+pub(crate) fn scale_and_shift<T: Taped>(
+    y: Tensor2<T>,
+    gamma: &Tensor1,
+    beta: &Tensor1,
+) -> Tensor2<T> {
+    let (batch, width) = *y.shape();
+    let dev: Dev = y.device().clone();
+    let (y, mut tape) = y.split_tape();
+    let (gv, bv) = (host_values(gamma), host_values(beta));
+    let yv = host_values(&y);
+    let mut out = vec![0.0f32; batch * width];
+    for_rows(
+        width,
+        &mut out,
+        #[inline(always)]
+        |i, o| {
+            for ((o, &v), (&g, &b)) in o
+                .iter_mut()
+                .zip(row(&yv, width, i))
+                .zip(gv.iter().zip(&*bv))
+            {
+                *o = v * g + b;
+            }
+        },
+    );
+    drop((gv, bv, yv));
+    let out = dev.tensor_from_vec(out, (batch, width));
+    if T::OWNS_TAPE {
+        let (gamma, beta, result) = (gamma.clone(), beta.clone(), out.clone());
+        tape.add_backward_op(move |grads| {
+            grads.try_alloc_for(&gamma)?;
+            grads.try_alloc_for(&beta)?;
+            let (g, dy) = output_and_input_gradients(grads, &result, &y)?;
+            let gv = host_values(&gamma);
+            for_rows(
+                width,
+                dy,
+                #[inline(always)]
+                |i, d| add_products(d, row(&g, width, i), &gv),
+            );
+            let yv = host_values(&y);
+            vectorized(
+                #[inline(always)]
+                || {
+                    let d_gamma = grads.get_or_alloc_mut(&gamma)?;
+                    for i in 0..batch {
+                        add_products(d_gamma, row(&g, width, i), row(&yv, width, i));
+                    }
+                    let d_beta = grads.get_or_alloc_mut(&beta)?;
+                    for i in 0..batch {
+                        add_row(d_beta, row(&g, width, i));
+                    }
+                    Ok(())
+                },
+            )
         });
     }
     out.put_tape(tape)
@@ -553,6 +618,45 @@ mod tests {
         let (y1, g1) = run(&fused);
         close(&y0, &y1, 1e-5);
         close(&g0, &g1, 1e-4);
+    }
+
+    /// The fused affine part gives the bits of dfdx's broadcast `y · gamma + beta`: values and
+    /// the gradients of `y`, `gamma` and `beta` (the last two used twice, as a shared layer's).
+    #[test]
+    fn scale_and_shift_has_the_bits_of_the_composite_ops() {
+        let dev = device(0).unwrap();
+        let (rows, width) = (37, 24);
+        let y = tensor2(&dev, &values(rows * width, 1), rows, width).unwrap();
+        let r = tensor2(&dev, &values(rows * width, 2), rows, width).unwrap();
+        let gamma = crate::device::tensor1(&dev, &values(width, 3));
+        let beta = crate::device::tensor1(&dev, &values(width, 4));
+        let run = |fused: bool| {
+            let apply = |x: Tensor2<TrainTape>| {
+                if fused {
+                    scale_and_shift(x, &gamma, &beta)
+                } else {
+                    let shape = *x.shape();
+                    let g = gamma
+                        .retaped::<TrainTape>()
+                        .broadcast_like::<_, Axis<0>>(&shape);
+                    let b = beta
+                        .retaped::<TrainTape>()
+                        .broadcast_like::<_, Axis<0>>(&shape);
+                    x * g + b
+                }
+            };
+            let out = apply(apply(y.clone().retaped::<TrainTape>()));
+            let values = out.as_vec();
+            let grads = (out * r.clone()).sum::<(), _>().backward();
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            (
+                bits(values),
+                bits(grads.get(&y).as_vec()),
+                bits(grads.get(&gamma).as_vec()),
+                bits(grads.get(&beta).as_vec()),
+            )
+        };
+        assert_eq!(run(true), run(false));
     }
 
     #[test]
