@@ -635,15 +635,23 @@ pub fn denoiser_gradients(
         return NamedGradients::backward(loss, stage, "");
     }
     let seeds: Vec<u64> = shards.iter().map(|_| rng.next_u64()).collect();
+    #[cfg(not(feature = "cuda"))]
+    let transposes = std::sync::Arc::new(crate::nn::shared_transposes::SharedTransposes::default());
     let parts = crate::nn::run_tiles(shards.len(), |i| {
         let span = shards[i].clone();
         let weight = span.len() as f32 / rows.len() as f32;
         let mut shard_rng = rand::rngs::StdRng::seed_from_u64(seeds[i]);
         let masks = crate::rng::stream(seeds[i], "dropout");
-        let loss = crate::nn::with_dropout_stream(masks, || {
-            batch.loss(stage, data, span, weight, &mut shard_rng, dev)
-        })?;
-        NamedGradients::backward_shard(loss, stage, "")
+        let shard = || {
+            let loss = crate::nn::with_dropout_stream(masks, || {
+                batch.loss(stage, data, span, weight, &mut shard_rng, dev)
+            })?;
+            NamedGradients::backward_shard(loss, stage, "")
+        };
+        #[cfg(not(feature = "cuda"))]
+        return crate::nn::shared_transposes::with_shared_transposes(&transposes, shard);
+        #[cfg(feature = "cuda")]
+        shard()
     })?;
     let value = parts.iter().map(|(v, _)| v).sum();
     let grads = NamedGradients::sum_shards(parts.into_iter().map(|(_, g)| g).collect())?;

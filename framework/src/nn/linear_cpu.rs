@@ -11,6 +11,7 @@
 use dfdx::prelude::*;
 
 use super::deferred_weight_gradients::{defer_weight_product, WeightProduct};
+use super::shared_transposes::with_transposed;
 use super::sparse_rows::SparseRows;
 use crate::device::{host_values, Dev, Taped, Tensor1, Tensor2};
 
@@ -226,13 +227,21 @@ pub(crate) fn linear<T: Taped>(
             }
             if input_gradient {
                 grads.try_alloc_for(&x)?;
-                gemm(
-                    grads.get_or_alloc_mut(&x)?,
-                    true,
-                    (batch, outputs, inputs),
-                    View::rows(&g, outputs),
-                    View::transposed(&host_values(&weight), outputs),
-                );
+                let dst = grads.get_or_alloc_mut(&x)?;
+                let w = host_values(&weight);
+                with_transposed(weight.unique_id(), &w, (inputs, outputs), |wt| {
+                    let wt = match wt {
+                        Some(wt) => View::rows(wt, inputs),
+                        None => View::transposed(&w, outputs),
+                    };
+                    gemm(
+                        dst,
+                        true,
+                        (batch, outputs, inputs),
+                        View::rows(&g, outputs),
+                        wt,
+                    );
+                });
             }
             let product = WeightProduct::new(x, sparse, g, outputs);
             if let Some(product) = defer_weight_product(weight.unique_id(), product) {
@@ -404,5 +413,35 @@ mod tests {
         close(&gb0, &gb2);
         // Inference (no tape) gives the same values.
         close(&linear(x.clone(), &w, &b, true).as_vec(), &y0);
+    }
+
+    /// Inside a training step's shared transposes the input gradient reads the weight's
+    /// transposed copy: the same sums in the same order, so the same bits as the strided view
+    /// (at a size where `gemm` blocks and packs, both kernel versions' shapes).
+    #[test]
+    fn a_shared_transposed_weight_gives_the_same_input_gradient_bits() {
+        let dev = device(0).unwrap();
+        for (batch, inputs, outputs) in [(64, 256, 256), (128, 300, 600), (9, 37, 70)] {
+            let w = tensor2(&dev, &values(inputs * outputs, 1), inputs, outputs).unwrap();
+            let b = tensor1(&dev, &values(outputs, 2));
+            let x = tensor2(&dev, &values(batch * inputs, 3), batch, inputs).unwrap();
+            let r = tensor2(&dev, &values(batch * outputs, 4), batch, outputs).unwrap();
+            let input_gradient = || {
+                let y = linear(x.clone().retaped::<TrainTape>(), &w, &b, true);
+                let grads = (y * r.clone()).sum::<(), _>().backward();
+                grads.get(&x).as_vec()
+            };
+            let strided = input_gradient();
+            let shared =
+                std::sync::Arc::new(super::super::shared_transposes::SharedTransposes::default());
+            let transposed =
+                super::super::shared_transposes::with_shared_transposes(&shared, input_gradient);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&strided),
+                bits(&transposed),
+                "{batch} × {inputs} × {outputs}"
+            );
+        }
     }
 }

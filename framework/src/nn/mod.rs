@@ -41,6 +41,8 @@ mod row_tiles;
 #[cfg(not(feature = "cuda"))]
 mod rowwise_cpu;
 #[cfg(not(feature = "cuda"))]
+pub(crate) mod shared_transposes;
+#[cfg(not(feature = "cuda"))]
 mod simd;
 mod sinusoidal;
 #[cfg(not(feature = "cuda"))]
@@ -48,6 +50,8 @@ mod small_product;
 #[cfg(not(feature = "cuda"))]
 mod sparse_rows;
 mod thread_scope;
+#[cfg(not(feature = "cuda"))]
+mod transpose;
 mod vector_quantizer;
 
 pub use activation::Activation;
