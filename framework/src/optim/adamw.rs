@@ -15,9 +15,9 @@ use crate::nn::ParamMut;
 use crate::nn::Parameters;
 use crate::{LatentError, Result};
 
-/// Elements per parallel work item (CPU build).
+/// Elements per parallel work item of the CPU updates (AdamW's, the EMA's).
 #[cfg(not(feature = "cuda"))]
-const CHUNK: usize = 16 * 1024;
+pub(super) const CHUNK: usize = 16 * 1024;
 
 /// AdamW hyper-parameters (defaults are PyTorch's).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
