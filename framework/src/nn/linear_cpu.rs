@@ -229,19 +229,17 @@ pub(crate) fn linear<T: Taped>(
                 grads.try_alloc_for(&x)?;
                 let dst = grads.get_or_alloc_mut(&x)?;
                 let w = host_values(&weight);
-                with_transposed(weight.unique_id(), &w, (inputs, outputs), |wt| {
-                    let wt = match wt {
-                        Some(wt) => View::rows(wt, inputs),
-                        None => View::transposed(&w, outputs),
-                    };
-                    gemm(
-                        dst,
-                        true,
-                        (batch, outputs, inputs),
-                        View::rows(&g, outputs),
-                        wt,
-                    );
-                });
+                let dims = (batch, outputs, inputs);
+                let strided = View::transposed(&w, outputs);
+                if avx2_kernel_wins(dims) {
+                    // 0.18's kernels gather 16 rows at a time: no copy pays for itself here.
+                    gemm(dst, true, dims, View::rows(&g, outputs), strided);
+                } else {
+                    with_transposed(weight.unique_id(), &w, (inputs, outputs), |wt| {
+                        let wt = wt.map_or(strided, |wt| View::rows(wt, inputs));
+                        gemm(dst, true, dims, View::rows(&g, outputs), wt);
+                    });
+                }
             }
             let product = WeightProduct::new(x, sparse, g, outputs);
             if let Some(product) = defer_weight_product(weight.unique_id(), product) {

@@ -4,7 +4,8 @@
 //! The input gradient of a linear layer, `g Wᵀ`, reads the weight transposed. `gemm` gathers a
 //! transposed view element by element into its packing buffer (up to a third of the product's
 //! time at 64–128 rows); a contiguous transposed copy packs at copy speed and lets `gemm` 0.19's
-//! AVX-512 kernels run every input gradient at the forward products' rate. The copy is made by
+//! AVX-512 kernels run the input gradient at the forward products' rate (where the linear kernel
+//! does not send it to 0.18's kernels, which gather more cheaply). The copy is made by
 //! the first shard whose backward pass reaches the layer and reused by the others: inside
 //! [`with_shared_transposes`] the weights are borrowed by the step's graphs and cannot change, so
 //! a copy keyed by the weight's tensor id stays valid for the scope. The product is the same
