@@ -15,10 +15,6 @@ use crate::nn::ParamMut;
 use crate::nn::Parameters;
 use crate::{LatentError, Result};
 
-/// Elements per parallel work item of the CPU updates (AdamW's, the EMA's).
-#[cfg(not(feature = "cuda"))]
-pub(super) const CHUNK: usize = 16 * 1024;
-
 /// AdamW hyper-parameters (defaults are PyTorch's).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -237,10 +233,10 @@ fn update(
     ) else {
         return Err(strided(name));
     };
-    w.par_chunks_mut(CHUNK)
-        .zip(m.par_chunks_mut(CHUNK))
-        .zip(v.par_chunks_mut(CHUNK))
-        .zip(g.par_chunks(CHUNK))
+    w.par_chunks_mut(super::UPDATE_CHUNK)
+        .zip(m.par_chunks_mut(super::UPDATE_CHUNK))
+        .zip(v.par_chunks_mut(super::UPDATE_CHUNK))
+        .zip(g.par_chunks(super::UPDATE_CHUNK))
         .for_each(|(((w, m), v), g)| {
             crate::nn::vectorized(
                 #[inline(always)]

@@ -110,8 +110,8 @@ fn fold(shadow: &mut Tensor1, values: &Tensor1, d: f32) {
     if let (Some(s), Some(v)) = (shadow.dense_slice_mut(), values.dense_slice()) {
         use rayon::prelude::*;
         let keep = 1.0 - d;
-        s.par_chunks_mut(super::adamw::CHUNK)
-            .zip(v.par_chunks(super::adamw::CHUNK))
+        s.par_chunks_mut(super::UPDATE_CHUNK)
+            .zip(v.par_chunks(super::UPDATE_CHUNK))
             .for_each(|(s, v)| {
                 crate::nn::vectorized(
                     #[inline(always)]
