@@ -115,7 +115,7 @@ impl MultiHeadAttention {
         scale: f32,
     ) -> Tensor2<T> {
         use super::joined_parameters::{join_columns, join_vectors, stack_rows, sum_vectors};
-        use super::linear_cpu::linear;
+        use super::linear_cpu::{linear, LayerInput};
         use crate::device::Tensor1;
         fn weights<'a>(layers: &[&'a Vec<Linear>]) -> Vec<&'a Tensor2> {
             layers
@@ -138,10 +138,10 @@ impl MultiHeadAttention {
         let bkv = join_vectors(&mut tape, &biases(&[&self.key, &self.value]));
         let wo = stack_rows(&mut tape, &weights(&[&self.output]));
         let bo = sum_vectors(&mut tape, &biases(&[&self.output]));
-        let q = linear(x.put_tape(tape), &wq, &bq, true);
-        let kv = linear(context, &wkv, &bkv, true);
+        let q = linear(x.put_tape(tape), &wq, &bq, LayerInput::Hidden);
+        let kv = linear(context, &wkv, &bkv, LayerInput::Hidden);
         let heads = super::attention_cpu::attention_heads(q, kv, self.query.len(), batch, scale);
-        linear(heads, &wo, &bo, true)
+        linear(heads, &wo, &bo, LayerInput::Hidden)
     }
 
     /// Head by head (CUDA build; the CPU tests' reference): each head's projections, dfdx's

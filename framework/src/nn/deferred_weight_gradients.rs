@@ -171,10 +171,15 @@ mod tests {
                 x.clone().retaped::<TrainTape>(),
                 &self.w,
                 &self.b,
-                false,
+                super::super::linear_cpu::LayerInput::Data,
             );
             if self.twice {
-                y = super::super::linear_cpu::linear(y, &self.w, &self.b, true);
+                y = super::super::linear_cpu::linear(
+                    y,
+                    &self.w,
+                    &self.b,
+                    super::super::linear_cpu::LayerInput::Hidden,
+                );
             }
             if self.shared {
                 y = y + x

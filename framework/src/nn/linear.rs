@@ -7,6 +7,19 @@ use super::init::Init;
 use crate::device::{tensor1, tensor2, Dev, Taped, Tensor1, Tensor2};
 use crate::{LatentError, Result};
 
+/// What the CPU kernel (`linear_cpu`) may assume about a layer's input.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum LayerInput {
+    /// Any input; it gets its gradient.
+    Hidden,
+    /// Data: no input gradient; a mostly-zero input runs its products over its non-zeros.
+    Data,
+    /// Rows that often repeat bit for bit (a categorical condition's embedding): the forward
+    /// product and the weight gradient run once per distinct row when at most half the rows are
+    /// distinct ([`super::RowGroups::worthwhile`]); the input gradient stays per row.
+    RepeatedRows,
+}
+
 /// Fully connected layer. `weight` is stored `(in, out)` so the forward pass is one matmul.
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -62,7 +75,7 @@ impl Linear {
     /// # Errors
     /// [`LatentError::Shape`] when the input width differs from `in`.
     pub fn forward<T: Taped>(&self, x: Tensor2<T>) -> Result<Tensor2<T>> {
-        self.forward_with(x, true)
+        self.forward_with(x, LayerInput::Hidden)
     }
 
     /// [`Linear::forward`] for a layer fed with data, whose input needs no gradient: the
@@ -74,10 +87,23 @@ impl Linear {
     /// # Errors
     /// [`LatentError::Shape`] when the input width differs from `in`.
     pub fn forward_data<T: Taped>(&self, x: Tensor2<T>) -> Result<Tensor2<T>> {
-        self.forward_with(x, false)
+        self.forward_with(x, LayerInput::Data)
     }
 
-    fn forward_with<T: Taped>(&self, x: Tensor2<T>, input_gradient: bool) -> Result<Tensor2<T>> {
+    /// [`Linear::forward`] for an input whose rows repeat bit for bit (a categorical condition's
+    /// embedding: one row per class among a batch's cells). On the CPU, when at most half the
+    /// rows are distinct, the product and the weight gradient run once per distinct row; the
+    /// input gradient stays per row, so the values and gradients are [`Linear::forward`]'s
+    /// whatever produced the rows (the weight gradient up to the order of its sums). Other
+    /// inputs, and the CUDA build, take [`Linear::forward`]'s path.
+    ///
+    /// # Errors
+    /// [`LatentError::Shape`] when the input width differs from `in`.
+    pub fn forward_repeated_rows<T: Taped>(&self, x: Tensor2<T>) -> Result<Tensor2<T>> {
+        self.forward_with(x, LayerInput::RepeatedRows)
+    }
+
+    fn forward_with<T: Taped>(&self, x: Tensor2<T>, input: LayerInput) -> Result<Tensor2<T>> {
         let (batch, width) = *x.shape();
         if width != self.inputs() {
             return Err(LatentError::shape(
@@ -92,12 +118,12 @@ impl Linear {
                 x,
                 &self.weight,
                 &self.bias,
-                input_gradient,
+                input,
             ))
         }
         #[cfg(feature = "cuda")]
         {
-            let _ = input_gradient;
+            let _ = input;
             let y = x.matmul(self.weight.retaped::<T>());
             let b = self
                 .bias

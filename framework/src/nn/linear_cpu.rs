@@ -11,6 +11,8 @@
 use dfdx::prelude::*;
 
 use super::deferred_weight_gradients::{defer_weight_product, WeightProduct};
+pub(crate) use super::linear::LayerInput;
+use super::row_groups::RowGroups;
 use super::shared_transposes::with_transposed;
 use super::sparse_rows::SparseRows;
 use crate::device::{host_values, Dev, Taped, Tensor1, Tensor2};
@@ -172,29 +174,39 @@ fn halved_avx512() -> bool {
 }
 
 /// `x (batch, in) · weight (in, out) + bias (out,)`; the backward pass (when `T` records)
-/// accumulates the gradients of `weight`, `bias` and, when `input_gradient` and `x` is not the
-/// pass's data input ([`super::data_input`]), of `x`. An input that gets no gradient (data)
-/// and is mostly zeros (expression values) goes through [`SparseRows`]' products instead of
-/// `gemm`, forward and for the weight gradient.
+/// accumulates the gradients of `weight`, `bias` and, unless `input` is [`LayerInput::Data`]
+/// or `x` is the pass's data input ([`super::data_input`]), of `x`. An input that gets no
+/// gradient (data) and is mostly zeros (expression values) goes through [`SparseRows`]'
+/// products instead of `gemm`, forward and for the weight gradient.
 pub(crate) fn linear<T: Taped>(
     x: Tensor2<T>,
     weight: &Tensor2,
     bias: &Tensor1,
-    input_gradient: bool,
+    input: LayerInput,
 ) -> Tensor2<T> {
     let (batch, inputs) = *x.shape();
     let outputs = weight.shape().1;
     let dev: Dev = x.device().clone();
-    let input_gradient = input_gradient && !super::data_input::is_data_input(x.unique_id());
+    let input_gradient =
+        input != LayerInput::Data && !super::data_input::is_data_input(x.unique_id());
     let (x, mut tape) = x.split_tape();
-    let mut y = Vec::with_capacity(batch * outputs);
+    let xv = host_values(&x);
+    let groups = match input {
+        LayerInput::RepeatedRows => RowGroups::of(&xv, inputs)
+            .ok()
+            .filter(RowGroups::worthwhile),
+        _ => None,
+    };
+    // The rows the products run on: the distinct ones when grouped.
+    let distinct = groups.as_ref().map(|g| g.select_values(&xv, inputs));
+    let rows = groups.as_ref().map_or(batch, RowGroups::distinct);
+    let mut y = Vec::with_capacity(rows * outputs);
     {
         let bv = host_values(bias);
-        for _ in 0..batch {
+        for _ in 0..rows {
             y.extend_from_slice(&bv);
         }
     }
-    let xv = host_values(&x);
     let sparse = if input_gradient {
         None
     } else {
@@ -205,14 +217,22 @@ pub(crate) fn linear<T: Taped>(
         None => gemm(
             &mut y,
             true,
-            (batch, inputs, outputs),
-            View::rows(&xv, inputs),
+            (rows, inputs, outputs),
+            View::rows(distinct.as_deref().unwrap_or(&xv), inputs),
             View::rows(&host_values(weight), outputs),
         ),
     }
     drop(xv);
+    if let Some(groups) = &groups {
+        y = groups.expand_values(&y, outputs);
+    }
     let out = dev.tensor_from_vec(y, (batch, outputs));
     if T::OWNS_TAPE {
+        // The weight gradient's left operand: the distinct rows when grouped, else `x` itself.
+        let product_input = match distinct {
+            Some(values) => dev.tensor_from_vec(values, (rows, inputs)),
+            None => x.clone(),
+        };
         let (weight, bias, result) = (weight.clone(), bias.clone(), out.clone());
         tape.add_backward_op(move |grads| {
             grads.try_alloc_for(&bias)?;
@@ -241,7 +261,11 @@ pub(crate) fn linear<T: Taped>(
                     });
                 }
             }
-            let product = WeightProduct::new(x, sparse, g, outputs);
+            let g = match &groups {
+                Some(groups) => groups.sum_values(&g, outputs),
+                None => g,
+            };
+            let product = WeightProduct::new(product_input, sparse, g, outputs);
             if let Some(product) = defer_weight_product(weight.unique_id(), product) {
                 grads.try_alloc_for(&weight)?;
                 product.apply(grads.get_or_alloc_mut(&weight)?, true);
@@ -259,6 +283,15 @@ mod tests {
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         crate::testing::spread_values(n, seed, 1.0)
+    }
+
+    /// [`LayerInput::Hidden`] with an input gradient, [`LayerInput::Data`] without.
+    fn layer_input(input_gradient: bool) -> LayerInput {
+        if input_gradient {
+            LayerInput::Hidden
+        } else {
+            LayerInput::Data
+        }
     }
 
     /// Both kernel sets compute the same products in all three layouts of a linear layer
@@ -343,7 +376,12 @@ mod tests {
         let x = tensor2(&dev, &x, batch, inputs).unwrap();
         let r = tensor2(&dev, &values(batch * outputs, 4), batch, outputs).unwrap();
         let run = |input_gradient: bool| {
-            let y = linear(x.clone().retaped::<TrainTape>(), &w, &b, input_gradient);
+            let y = linear(
+                x.clone().retaped::<TrainTape>(),
+                &w,
+                &b,
+                layer_input(input_gradient),
+            );
             let y_values = y.as_vec();
             let grads = (y * r.clone()).sum::<(), _>().backward();
             (y_values, grads.get(&w).as_vec(), grads.get(&b).as_vec())
@@ -378,7 +416,7 @@ mod tests {
         let grads_of = |fused: bool, input_gradient: bool| {
             let xt = x.clone().retaped::<TrainTape>();
             let y = if fused {
-                linear(xt, &w, &b, input_gradient)
+                linear(xt, &w, &b, layer_input(input_gradient))
             } else {
                 let y = xt.matmul(w.retaped::<TrainTape>());
                 let bb = b
@@ -410,7 +448,7 @@ mod tests {
         close(&gw0, &gw2);
         close(&gb0, &gb2);
         // Inference (no tape) gives the same values.
-        close(&linear(x.clone(), &w, &b, true).as_vec(), &y0);
+        close(&linear(x.clone(), &w, &b, LayerInput::Hidden).as_vec(), &y0);
     }
 
     /// Inside a training step's shared transposes the input gradient reads the weight's
@@ -425,7 +463,7 @@ mod tests {
             let x = tensor2(&dev, &values(batch * inputs, 3), batch, inputs).unwrap();
             let r = tensor2(&dev, &values(batch * outputs, 4), batch, outputs).unwrap();
             let input_gradient = || {
-                let y = linear(x.clone().retaped::<TrainTape>(), &w, &b, true);
+                let y = linear(x.clone().retaped::<TrainTape>(), &w, &b, LayerInput::Hidden);
                 let grads = (y * r.clone()).sum::<(), _>().backward();
                 grads.get(&x).as_vec()
             };
@@ -441,5 +479,57 @@ mod tests {
                 "{batch} × {inputs} × {outputs}"
             );
         }
+    }
+
+    /// Repeated rows (a class embedding: 300 rows of 11 distinct values, at a size where `gemm`
+    /// blocks) run the forward product and the weight gradient once per distinct row: the same
+    /// output bits, the same input and bias gradient bits, and the weight gradient up to the
+    /// order of its sums.
+    #[test]
+    fn repeated_rows_give_the_per_row_results() {
+        let dev = device(0).unwrap();
+        let (batch, inputs, outputs, classes) = (300, 96, 80, 11);
+        let table = values(classes * inputs, 5);
+        let x: Vec<f32> = (0..batch)
+            .flat_map(|i| {
+                let c = (i * 7 + i / 13) % classes;
+                table[c * inputs..(c + 1) * inputs].to_vec()
+            })
+            .collect();
+        let groups = RowGroups::of(&x, inputs).unwrap();
+        assert_eq!(groups.distinct(), classes);
+        let w = tensor2(&dev, &values(inputs * outputs, 1), inputs, outputs).unwrap();
+        let b = tensor1(&dev, &values(outputs, 2));
+        let x = tensor2(&dev, &x, batch, inputs).unwrap();
+        let r = tensor2(&dev, &values(batch * outputs, 4), batch, outputs).unwrap();
+        let run = |input: LayerInput| {
+            let y = linear(x.clone().retaped::<TrainTape>(), &w, &b, input);
+            let y_values = y.as_vec();
+            let grads = (y * r.clone()).sum::<(), _>().backward();
+            let of = |t: &Tensor2| grads.get(t).as_vec();
+            (y_values, of(&x), grads.get(&b).as_vec(), of(&w))
+        };
+        let (per_row, grouped) = (run(LayerInput::Hidden), run(LayerInput::RepeatedRows));
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&per_row.0), bits(&grouped.0), "outputs");
+        assert_eq!(bits(&per_row.1), bits(&grouped.1), "input gradient");
+        assert_eq!(bits(&per_row.2), bits(&grouped.2), "bias gradient");
+        assert_ne!(
+            per_row.3, grouped.3,
+            "the grouped weight gradient sums in another order"
+        );
+        for (p, q) in per_row.3.iter().zip(&grouped.3) {
+            assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{p} vs {q}");
+        }
+        // Without a tape the values are the same too; rows that do not repeat enough run per row.
+        assert_eq!(
+            bits(&linear(x.clone(), &w, &b, LayerInput::RepeatedRows).as_vec()),
+            bits(&per_row.0)
+        );
+        let distinct = tensor2(&dev, &values(batch * inputs, 3), batch, inputs).unwrap();
+        assert_eq!(
+            bits(&linear(distinct.clone(), &w, &b, LayerInput::RepeatedRows).as_vec()),
+            bits(&linear(distinct, &w, &b, LayerInput::Hidden).as_vec())
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use dfdx::prelude::*;
 
-use crate::device::{Dev, Tensor2};
+use crate::device::{host_values, Dev, Tensor2};
 use crate::{LatentError, Result};
 
 /// A partition of `n` rows into groups of bit-identical keys.
@@ -46,15 +46,23 @@ impl RowGroups {
                 keys.len(),
             ));
         }
-        let mut first: HashMap<Vec<u32>, usize> = HashMap::new();
-        let mut representatives = Vec::new();
+        // Rows are found by a cheap hash of their bits and confirmed bit for bit, so a collision
+        // costs a comparison, never a wrong group.
+        let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut representatives: Vec<usize> = Vec::new();
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
         let inverse = keys
             .chunks_exact(width)
             .enumerate()
             .map(|(row, key)| {
-                let bits = key.iter().map(|v| v.to_bits()).collect();
-                *first.entry(bits).or_insert_with(|| {
+                let candidates = by_hash.entry(row_hash(key)).or_default();
+                let found = candidates.iter().copied().find(|&group| {
+                    let r = representatives[group];
+                    same(&keys[r * width..(r + 1) * width], key)
+                });
+                found.unwrap_or_else(|| {
                     representatives.push(row);
+                    candidates.push(representatives.len() - 1);
                     representatives.len() - 1
                 })
             })
@@ -125,19 +133,75 @@ impl RowGroups {
         }
         gather_rows(x, &self.inverse)
     }
+
+    /// The representatives' rows of the row-major `(rows, width)` values: `(distinct, width)`.
+    /// The caller passes one row per grouped row.
+    #[cfg(not(feature = "cuda"))]
+    pub(crate) fn select_values(&self, values: &[f32], width: usize) -> Vec<f32> {
+        gather_values(values, width, &self.representatives)
+    }
+
+    /// Every row's group value from the row-major `(distinct, width)` values: `(rows, width)`.
+    /// The caller passes one row per group.
+    #[cfg(not(feature = "cuda"))]
+    pub(crate) fn expand_values(&self, values: &[f32], width: usize) -> Vec<f32> {
+        gather_values(values, width, &self.inverse)
+    }
+
+    /// Per group, the sum of its rows of the row-major `(rows, width)` values, added in row
+    /// order: `(distinct, width)`. The caller passes one row per grouped row.
+    #[cfg(not(feature = "cuda"))]
+    pub(crate) fn sum_values(&self, values: &[f32], width: usize) -> Vec<f32> {
+        let mut sums = vec![0.0f32; self.distinct() * width];
+        for (row, &group) in values.chunks_exact(width).zip(&self.inverse) {
+            for (s, v) in sums[group * width..(group + 1) * width].iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+        sums
+    }
+}
+
+/// A hash of a row's bit patterns: four interleaved multiply-xor lanes (independent, so the
+/// loop runs at about a word per cycle), folded together with the row length.
+fn row_hash(row: &[f32]) -> u64 {
+    const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut lanes = [
+        0x243F_6A88_85A3_08D3u64,
+        0x1319_8A2E_0370_7344,
+        0xA409_3822_299F_31D0,
+        0x082E_FA98_EC4E_6C89,
+    ];
+    let mut words = row.chunks_exact(4);
+    for chunk in &mut words {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane = (*lane ^ u64::from(v.to_bits())).wrapping_mul(MUL);
+        }
+    }
+    for (lane, v) in lanes.iter_mut().zip(words.remainder()) {
+        *lane = (*lane ^ u64::from(v.to_bits())).wrapping_mul(MUL);
+    }
+    lanes.iter().fold(row.len() as u64, |h, &lane| {
+        (h.rotate_left(23) ^ lane).wrapping_mul(MUL)
+    })
 }
 
 /// `out[i] = x[index[i]]` for the rows of `x`, by host row copies (the tensors involved are a
 /// few MiB at most and carry no tape).
 fn gather_rows(x: &Tensor2, index: &[usize]) -> Result<Tensor2> {
     let width = x.shape().1;
-    let values = x.as_vec();
+    let out = gather_values(&host_values(x), width, index);
+    let dev: Dev = x.device().clone();
+    Ok(dev.tensor_from_vec(out, (index.len(), width)))
+}
+
+/// `out[i] = values[index[i]]` for the rows of the row-major `(_, width)` values.
+fn gather_values(values: &[f32], width: usize, index: &[usize]) -> Vec<f32> {
     let mut out = Vec::with_capacity(index.len() * width);
     for &row in index {
         out.extend_from_slice(&values[row * width..(row + 1) * width]);
     }
-    let dev: Dev = x.device().clone();
-    Ok(dev.tensor_from_vec(out, (index.len(), width)))
+    out
 }
 
 #[cfg(test)]

@@ -226,7 +226,7 @@ impl Dit {
                 let proj = self.cond_proj.as_ref().ok_or_else(|| {
                     LatentError::Incompatible("dit built without a condition projection".into())
                 })?;
-                c = c + proj.forward(e.vector)?;
+                c = c + proj.forward_repeated_rows(e.vector)?;
             }
             (Some(_), None) => {
                 return Err(LatentError::Incompatible(

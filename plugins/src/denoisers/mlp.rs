@@ -252,9 +252,9 @@ impl MlpDenoiser {
         cond: Option<Tensor2<T>>,
     ) -> Result<Tensor2<T>> {
         match (self.injection, cond, &self.cond_proj) {
-            (Some(Injection::Film), Some(c), Some(p)) => p.forward(c),
+            (Some(Injection::Film), Some(c), Some(p)) => p.forward_repeated_rows(c),
             (Some(Injection::Add | Injection::Adaln), Some(c), Some(p)) => {
-                Ok(self.time_embedding::<T>(t)? + p.forward(c)?)
+                Ok(self.time_embedding::<T>(t)? + p.forward_repeated_rows(c)?)
             }
             _ => self.time_embedding(t),
         }
