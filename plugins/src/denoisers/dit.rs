@@ -217,7 +217,7 @@ impl Dit {
             .retaped::<T>();
         let mut c = self
             .time2
-            .forward(Activation::Silu.forward(self.time1.forward(features)?))?;
+            .forward(Activation::Silu.forward(self.time1.forward_data(features)?))?;
         let mut context = None;
         match (self.injection, cond) {
             (None, _) => {}

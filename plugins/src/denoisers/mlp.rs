@@ -224,7 +224,7 @@ impl MlpDenoiser {
         let features = sinusoidal_tensor(&self.dev, &scaled, self.config.time_features, 10_000.0)?
             .retaped::<T>();
         self.time2
-            .forward(Activation::Silu.forward(self.time1.forward(features)?))
+            .forward(Activation::Silu.forward(self.time1.forward_data(features)?))
     }
 
     /// The first hidden state: the input projection of `z` (with the condition appended for
