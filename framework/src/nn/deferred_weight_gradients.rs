@@ -49,6 +49,18 @@ impl WeightProduct {
         (rows, inputs, self.outputs)
     }
 
+    /// `xᵀ g` in a new row-major `(inputs, outputs)` buffer (not zero-filled first, except for
+    /// the products over non-zeros, which add into it).
+    pub(crate) fn new_gradient(&self) -> Vec<f32> {
+        if let Some(sparse) = &self.sparse {
+            let (_, inputs, outputs) = self.dims();
+            let mut dst = vec![0.0; inputs * outputs];
+            sparse.transposed_product(&self.g, outputs, &mut dst, true);
+            return dst;
+        }
+        super::linear_cpu::new_weight_gradient(&host_values(&self.x), &self.g, self.dims())
+    }
+
     /// Writes (or, when `accumulate`, adds) `xᵀ g` into `dst` (row-major `(inputs, outputs)`).
     pub(crate) fn apply(&self, dst: &mut [f32], accumulate: bool) {
         if let Some(sparse) = &self.sparse {
@@ -100,11 +112,11 @@ pub(crate) fn defer_weight_product(
 /// One weight's gradient from its products (in shard order), as a flat `(inputs · outputs,)`
 /// vector; `None` for no products.
 pub(crate) fn sum_weight_products(products: &[WeightProduct]) -> Option<Tensor1> {
-    let first = products.first()?;
+    let (first, rest) = products.split_first()?;
     let (_, inputs, outputs) = first.dims();
-    let mut dst = vec![0.0; inputs * outputs];
-    for (i, p) in products.iter().enumerate() {
-        p.apply(&mut dst, i > 0);
+    let mut dst = first.new_gradient();
+    for p in rest {
+        p.apply(&mut dst, true);
     }
     Some(first.x.device().tensor_from_vec(dst, (inputs * outputs,)))
 }

@@ -55,6 +55,19 @@ fn gemm(dst: &mut [f32], accumulate: bool, dims: (usize, usize, usize), a: View,
     gemm_with(avx512, dst, accumulate, dims, a, b);
 }
 
+/// [`gemm`] into a new row-major `m × n` buffer, written without being zero-filled first.
+fn gemm_new(dims: (usize, usize, usize), a: View, b: View) -> Vec<f32> {
+    let (m, _, n) = dims;
+    let transposed_b = b.row_stride == 1 && b.col_stride != 1;
+    let avx512 = !(transposed_b && avx2_kernel_wins(dims));
+    let mut dst = Vec::with_capacity(m * n);
+    gemm_raw(avx512, dst.spare_capacity_mut(), false, dims, a, b);
+    // SAFETY: without `accumulate` `gemm_raw` writes all `m · n` values (both gemm crates store
+    // every element of `dst` when `read_dst` is false, zeros for `k = 0`, and never read it).
+    unsafe { dst.set_len(m * n) };
+    dst
+}
+
 /// `dst (inputs × outputs, row-major) = [dst +] xᵀ g`: the weight gradient of a linear layer
 /// from its input `x (rows × inputs)` and output gradient `g (rows × outputs)`, both row-major.
 pub(super) fn weight_gradient(
@@ -73,6 +86,19 @@ pub(super) fn weight_gradient(
     );
 }
 
+/// [`weight_gradient`] into a new buffer (written, not zero-filled first).
+pub(super) fn new_weight_gradient(
+    x: &[f32],
+    g: &[f32],
+    (rows, inputs, outputs): (usize, usize, usize),
+) -> Vec<f32> {
+    gemm_new(
+        (inputs, rows, outputs),
+        View::transposed(x, inputs),
+        View::rows(g, outputs),
+    )
+}
+
 /// Whether `gemm` 0.18's AVX2 kernels beat 0.19's on a product `(m, k, n)` with a transposed
 /// right operand (the input gradient `g Wᵀ`, `k` the layer's outputs): only on CPUs that halve
 /// 512-bit instructions ([`halved_avx512`]), and there only for long sums over few rows
@@ -88,6 +114,22 @@ fn avx2_kernel_wins((m, k, _): (usize, usize, usize)) -> bool {
 fn gemm_with(
     avx512: bool,
     dst: &mut [f32],
+    accumulate: bool,
+    dims: (usize, usize, usize),
+    a: View,
+    b: View,
+) {
+    // SAFETY: an initialised `f32` is a valid `MaybeUninit<f32>`, and `gemm_raw` stores only
+    // `f32` values.
+    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
+    gemm_raw(avx512, dst, accumulate, dims, a, b);
+}
+
+/// [`gemm_with`] on a destination that need not be initialised when `accumulate` is false (it is
+/// then written, not read).
+fn gemm_raw(
+    avx512: bool,
+    dst: &mut [std::mem::MaybeUninit<f32>],
     accumulate: bool,
     (m, k, n): (usize, usize, usize),
     a: View,
@@ -107,7 +149,8 @@ fn gemm_with(
     }
     let threads = super::kernel_threads();
     // SAFETY (both calls): the assertion above bounds every element gemm reads (`a`, `b`) and
-    // writes (`dst`, row-major `m × n`); `dst` is a unique borrow, so nothing aliases it.
+    // writes (`dst`, row-major `m × n`); `dst` is a unique borrow, so nothing aliases it; gemm
+    // reads `dst` only with `accumulate` (`read_dst`), where callers pass initialised values.
     macro_rules! call {
         ($krate:ident) => {
             unsafe {
@@ -115,7 +158,7 @@ fn gemm_with(
                     m,
                     n,
                     k,
-                    dst.as_mut_ptr(),
+                    dst.as_mut_ptr().cast::<f32>(),
                     1,
                     n as isize,
                     accumulate,
@@ -246,19 +289,32 @@ pub(crate) fn linear<T: Taped>(
                 }
             }
             if input_gradient {
-                grads.try_alloc_for(&x)?;
-                let dst = grads.get_or_alloc_mut(&x)?;
                 let w = host_values(&weight);
                 let dims = (batch, outputs, inputs);
                 let strided = View::transposed(&w, outputs);
+                // The first gradient of `x` is written into a new buffer, later ones added.
+                let mut product = |wt: View| {
+                    if grads.contains(&x) {
+                        gemm(
+                            grads.get_or_alloc_mut(&x)?,
+                            true,
+                            dims,
+                            View::rows(&g, outputs),
+                            wt,
+                        );
+                    } else {
+                        let new = gemm_new(dims, View::rows(&g, outputs), wt);
+                        insert_new(grads, &x, new)?;
+                    }
+                    Ok::<(), dfdx::tensor::CpuError>(())
+                };
                 if avx2_kernel_wins(dims) {
                     // 0.18's kernels gather 16 rows at a time: no copy pays for itself here.
-                    gemm(dst, true, dims, View::rows(&g, outputs), strided);
+                    product(strided)?;
                 } else {
                     with_transposed(weight.unique_id(), &w, (inputs, outputs), |wt| {
-                        let wt = wt.map_or(strided, |wt| View::rows(wt, inputs));
-                        gemm(dst, true, dims, View::rows(&g, outputs), wt);
-                    });
+                        product(wt.map_or(strided, |wt| View::rows(wt, inputs)))
+                    })?;
                 }
             }
             let g = match &groups {
@@ -267,13 +323,32 @@ pub(crate) fn linear<T: Taped>(
             };
             let product = WeightProduct::new(product_input, sparse, g, outputs);
             if let Some(product) = defer_weight_product(weight.unique_id(), product) {
-                grads.try_alloc_for(&weight)?;
-                product.apply(grads.get_or_alloc_mut(&weight)?, true);
+                if grads.contains(&weight) {
+                    product.apply(grads.get_or_alloc_mut(&weight)?, true);
+                } else {
+                    insert_new(grads, &weight, product.new_gradient())?;
+                }
             }
             Ok(())
         });
     }
     out.put_tape(tape)
+}
+
+/// Makes `values` the gradient of `t`, which has none yet.
+fn insert_new<T>(
+    grads: &mut Gradients<f32, Dev>,
+    t: &Tensor<(usize, usize), f32, Dev, T>,
+    values: Vec<f32>,
+) -> Result<(), dfdx::tensor::CpuError> {
+    // Refused only for a gradient that exists or a length that differs from `t`'s storage;
+    // then the values are added the usual way.
+    if let Err(values) = grads.insert_new(t, values) {
+        for (s, v) in grads.get_or_alloc_mut(t)?.iter_mut().zip(values) {
+            *s += v;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -531,5 +606,39 @@ mod tests {
             bits(&linear(distinct.clone(), &w, &b, LayerInput::RepeatedRows).as_vec()),
             bits(&linear(distinct, &w, &b, LayerInput::Hidden).as_vec())
         );
+    }
+
+    /// An input read by two layers: the first backward pass writes its gradient into a new
+    /// buffer, the second adds to it; the sum is dfdx's composite ops' (up to rounding).
+    #[test]
+    fn an_input_read_twice_sums_both_gradients() {
+        let dev = device(0).unwrap();
+        let (batch, inputs, outputs) = (33, 70, 90);
+        let layer = |seed: u32| {
+            (
+                tensor2(&dev, &values(inputs * outputs, seed), inputs, outputs).unwrap(),
+                tensor1(&dev, &values(outputs, seed + 1)),
+            )
+        };
+        let ((w1, b1), (w2, b2)) = (layer(1), layer(3));
+        let x = tensor2(&dev, &values(batch * inputs, 5), batch, inputs).unwrap();
+        let r = tensor2(&dev, &values(batch * outputs, 6), batch, outputs).unwrap();
+        let grads_of = |fused: bool| {
+            let (x1, x2) = super::super::fan_out::fork(x.clone().retaped::<TrainTape>());
+            let y = if fused {
+                linear(x1, &w1, &b1, LayerInput::Hidden) + linear(x2, &w2, &b2, LayerInput::Hidden)
+            } else {
+                x1.matmul(w1.retaped::<TrainTape>()) + x2.matmul(w2.retaped::<TrainTape>())
+            };
+            let grads = (y * r.clone()).sum::<(), _>().backward();
+            (grads.get(&x).as_vec(), grads.get(&w1).as_vec())
+        };
+        let (fused, composite) = (grads_of(true), grads_of(false));
+        for (u, v) in [(&fused.0, &composite.0), (&fused.1, &composite.1)] {
+            assert_eq!(u.len(), v.len());
+            for (p, q) in u.iter().zip(v.iter()) {
+                assert!((p - q).abs() <= 1e-4 * (1.0 + p.abs()), "{p} vs {q}");
+            }
+        }
     }
 }

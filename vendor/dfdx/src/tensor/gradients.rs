@@ -42,6 +42,32 @@ impl<E, D: Storage<E>> Gradients<E, D> {
     }
 }
 
+// latentlab patch (see the repository's docs/decisions/0013-vendored-dfdx.md): a gradient the
+// caller computed in full, inserted without zero-filling a buffer first.
+impl<E: crate::shapes::Unit> Gradients<E, super::Cpu> {
+    /// Makes `data` the gradient of `t` when `t` has none yet and `data` has one value per
+    /// element of `t`'s storage; otherwise hands `data` back untouched.
+    pub fn insert_new<S: Shape, T>(
+        &mut self,
+        t: &Tensor<S, E, super::Cpu, T>,
+        data: Vec<E>,
+    ) -> Result<(), Vec<E>> {
+        if data.len() != t.data.data.len() {
+            return Err(data);
+        }
+        match self.gradient_by_id.entry(t.id) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(super::cpu::CachableVec {
+                    data,
+                    cache: t.device.cache.clone(),
+                });
+                Ok(())
+            }
+            std::collections::btree_map::Entry::Occupied(_) => Err(data),
+        }
+    }
+}
+
 impl<E, D: Storage<E>> Gradients<E, D> {
     /// Retrieves mutable gradient for `t`, allocating one if it isn't present.
     pub fn get_or_alloc_mut<S: Shape>(
