@@ -250,7 +250,7 @@ pub(crate) fn linear<T: Taped>(
             y.extend_from_slice(&bv);
         }
     }
-    let sparse = if input_gradient {
+    let sparse = if input_gradient || groups.is_some() {
         None
     } else {
         SparseRows::of(&xv, inputs)
@@ -341,10 +341,14 @@ fn insert_new<T>(
     t: &Tensor<(usize, usize), f32, Dev, T>,
     values: Vec<f32>,
 ) -> Result<(), dfdx::tensor::CpuError> {
-    // Refused only for a gradient that exists or a length that differs from `t`'s storage;
-    // then the values are added the usual way.
+    // Refused for a gradient that exists (then the values are added) or a length that differs
+    // from `t`'s storage (an error, as `gemm`'s bounds check would have been).
     if let Err(values) = grads.insert_new(t, values) {
-        for (s, v) in grads.get_or_alloc_mut(t)?.iter_mut().zip(values) {
+        let dst = grads.get_or_alloc_mut(t)?;
+        if dst.len() != values.len() {
+            return Err(dfdx::tensor::CpuError::WrongNumElements);
+        }
+        for (s, v) in dst.iter_mut().zip(values) {
             *s += v;
         }
     }

@@ -243,4 +243,30 @@ mod tests {
         assert!(g.expand(&xt).is_err());
         assert!(g.select(&distinct).is_err());
     }
+
+    /// The host-value forms of select and expand, and per-group sums in row order.
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn values_select_expand_and_sum_by_group() {
+        let keys = [5.0, 7.0, 5.0, 5.0, 7.0, 9.0];
+        let g = RowGroups::of(&keys, 1).unwrap();
+        let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        assert_eq!(g.select_values(&x, 2), vec![0.0, 1.0, 2.0, 3.0, 10.0, 11.0]);
+        assert_eq!(
+            g.expand_values(&[1.0, 2.0, 3.0], 1),
+            vec![1.0, 2.0, 1.0, 1.0, 2.0, 3.0]
+        );
+        // Rows 0, 2, 3 (group 0), rows 1, 4 (group 1), row 5 (group 2).
+        assert_eq!(
+            g.sum_values(&x, 2),
+            vec![
+                0.0 + 4.0 + 6.0,
+                1.0 + 5.0 + 7.0,
+                2.0 + 8.0,
+                3.0 + 9.0,
+                10.0,
+                11.0
+            ]
+        );
+    }
 }
