@@ -52,10 +52,10 @@ impl WeightProduct {
     /// `xᵀ g` in a new row-major `(inputs, outputs)` buffer (not zero-filled first, except for
     /// the products over non-zeros, which add into it).
     pub(crate) fn new_gradient(&self) -> Vec<f32> {
-        if let Some(sparse) = &self.sparse {
+        if self.sparse.is_some() {
             let (_, inputs, outputs) = self.dims();
             let mut dst = vec![0.0; inputs * outputs];
-            sparse.transposed_product(&self.g, outputs, &mut dst, true);
+            self.apply(&mut dst, true);
             return dst;
         }
         super::linear_cpu::new_weight_gradient(&host_values(&self.x), &self.g, self.dims())

@@ -50,18 +50,21 @@ impl<'a> View<'a> {
 /// `gemm` 0.19's kernels (AVX-512 where the CPU has it) except where [`avx2_kernel_wins`] says
 /// 0.18's are faster.
 fn gemm(dst: &mut [f32], accumulate: bool, dims: (usize, usize, usize), a: View, b: View) {
-    let transposed_b = b.row_stride == 1 && b.col_stride != 1;
-    let avx512 = !(transposed_b && avx2_kernel_wins(dims));
-    gemm_with(avx512, dst, accumulate, dims, a, b);
+    gemm_with(uses_avx512(dims, &b), dst, accumulate, dims, a, b);
 }
 
 /// [`gemm`] into a new row-major `m × n` buffer, written without being zero-filled first.
 fn gemm_new(dims: (usize, usize, usize), a: View, b: View) -> Vec<f32> {
     let (m, _, n) = dims;
-    let transposed_b = b.row_stride == 1 && b.col_stride != 1;
-    let avx512 = !(transposed_b && avx2_kernel_wins(dims));
     let mut dst = Vec::with_capacity(m * n);
-    gemm_raw(avx512, dst.spare_capacity_mut(), false, dims, a, b);
+    gemm_raw(
+        uses_avx512(dims, &b),
+        dst.spare_capacity_mut(),
+        false,
+        dims,
+        a,
+        b,
+    );
     // SAFETY: without `accumulate` `gemm_raw` writes all `m · n` values (both gemm crates store
     // every element of `dst` when `read_dst` is false, zeros for `k = 0`, and never read it).
     unsafe { dst.set_len(m * n) };
@@ -84,6 +87,13 @@ pub(super) fn weight_gradient(
         View::transposed(x, inputs),
         View::rows(g, outputs),
     );
+}
+
+/// Whether [`gemm`] takes `gemm` 0.19 (else 0.18) for a product `dims` with right operand `b`:
+/// 0.18 only for a transposed `b` where [`avx2_kernel_wins`].
+fn uses_avx512(dims: (usize, usize, usize), b: &View) -> bool {
+    let transposed_b = b.row_stride == 1 && b.col_stride != 1;
+    !(transposed_b && avx2_kernel_wins(dims))
 }
 
 /// [`weight_gradient`] into a new buffer (written, not zero-filled first).
