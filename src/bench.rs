@@ -211,8 +211,16 @@ fn denoiser_step(
             denoiser: denoiser.as_mut(),
             conditioner: Some(conditioner.as_mut()),
         };
-        let (_, grads) =
-            denoiser_gradients(&stage, sampler.as_ref(), &data, &rows, 0.1, &mut rng, dev)?;
+        // The shards a default `train` config gives at this thread count.
+        let (_, grads) = denoiser_gradients(
+            &stage,
+            sampler.as_ref(),
+            &data,
+            (&rows, None),
+            0.1,
+            &mut rng,
+            dev,
+        )?;
         opt.apply(&mut stage, "", &grads, 1e-3)
     })?;
     Ok(Measured {

@@ -410,6 +410,20 @@ fn config_errors_are_one_line_and_name_the_problem() {
     ]);
     assert_one_line_failure(&out, "learning_rate_typo");
     assert!(!dir.join("a").exists());
+    // A value out of range: zero shards.
+    let text = std::fs::read_to_string(tiny_config(dir, ""))
+        .unwrap()
+        .replace("batch_size = 64", "batch_size = 64\nshards = 0");
+    std::fs::write(dir.join("c0.toml"), text).unwrap();
+    let out = run(&[
+        "train",
+        "--config",
+        dir.join("c0.toml").to_str().unwrap(),
+        "--out",
+        dir.join("a").to_str().unwrap(),
+    ]);
+    assert_one_line_failure(&out, "train.shards");
+    assert!(!dir.join("a").exists());
 
     // Unknown plugin.
     let text = std::fs::read_to_string(tiny_config(dir, ""))
@@ -680,22 +694,25 @@ fn train_resume_continues_a_killed_run() {
     assert!(!dir.join("other").exists());
 }
 
-/// Stage-2 batches of 256 rows train in two data-parallel shards (with dropout in the denoiser):
-/// the weights written are the same bytes at one and two threads and from one two-thread run to
-/// the next.
+/// Stage-2 batches of 256 rows with dropout in the denoiser: with `train.shards = 2` the weights
+/// written are the same bytes at one and two threads; with the default split (two shards from
+/// two threads up, decision 0029) the same bytes at two and three threads and from one
+/// two-thread run to the next.
 #[test]
 fn training_writes_the_same_weights_at_any_thread_count() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let config = tiny_config_edited(
-        dir,
-        "",
-        &[
-            ("blocks = 1", "blocks = 1\ndropout = 0.2"),
-            ("batch_size = 64", "batch_size = 256"),
-        ],
-    );
-    let weights = |threads: &str, name: &str| {
+    let config = |shards: &str| {
+        tiny_config_edited(
+            dir,
+            "",
+            &[
+                ("blocks = 1", "blocks = 1\ndropout = 0.2"),
+                ("batch_size = 64", &format!("batch_size = 256{shards}")),
+            ],
+        )
+    };
+    let weights = |config: &Path, threads: &str, name: &str| {
         let out = dir.join(name);
         let done = bin()
             .env("RAYON_NUM_THREADS", threads)
@@ -710,13 +727,20 @@ fn training_writes_the_same_weights_at_any_thread_count() {
         );
         std::fs::read(out.join("weights.safetensors")).unwrap()
     };
-    let one = weights("1", "one");
+    let fixed = config("\nshards = 2");
+    let one = weights(&fixed, "1", "one");
     assert!(
-        one == weights("2", "two"),
-        "two threads changed the weights"
+        one == weights(&fixed, "2", "two"),
+        "two threads changed the weights of a fixed split"
+    );
+    let default = config("");
+    let two = weights(&default, "2", "default two");
+    assert!(
+        two == weights(&default, "3", "default three"),
+        "three threads changed the weights of the default split"
     );
     assert!(
-        one == weights("2", "again"),
+        two == weights(&default, "2", "again"),
         "a second two-thread run changed the weights"
     );
 }

@@ -342,10 +342,10 @@ fn shard_rows(sources: &[(String, ConditionKind)]) -> LatentData {
 }
 
 /// The loss and the flattened gradients of one data-parallel step (`train::denoiser_gradients`)
-/// on `rows` of `data`, computed in a pool of `threads` threads, randomness from `stream(seed,
-/// name)`.
+/// on `rows` of `data` in `shards` shards (`None`: the default for the thread count), computed in
+/// a pool of `threads` threads, randomness from `stream(seed, name)`.
 fn sharded_gradients(
-    threads: usize,
+    (threads, shards): (usize, Option<usize>),
     stage: &Stage2<'_>,
     sampler: &dyn LatentSampler,
     (data, rows): (&LatentData, &[usize]),
@@ -359,16 +359,25 @@ fn sharded_gradients(
     pool.install(|| {
         let dev = testing::test_device().unwrap();
         let mut rng = stream(seed, name);
-        let (v, g) =
-            denoiser_gradients(stage, sampler, data, rows, drop_prob, &mut rng, &dev).unwrap();
+        let (v, g) = denoiser_gradients(
+            stage,
+            sampler,
+            data,
+            (rows, shards),
+            drop_prob,
+            &mut rng,
+            &dev,
+        )
+        .unwrap();
         (v, g.by_name.values().flat_map(|t| t.as_vec()).collect())
     })
 }
 
 /// Stage-2 training splits each batch into data-parallel shards (`nn::training_shards`) and
 /// sums their gradients: for every denoiser, alone and with every conditioner it can take, the
-/// sharded gradients equal the whole batch's (without a conditioner, whose shards draw their
-/// own randomness) and are bit-identical at 1, 2 and 3 threads.
+/// gradients of a fixed split are bit-identical at 1, 2 and 3 threads and equal the whole batch's
+/// (without a conditioner, whose shards draw their own randomness); the default split is that
+/// one at two and three threads, and at one thread it is the whole batch, to the bit.
 #[test]
 fn sharded_training_gradients_match_the_batch_at_any_thread_count() {
     use latentlab::framework::optim::NamedGradients;
@@ -408,9 +417,9 @@ fn sharded_training_gradients_match_the_batch_at_any_thread_count() {
                 conditioner: conditioner.as_mut().map(|c| c.as_mut() as _),
             };
             let what = format!("{} with {:?}", entry.name, pairing.map(|(name, _)| name));
-            let sharded = |threads: usize| {
+            let sharded = |threads: usize, shards: Option<usize>| {
                 sharded_gradients(
-                    threads,
+                    (threads, shards),
                     &stage,
                     sampler.as_ref(),
                     (&data, &rows),
@@ -418,7 +427,7 @@ fn sharded_training_gradients_match_the_batch_at_any_thread_count() {
                     (9, "shards"),
                 )
             };
-            let one = sharded(1);
+            let one = sharded(1, Some(2));
             assert!(
                 one.0.is_finite() && one.1.iter().all(|g| g.is_finite()),
                 "{what}"
@@ -439,25 +448,36 @@ fn sharded_training_gradients_match_the_batch_at_any_thread_count() {
             };
             for threads in [2, 3] {
                 assert!(
-                    same(&sharded(threads), &one),
+                    same(&sharded(threads, Some(2)), &one),
                     "{what}: {threads} threads changed the result"
                 );
             }
+            if !cfg!(feature = "cuda") {
+                assert!(
+                    sharded(3, None) == one,
+                    "{what}: the default split at three threads is not the two shards"
+                );
+            }
+            let mut rng = stream(9, "shards");
+            let loss =
+                denoiser_loss(&stage, sampler.as_ref(), &data, &rows, 0.2, &mut rng, &dev).unwrap();
+            let (v, g) = NamedGradients::backward(loss, &stage, "").unwrap();
+            let whole = (v, g.by_name.values().flat_map(|t| t.as_vec()).collect());
+            assert!(
+                same(&sharded(1, None), &whole),
+                "{what}: the default split at one thread is not the whole batch"
+            );
             if pairing.is_none() {
-                let mut rng = stream(9, "shards");
-                let loss =
-                    denoiser_loss(&stage, sampler.as_ref(), &data, &rows, 0.2, &mut rng, &dev)
-                        .unwrap();
-                let (v, g) = NamedGradients::backward(loss, &stage, "").unwrap();
-                let g: Vec<f32> = g.by_name.values().flat_map(|t| t.as_vec()).collect();
-                let scale = g.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let scale = whole.1.iter().fold(0.0f32, |m, x| m.max(x.abs()));
                 assert!(
                     (v - one.0).abs() <= 1e-5 * v.abs(),
                     "{what}: loss {v} vs {}",
                     one.0
                 );
                 assert!(
-                    g.iter()
+                    whole
+                        .1
+                        .iter()
                         .zip(&one.1)
                         .all(|(a, b)| (a - b).abs() <= 1e-4 * scale),
                     "{what}: sharded gradients differ from the whole batch's"
@@ -468,7 +488,8 @@ fn sharded_training_gradients_match_the_batch_at_any_thread_count() {
 }
 
 /// Dropout inside data-parallel shards draws its masks from each shard's own stream: a
-/// denoiser with dropout trains to the same bits at 1, 2 and 3 threads and in repeated runs
+/// denoiser with dropout trains (in a fixed split of two shards) to the same bits at 1, 2 and 3
+/// threads and in repeated runs
 /// (with the device's shared generator, concurrent shards drew their masks in the order the
 /// threads reached it).
 #[test]
@@ -492,7 +513,7 @@ fn sharded_dropout_does_not_depend_on_the_thread_count() {
         };
         let run = |threads: usize| {
             sharded_gradients(
-                threads,
+                (threads, Some(2)),
                 &stage,
                 sampler.as_ref(),
                 (&data, &rows),

@@ -608,14 +608,15 @@ pub fn denoiser_loss(
 }
 
 /// The stage-2 loss of one batch and its gradients, computed data-parallel: the batch's
-/// randomness is drawn first, then each of [`crate::nn::training_shards`] runs forward and
-/// backward on its rows (its loss weighted by its share of the rows, its conditioner randomness
-/// and dropout masks from its own streams seeded in shard order) on its own thread, and the shard
-/// gradients are summed in shard order (the linear layers' weight gradients after all shards,
-/// decision 0020). A batch of one shard is exactly [`denoiser_loss`] and its backward.
-/// Rows are independent in every denoiser and conditioner (the registry conformance tests check
-/// it), so this is the gradient of the batch's mean loss; the split depends only on the batch
-/// size, so the result does not depend on the thread count.
+/// randomness is drawn first, then each of [`crate::nn::training_shards`] (`shards`: a fixed
+/// count, or `None` for the default that depends on the thread count only through one thread
+/// or more, decision 0029) runs forward and backward on its rows (its loss weighted by its share
+/// of the rows, its conditioner randomness and dropout masks from its own streams seeded in shard
+/// order) on its own thread, and the shard gradients are summed in shard order (the linear
+/// layers' weight gradients after all shards, decision 0020). A batch of one shard is exactly
+/// [`denoiser_loss`] and its backward. Rows are independent in every denoiser and conditioner
+/// (the registry conformance tests check it), so this is the gradient of the batch's mean loss;
+/// for a given split the result does not depend on the thread count.
 ///
 /// # Errors
 /// Shape errors; [`LatentError::NonFinite`] when a shard's loss is not finite.
@@ -623,13 +624,13 @@ pub fn denoiser_gradients(
     stage: &Stage2<'_>,
     sampler: &dyn LatentSampler,
     data: &LatentData,
-    rows: &[usize],
+    (rows, shards): (&[usize], Option<usize>),
     drop_prob: f32,
     rng: &mut impl Rng,
     dev: &Dev,
 ) -> Result<(f32, NamedGradients)> {
     let batch = DenoiserBatch::draw(stage, sampler, data, rows, drop_prob, rng)?;
-    let shards = crate::nn::training_shards(rows.len());
+    let shards = crate::nn::training_shards(rows.len(), shards);
     if shards.len() <= 1 {
         let loss = batch.loss(stage, data, 0..rows.len(), 1.0, rng, dev)?;
         return NamedGradients::backward(loss, stage, "");
@@ -726,9 +727,16 @@ pub fn train_denoiser_with(
     let mut stopped_at = total;
     for step in start..total {
         let rows = batches.next_batch();
-        let (value, mut grads) =
-            denoiser_gradients(stage, sampler, train, &rows, drop_prob, &mut rng, dev)
-                .map_err(|e| at_step(e, "denoiser", step))?;
+        let (value, mut grads) = denoiser_gradients(
+            stage,
+            sampler,
+            train,
+            (&rows, cfg.shards),
+            drop_prob,
+            &mut rng,
+            dev,
+        )
+        .map_err(|e| at_step(e, "denoiser", step))?;
         if cfg.grad_clip > 0.0 {
             grads.clip_global_norm(cfg.grad_clip);
         }

@@ -102,17 +102,27 @@ pub const MAX_TRAINING_SHARDS: usize = 8;
 pub const TRAINING_SHARD_ROWS: usize = 128;
 
 /// Near-equal consecutive row ranges of a training batch of `rows` rows for data-parallel
-/// gradients: `floor(rows / TRAINING_SHARD_ROWS)` of them, at least one and at most
-/// [`MAX_TRAINING_SHARDS`] (one on CUDA; none for zero rows), except that batches of
-/// `TRAINING_SHARD_ROWS` to `2 · TRAINING_SHARD_ROWS − 1` rows (the common batch of 128) get
-/// two shards of at least 64 rows: as one shard they kept the second thread of a two-core
-/// machine idle. The split depends only on `rows`, so gradients summed over the shards in order
-/// do not depend on the thread count.
-pub fn training_shards(rows: usize) -> Vec<Range<usize>> {
+/// gradients (none for zero rows; one on CUDA).
+///
+/// `fixed: Some(n)` gives `n` shards (at most `rows`) at any thread count, so gradients summed
+/// over the shards in order are the same bits at any thread count. `None` (the default, decision
+/// 0029) gives one shard when rayon's pool has one thread: shards only pay for themselves in
+/// parallel, and at one thread they cost the MLP denoisers 6–10 % (each product runs on half the
+/// rows, each weight is packed twice, the weight gradients' sums are split). With two or more
+/// threads it gives `floor(rows / TRAINING_SHARD_ROWS)` shards, at least one and at most
+/// [`MAX_TRAINING_SHARDS`], except that batches of `TRAINING_SHARD_ROWS` to
+/// `2 · TRAINING_SHARD_ROWS − 1` rows (the common batch of 128) get two shards of at least 64
+/// rows (as one shard they kept the second thread of a two-core machine idle): the split then
+/// depends only on `rows`, so results are the same bits at every thread count from two up.
+pub fn training_shards(rows: usize, fixed: Option<usize>) -> Vec<Range<usize>> {
     if rows == 0 {
         return Vec::new();
     }
     let shards = if cfg!(feature = "cuda") {
+        1
+    } else if let Some(n) = fixed {
+        n.clamp(1, rows)
+    } else if rayon::current_num_threads() <= 1 {
         1
     } else {
         (rows / TRAINING_SHARD_ROWS)
@@ -201,7 +211,25 @@ mod tests {
             assert!(t.iter().all(|r| !r.is_empty() && r.len() <= MAX_TILE_ROWS));
             assert!(t.len() >= rayon::current_num_threads().min(rows));
         }
-        assert!(training_shards(0).is_empty());
+        assert!(training_shards(0, None).is_empty());
+        let two_threads = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let split = |rows: usize, fixed: Option<usize>| {
+            let t = two_threads.install(|| training_shards(rows, fixed));
+            assert_eq!((t[0].start, t[t.len() - 1].end), (0, rows));
+            assert!(t.windows(2).all(|w| w[0].end == w[1].start));
+            if let Some(n) = fixed {
+                assert_eq!(one_thread.install(|| training_shards(rows, fixed)), t);
+                assert_eq!(t.len(), n.clamp(1, rows), "{rows} rows in {n}");
+            }
+            t
+        };
         for (rows, shards) in [
             (1, 1),
             (127, 1),
@@ -211,13 +239,17 @@ mod tests {
             (300, 2),
             (100_000, MAX_TRAINING_SHARDS),
         ] {
-            let t = training_shards(rows);
+            let t = split(rows, None);
             assert_eq!(t.len(), shards, "{rows} rows");
-            assert_eq!((t[0].start, t[shards - 1].end), (0, rows));
-            assert!(t.windows(2).all(|w| w[0].end == w[1].start));
             assert!(t
                 .iter()
                 .all(|r| r.len() >= (TRAINING_SHARD_ROWS / 2).min(rows)));
+            let whole = one_thread.install(|| training_shards(rows, None));
+            assert_eq!((whole.len(), whole[0].clone()), (1, 0..rows));
+        }
+        for (rows, n) in [(256, 2), (256, 3), (5, 9), (7, 0)] {
+            let t = split(rows, Some(n));
+            assert!(t.iter().all(|r| r.len() >= rows / n.clamp(1, rows)));
         }
         let b = row_blocks(2 * 256 + 3, 256);
         assert_eq!(b, vec![0..256, 256..512, 512..515]);
