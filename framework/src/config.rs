@@ -168,8 +168,9 @@ pub struct TrainConfig {
     /// Weight of the stage-2 loss in the joint objective. Default 1.0.
     pub joint_denoiser_weight: f32,
     /// Data-parallel shards of each stage-2 batch on the CPU (ignored on CUDA). Omitted (the
-    /// default): one shard at one thread; with more threads one per 128 rows, 2–8 of them, so
-    /// the trained weights are the same bits at every thread count from two up, and one thread
+    /// default): one shard at one thread (unless the denoiser's products are long: batch rows ×
+    /// its rows per sample above 1,024); with more threads one per 128 rows, 2–8 of them, so the
+    /// trained weights are the same bits at every thread count from two up, and one thread
     /// gives other low bits. A number `n`: `n` shards (at most the batch's rows) at any thread
     /// count, for weights that are the same bits at every thread count including one (at one
     /// thread ~7 % slower at batches of 256 than the default). Default omitted.

@@ -630,7 +630,7 @@ pub fn denoiser_gradients(
     dev: &Dev,
 ) -> Result<(f32, NamedGradients)> {
     let batch = DenoiserBatch::draw(stage, sampler, data, rows, drop_prob, rng)?;
-    let shards = crate::nn::training_shards(rows.len(), shards);
+    let shards = crate::nn::training_shards(rows.len(), shards, stage.denoiser.rows_per_sample());
     if shards.len() <= 1 {
         let loss = batch.loss(stage, data, 0..rows.len(), 1.0, rng, dev)?;
         return NamedGradients::backward(loss, stage, "");

@@ -80,7 +80,7 @@ pub use row_groups::RowGroups;
 pub(crate) use row_tiles::kernel_threads;
 pub use row_tiles::{
     append_tiles, map_tiles, row_blocks, row_tiles, run_tiles, training_shards, MAX_TILE_ROWS,
-    MAX_TRAINING_SHARDS, TRAINING_SHARD_ROWS,
+    MAX_TRAINING_SHARDS, ONE_THREAD_SHARD_ROWS, TRAINING_SHARD_ROWS,
 };
 #[cfg(not(feature = "cuda"))]
 pub(crate) use simd::vectorized;

@@ -101,20 +101,31 @@ pub const MAX_TRAINING_SHARDS: usize = 8;
 /// gradients) lose more to the matrix kernel's overheads than a second thread gains.
 pub const TRAINING_SHARD_ROWS: usize = 128;
 
+/// Most product rows (batch rows × [`crate::plugin::Denoiser::rows_per_sample`]) that
+/// [`training_shards`] keeps in one shard at one thread: the MLP denoisers ran 6–10 % faster as
+/// one shard than as 0017's split at 256–1024 rows, while the reference DiT (16 tokens per
+/// sample) ran ~15 % faster as two shards of 2,048 token rows than as one of 4,096.
+pub const ONE_THREAD_SHARD_ROWS: usize = 1024;
+
 /// Near-equal consecutive row ranges of a training batch of `rows` rows for data-parallel
 /// gradients (none for zero rows; one on CUDA).
 ///
 /// `fixed: Some(n)` gives `n` shards (at most `rows`) at any thread count, so gradients summed
 /// over the shards in order are the same bits at any thread count. `None` (the default, decision
-/// 0029) gives one shard when rayon's pool has one thread: shards only pay for themselves in
-/// parallel, and at one thread they cost the MLP denoisers 6–10 % (each product runs on half the
-/// rows, each weight is packed twice, the weight gradients' sums are split). With two or more
-/// threads it gives `floor(rows / TRAINING_SHARD_ROWS)` shards, at least one and at most
-/// [`MAX_TRAINING_SHARDS`], except that batches of `TRAINING_SHARD_ROWS` to
+/// 0029) gives one shard when rayon's pool has one thread and the products run over at most
+/// [`ONE_THREAD_SHARD_ROWS`] rows (`rows × rows_per_sample`): shards pay for themselves only in
+/// parallel or on long products, and at one thread they cost the MLP denoisers 6–10 % (each
+/// product runs on half the rows, each weight is packed twice, the weight gradients' sums are
+/// split). Otherwise it gives `floor(rows / TRAINING_SHARD_ROWS)` shards, at least one and at
+/// most [`MAX_TRAINING_SHARDS`], except that batches of `TRAINING_SHARD_ROWS` to
 /// `2 · TRAINING_SHARD_ROWS − 1` rows (the common batch of 128) get two shards of at least 64
 /// rows (as one shard they kept the second thread of a two-core machine idle): the split then
 /// depends only on `rows`, so results are the same bits at every thread count from two up.
-pub fn training_shards(rows: usize, fixed: Option<usize>) -> Vec<Range<usize>> {
+pub fn training_shards(
+    rows: usize,
+    fixed: Option<usize>,
+    rows_per_sample: usize,
+) -> Vec<Range<usize>> {
     if rows == 0 {
         return Vec::new();
     }
@@ -122,7 +133,9 @@ pub fn training_shards(rows: usize, fixed: Option<usize>) -> Vec<Range<usize>> {
         1
     } else if let Some(n) = fixed {
         n.clamp(1, rows)
-    } else if rayon::current_num_threads() <= 1 {
+    } else if rayon::current_num_threads() <= 1
+        && rows.saturating_mul(rows_per_sample) <= ONE_THREAD_SHARD_ROWS
+    {
         1
     } else {
         (rows / TRAINING_SHARD_ROWS)
@@ -211,7 +224,7 @@ mod tests {
             assert!(t.iter().all(|r| !r.is_empty() && r.len() <= MAX_TILE_ROWS));
             assert!(t.len() >= rayon::current_num_threads().min(rows));
         }
-        assert!(training_shards(0, None).is_empty());
+        assert!(training_shards(0, None, 1).is_empty());
         let two_threads = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
@@ -221,11 +234,11 @@ mod tests {
             .build()
             .unwrap();
         let split = |rows: usize, fixed: Option<usize>| {
-            let t = two_threads.install(|| training_shards(rows, fixed));
+            let t = two_threads.install(|| training_shards(rows, fixed, 1));
             assert_eq!((t[0].start, t[t.len() - 1].end), (0, rows));
             assert!(t.windows(2).all(|w| w[0].end == w[1].start));
             if let Some(n) = fixed {
-                assert_eq!(one_thread.install(|| training_shards(rows, fixed)), t);
+                assert_eq!(one_thread.install(|| training_shards(rows, fixed, 1)), t);
                 assert_eq!(t.len(), n.clamp(1, rows), "{rows} rows in {n}");
             }
             t
@@ -244,8 +257,18 @@ mod tests {
             assert!(t
                 .iter()
                 .all(|r| r.len() >= (TRAINING_SHARD_ROWS / 2).min(rows)));
-            let whole = one_thread.install(|| training_shards(rows, None));
-            assert_eq!((whole.len(), whole[0].clone()), (1, 0..rows));
+            let one = one_thread.install(|| training_shards(rows, None, 1));
+            if rows <= ONE_THREAD_SHARD_ROWS {
+                assert_eq!((one.len(), one[0].clone()), (1, 0..rows));
+            } else {
+                assert_eq!(one, t);
+            }
+            // Long products (many rows per sample) keep the split at one thread.
+            let tokens = ONE_THREAD_SHARD_ROWS / rows.min(ONE_THREAD_SHARD_ROWS) + 1;
+            assert_eq!(
+                one_thread.install(|| training_shards(rows, None, tokens)),
+                t
+            );
         }
         for (rows, n) in [(256, 2), (256, 3), (5, 9), (7, 0)] {
             let t = split(rows, Some(n));

@@ -46,6 +46,14 @@ pub trait Denoiser: Parameters + Send + Sync {
         t: &[f32],
         cond: Option<ConditionEmbedding<NoneTape>>,
     ) -> Result<Tensor2>;
+    /// Rows each sample occupies in this network's matrix products: a transformer's tokens, 1
+    /// (the default) for a network that runs a sample as one row. Stage-2 training at one thread
+    /// keeps a batch in one shard while its products have at most
+    /// [`crate::nn::ONE_THREAD_SHARD_ROWS`] rows and splits longer ones, which then run faster
+    /// in halves (decision 0029).
+    fn rows_per_sample(&self) -> usize {
+        1
+    }
 }
 
 /// Serializable description of a denoiser.

@@ -320,4 +320,7 @@ impl Denoiser for Dit {
     ) -> Result<Tensor2> {
         self.run(z, t, cond)
     }
+    fn rows_per_sample(&self) -> usize {
+        self.tokens
+    }
 }
