@@ -396,100 +396,72 @@ fn train_sample_evaluate_and_bad_invocations() {
 fn config_errors_are_one_line_and_name_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    // Unknown field.
-    let text = std::fs::read_to_string(tiny_config(dir, ""))
-        .unwrap()
-        .replace("batch_size = 64", "batch_size = 64\nlearning_rate_typo = 3");
-    std::fs::write(dir.join("c1.toml"), text).unwrap();
-    let out = run(&[
-        "train",
-        "--config",
-        dir.join("c1.toml").to_str().unwrap(),
-        "--out",
-        dir.join("a").to_str().unwrap(),
-    ]);
-    assert_one_line_failure(&out, "learning_rate_typo");
-    assert!(!dir.join("a").exists());
-    // A value out of range: zero shards.
-    let text = std::fs::read_to_string(tiny_config(dir, ""))
-        .unwrap()
-        .replace("batch_size = 64", "batch_size = 64\nshards = 0");
-    std::fs::write(dir.join("c0.toml"), text).unwrap();
-    let out = run(&[
-        "train",
-        "--config",
-        dir.join("c0.toml").to_str().unwrap(),
-        "--out",
-        dir.join("a").to_str().unwrap(),
-    ]);
-    assert_one_line_failure(&out, "train.shards");
-    assert!(!dir.join("a").exists());
-
-    // Unknown plugin.
-    let text = std::fs::read_to_string(tiny_config(dir, ""))
-        .unwrap()
-        .replace("type = \"ddpm\"", "type = \"ddpmx\"");
-    std::fs::write(dir.join("c2.toml"), text).unwrap();
-    let out = run(&[
-        "train",
-        "--config",
-        dir.join("c2.toml").to_str().unwrap(),
-        "--out",
-        dir.join("b").to_str().unwrap(),
-    ]);
-    assert_one_line_failure(&out, "ddpmx");
-
-    // A count likelihood on log-normalized X is refused with the fix.
-    let text = std::fs::read_to_string(tiny_config(dir, ""))
-        .unwrap()
-        .replace("type = \"vae\"", "type = \"nb_vae\"");
-    std::fs::write(dir.join("c4.toml"), text).unwrap();
-    let out = run(&[
-        "train",
-        "--config",
-        dir.join("c4.toml").to_str().unwrap(),
-        "--out",
-        dir.join("d").to_str().unwrap(),
-    ]);
-    assert_one_line_failure(&out, "layers/counts");
-    assert!(!dir.join("d").exists());
-
-    // Missing obs key.
-    let text = std::fs::read_to_string(tiny_config(dir, ""))
-        .unwrap()
-        .replace("keys = [\"bulk_labels\"]", "keys = [\"cell_type\"]");
-    std::fs::write(dir.join("c3.toml"), text).unwrap();
-    let out = run(&[
-        "train",
-        "--config",
-        dir.join("c3.toml").to_str().unwrap(),
-        "--out",
-        dir.join("c").to_str().unwrap(),
-    ]);
-    assert_one_line_failure(&out, "cell_type");
-    assert!(!dir.join("c").exists());
-
-    // Joint fine-tuning of an autoencoder without an encoder is refused at load.
-    let text = std::fs::read_to_string(tiny_config(dir, ""))
-        .unwrap()
-        .replace(
-            "type = \"vae\"\nlatent_dim = 8\nhidden = [64, 32]",
-            "type = \"identity\"",
-        )
-        .replace(
-            "autoencoder_steps = 30",
-            "autoencoder_steps = 0\njoint_steps = 5",
+    let vae = "type = \"vae\"\nlatent_dim = 8\nhidden = [64, 32]";
+    let cases: [(&str, &[(&str, &str)], &str); 6] = [
+        // Unknown field.
+        (
+            "unknown field",
+            &[("batch_size = 64", "batch_size = 64\nlearning_rate_typo = 3")],
+            "learning_rate_typo",
+        ),
+        // A value out of range: zero shards.
+        (
+            "zero shards",
+            &[("batch_size = 64", "batch_size = 64\nshards = 0")],
+            "train.shards",
+        ),
+        // Unknown plugin.
+        (
+            "unknown plugin",
+            &[("type = \"ddpm\"", "type = \"ddpmx\"")],
+            "ddpmx",
+        ),
+        // A count likelihood on log-normalized X is refused with the fix.
+        (
+            "counts on log-normalized X",
+            &[("type = \"vae\"", "type = \"nb_vae\"")],
+            "layers/counts",
+        ),
+        // Missing obs key.
+        (
+            "missing obs key",
+            &[("keys = [\"bulk_labels\"]", "keys = [\"cell_type\"]")],
+            "cell_type",
+        ),
+        // Joint fine-tuning of an autoencoder without an encoder is refused at load.
+        (
+            "joint without an encoder",
+            &[
+                (vae, "type = \"identity\""),
+                (
+                    "autoencoder_steps = 30",
+                    "autoencoder_steps = 0\njoint_steps = 5",
+                ),
+            ],
+            "joint_steps",
+        ),
+    ];
+    for (i, (what, edits, needle)) in cases.into_iter().enumerate() {
+        let text = edits.iter().fold(
+            std::fs::read_to_string(tiny_config(dir, "")).unwrap(),
+            |text, (from, to)| {
+                assert!(text.contains(from), "{what}: `{from}` not in the config");
+                text.replace(from, to)
+            },
         );
-    std::fs::write(dir.join("c5.toml"), text).unwrap();
-    let out = run(&[
-        "train",
-        "--config",
-        dir.join("c5.toml").to_str().unwrap(),
-        "--out",
-        dir.join("e").to_str().unwrap(),
-    ]);
-    assert_one_line_failure(&out, "joint_steps");
-    assert!(!dir.join("e").exists());
+        let config = dir.join(format!("c{i}.toml"));
+        std::fs::write(&config, text).unwrap();
+        let out_dir = dir.join(format!("out{i}"));
+        let out = run(&[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert_one_line_failure(&out, needle);
+        assert!(!out_dir.exists(), "{what}: partial output left behind");
+    }
 }
 
 #[test]
