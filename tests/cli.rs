@@ -397,7 +397,9 @@ fn config_errors_are_one_line_and_name_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let vae = "type = \"vae\"\nlatent_dim = 8\nhidden = [64, 32]";
-    let cases: [(&str, &[(&str, &str)], &str); 6] = [
+    // (what, text replacements in the tiny config, what the error must name)
+    type Edits<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(&str, Edits, &str); 6] = [
         // Unknown field.
         (
             "unknown field",
