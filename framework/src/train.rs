@@ -609,8 +609,9 @@ pub fn denoiser_loss(
 
 /// The stage-2 loss of one batch and its gradients, computed data-parallel: the batch's
 /// randomness is drawn first, then each of [`crate::nn::training_shards`] (`shards`: a fixed
-/// count, or `None` for the default that depends on the thread count only through one thread
-/// or more, decision 0029) runs forward and backward on its rows (its loss weighted by its share
+/// count, or `None` for the default, which depends on the thread count only through one thread
+/// or more and on the denoiser's rows per sample, decision 0029) runs forward and backward on
+/// its rows (its loss weighted by its share
 /// of the rows, its conditioner randomness and dropout masks from its own streams seeded in shard
 /// order) on its own thread, and the shard gradients are summed in shard order (the linear
 /// layers' weight gradients after all shards, decision 0020). A batch of one shard is exactly
